@@ -19,6 +19,115 @@ app = typer.Typer(
 )
 
 
+@app.command()
+def report(suite_dir: str = typer.Argument(..., help="Suite directory holding suite_state.json.")) -> None:
+    """Rewrite a suite's comparison report (tables, recommendations, plots) from its state file."""
+    from dialsum.report import report_suite_dir
+
+    paths = report_suite_dir(suite_dir)
+    typer.echo(f"report: {paths['report_md']} ({len(paths)} files written)")
+
+
+@app.command()
+def score(
+    pred: str = typer.Option(..., "--pred", help="Prediction CSV: fname,summary."),
+    gold: str = typer.Option(..., "--gold", help="Gold CSV: fname,...,summary or fname,summary1..summaryN."),
+    tokenize: str = typer.Option("morpheme", help="morpheme (the leaderboard's) or whitespace (rouge==1.0.1)."),
+    json_out: str | None = typer.Option(None, "--json", help="Also write the scores to this JSON file."),
+) -> None:
+    """Score predictions with the competition ROUGE (R1, R2, RL F1; final = mean * 100)."""
+    from dialsum.metrics import format_scores, score_files
+
+    typer.echo(format_scores(score_files(pred, gold, tokenize, json_out)))
+    if json_out:
+        typer.echo(f"wrote {json_out}")
+
+Init = typer.Option("pretrained", "--init", help="pretrained (hub id or local dir), random, or tiny.")
+Sets = typer.Option([], "--set", help="Override a config key: section.key=value (repeatable).")
+Data = typer.Option(None, "--data", help="Directory with train.csv, dev.csv, test.csv (overrides data.dir).")
+
+
+def _load(config_path: str, sets: list[str], data_dir: str | None):
+    from dialsum import config
+
+    return config.load(config_path, list(sets) + ([f"data.dir={data_dir}"] if data_dir else []))
+
+
+@app.command()
+def validate(
+    configs: list[str] = typer.Argument(..., help="Experiment YAML files."),
+    init: str = Init,
+    sets: list[str] = Sets,
+) -> None:
+    """Resolve configs against their architecture and this machine, without training (offline)."""
+    from dialsum.gpu import probe
+    from dialsum.resolve import describe_plan, plan_experiment
+
+    device, failed = probe(), 0
+    for path in configs:
+        try:
+            plan = plan_experiment(_load(path, sets, None), init, device)
+        except DialsumError as err:
+            typer.echo(f"{path}: CANNOT RUN\n  error        {err}")
+            failed += 1
+            continue
+        typer.echo(describe_plan(path, plan))
+        failed += not plan.ok
+    raise typer.Exit(2 if failed else 0)
+
+
+@app.command()
+def train(
+    config_path: str = typer.Argument(..., metavar="CONFIG", help="Experiment YAML file."),
+    init: str = Init,
+    sets: list[str] = Sets,
+    data_dir: str | None = Data,
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),
+    one_epoch: bool = typer.Option(False, "--one-epoch", help="Train a single epoch (quick mode)."),
+    run_dir: str | None = typer.Option(None, "--run-dir", help="Run directory (default runs/<name>/<time>)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue --run-dir from its last checkpoint."),
+) -> None:
+    """Train one experiment, score it on dev and write its submission."""
+    from pathlib import Path
+
+    from dialsum.training import RunOptions, run_experiment, summarize_metrics
+
+    if init not in ("pretrained", "random", "tiny"):
+        raise DialsumError(f"--init {init}: choose pretrained, random or tiny")
+    if resume and not run_dir:
+        raise DialsumError("--resume needs --run-dir: the run directory to continue")
+    cfg = _load(config_path, sets, data_dir)
+    opts = RunOptions(init, Path(run_dir) if run_dir else None, max_steps, one_epoch, resume)
+    typer.echo(summarize_metrics(run_experiment(cfg, opts)))
+
+
+@app.command()
+def predict(
+    run_dir: str = typer.Argument(..., help="A finished run directory (from dialsum train)."),
+    input_path: str = typer.Option(..., "--input", help="CSV with fname,dialogue."),
+    out: str | None = typer.Option(None, "--out", help="Submission path (default RUN_DIR/predictions.csv)."),
+) -> None:
+    """Summarize a CSV with a trained run (LoRA adapters included), same generation settings."""
+    from dialsum.training import predict_file
+
+    typer.echo(f"wrote {predict_file(run_dir, input_path, out)}")
+
+
+@app.command("make-sample")
+def make_sample(
+    out: str | None = typer.Option(None, "--out", help="Output folder (default data/sample)."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (default: the shipped sample's)."),
+    train: int | None = typer.Option(None, "--train", help="Train rows (default: the shipped sample's)."),
+    dev: int | None = typer.Option(None, "--dev", help="Dev rows (default: the shipped sample's)."),
+    test: int | None = typer.Option(None, "--test", help="Test rows (default: the shipped sample's)."),
+) -> None:
+    """Write synthetic Korean dialogues in the competition format: train, dev, test, test_gold CSV."""
+    from dialsum.samplegen import make_sample as write
+
+    for line in write(out, seed=seed, train=train, dev=dev, test=test):
+        typer.echo(line)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
     try:

@@ -60,14 +60,14 @@ def check_fnames(df: pd.DataFrame, path: str | Path) -> None:
     names = df["fname"].str.strip()
     empty = [i + 1 for i, v in enumerate(names) if not v]
     if empty:
-        raise DialsumError(f"{path}: empty fname in row(s) {_first(empty)}; every row needs a name")
+        raise DialsumError(f"{path}: empty fname in row(s) {preview(empty)}; every row needs a name")
     dup = names[names.duplicated(keep=False)]
     if not dup.empty:
-        shown = _first(sorted(set(dup)))
+        shown = preview(sorted(set(dup)))
         raise DialsumError(f"{path}: duplicate fname {shown}; each fname must appear once")
 
 
-def _first(items: Sequence[Any], n: int = 10) -> str:
+def preview(items: Sequence[Any], n: int = 10) -> str:
     head = ", ".join(str(x) for x in items[:n])
     return head + (f" (+{len(items) - n} more)" if len(items) > n else "")
 
@@ -80,11 +80,18 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:

@@ -1,0 +1,404 @@
+"""Experiment configuration: typed schema by section, YAML inheritance, `--set` overrides.
+
+    dialsum validate configs/experiments/*.yaml
+    dialsum train configs/experiments/01_baseline_kobart_rtx3090.yaml --set training.learning_rate=1e-4
+
+An experiment YAML may name a parent with `inherit: ../base.yaml`; its keys are merged over the
+parent's. Keys may be written in their section (`training: {learning_rate: ...}`) or flat at the top
+level with the seed's names (`learning_rate: ...`, `generation_num_beams: ...`): flat keys are moved to
+the section that owns them. Unknown keys are errors with a "did you mean" hint, and every problem of a
+file is reported at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from dialsum.errors import DialsumError
+
+MASK_TOKENS = [f"#Person{i}#" for i in range(1, 8)] + [
+    "#PhoneNumber#",
+    "#Address#",
+    "#PassportNumber#",
+    "#DateOfBirth#",
+    "#SSN#",
+    "#CardNumber#",
+    "#CarNumber#",
+    "#Email#",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+
+
+class ExperimentSection(_Section):
+    name: str = Field("experiment", description="Short name; runs go to <output_dir>/<name>/<timestamp>/")
+    label: str = Field("", description="Human label shown in reports")
+    description: str = Field("", description="One line: what this experiment tries")
+    seed: int = Field(42, description="Random seed for data order, initialisation and dropout")
+    output_dir: str = Field("runs", description="Root directory of run directories")
+
+
+class DataSection(_Section):
+    dir: str = Field("data/sample", description="Directory holding the competition CSVs")
+    train_file: str = Field("train.csv", description="Training CSV (fname,dialogue,summary,topic)")
+    dev_file: str = Field("dev.csv", description="Dev CSV, scored after training")
+    test_file: str = Field("test.csv", description="Test CSV (fname,dialogue) for the submission")
+    max_train_samples: int | None = Field(None, ge=1, description="Use only the first N training rows")
+    max_eval_samples: int | None = Field(None, ge=1, description="Score only the first N dev rows")
+
+
+class ModelSection(_Section):
+    name: str = Field(..., description="Hub id or local directory of the checkpoint")
+    init: Literal["pretrained", "random", "tiny"] = Field(
+        "pretrained", description="pretrained weights, the same architecture random, or a tiny scaled copy"
+    )
+    tiny_vocab_size: int = Field(4000, ge=300, le=64000, description="Vocabulary of the tiny tokenizer")
+    tiny_d_model: int = Field(128, ge=16, le=1024, description="Hidden size of tiny models")
+    tiny_layers: int = Field(2, ge=1, le=12, description="Encoder and decoder layers of tiny models")
+    tiny_lr_scale: float = Field(
+        20.0, gt=0, description="Learning-rate multiplier for tiny models, which train from scratch"
+    )
+
+
+class TokenizerSection(_Section):
+    encoder_max_len: int = Field(512, ge=8, description="Longest dialogue in tokens; longer ones are cut")
+    decoder_max_len: int = Field(128, ge=4, description="Longest summary in tokens for training")
+    prefix: str = Field("", description="Text put before every dialogue (T5-family task prefix)")
+    special_tokens: list[str] = Field(
+        default_factory=lambda: list(MASK_TOKENS), description="Tokens kept whole by the tokenizer"
+    )
+
+
+Scheduler = Literal[
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
+]
+
+
+class TrainingSection(_Section):
+    per_device_train_batch_size: int = Field(8, ge=1, description="Micro-batch for training")
+    per_device_eval_batch_size: int = Field(16, ge=1, description="Batch for evaluation")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step")
+    num_train_epochs: float = Field(3.0, gt=0, description="Epochs to train")
+    max_steps: int = Field(-1, description="Stop after N optimizer steps (-1: use epochs)")
+    learning_rate: float = Field(5e-5, gt=0, le=1.0, description="Peak learning rate")
+    lr_scheduler_type: Scheduler = Field("linear", description="Learning-rate schedule")
+    warmup_ratio: float = Field(0.0, ge=0, le=1, description="Fraction of steps used for warm-up")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm")
+    label_smoothing_factor: float = Field(0.0, ge=0, lt=1, description="Label smoothing")
+    bf16: bool = Field(False, description="bfloat16 mixed precision (dropped where unsupported)")
+    tf32: bool = Field(False, description="TF32 matmuls on Ampere+ GPUs (dropped elsewhere)")
+    dataloader_num_workers: int = Field(0, ge=0, description="Data-loading processes (capped at cores)")
+    dataloader_pin_memory: bool = Field(True, description="Pin host memory (CUDA only)")
+    dataloader_persistent_workers: bool = Field(False, description="Keep workers between epochs")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory")
+    group_by_length: bool = Field(True, description="Batch examples of similar length (less padding)")
+    eval_strategy: Literal["no", "steps", "epoch"] = Field(
+        "epoch",
+        validation_alias=AliasChoices("eval_strategy", "evaluation_strategy"),
+        description="When to score dev during training",
+    )
+    eval_steps: int | None = Field(None, ge=1, description="Steps between evaluations (eval_strategy=steps)")
+    save_strategy: Literal["no", "steps", "epoch"] = Field("epoch", description="When to checkpoint")
+    save_steps: int = Field(500, ge=1, description="Steps between checkpoints (save_strategy=steps)")
+    save_total_limit: int | None = Field(2, ge=1, description="Checkpoints kept")
+    logging_steps: int = Field(10, ge=1, description="Steps between log lines")
+    early_stopping_patience: int | None = Field(None, ge=1, description="Evaluations without gain before stop")
+    load_best_model_at_end: bool = Field(True, description="Keep the checkpoint with the best dev score")
+    metric_for_best_model: str = Field("final", description="Metric that picks the best checkpoint")
+    eval_max_samples: int | None = Field(
+        200, ge=1, description="Dev rows scored during training (all rows are scored at the end)"
+    )
+    optim: str = Field("adamw_torch", description="Optimizer name as transformers knows it")
+    report_to: list[str] = Field(default_factory=lambda: ["tensorboard"], description="Loggers")
+
+    @field_validator("eval_strategy", "save_strategy", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        return "no" if value is False else value  # YAML 1.1 reads a bare `no` as false
+
+    @model_validator(mode="after")
+    def _strategies(self) -> TrainingSection:
+        if self.eval_strategy == "steps" and self.eval_steps is None:
+            raise ValueError("training.eval_strategy=steps needs training.eval_steps; set eval_steps")
+        if self.load_best_model_at_end and self.eval_strategy != "no":
+            if self.save_strategy != self.eval_strategy:
+                raise ValueError(
+                    f"training.save_strategy={self.save_strategy} must equal eval_strategy="
+                    f"{self.eval_strategy} when load_best_model_at_end is true"
+                )
+            if self.eval_strategy == "steps" and self.save_steps % (self.eval_steps or 1):
+                raise ValueError(
+                    f"training.save_steps={self.save_steps} must be a multiple of eval_steps={self.eval_steps}"
+                )
+        return self
+
+
+class LoraSection(_Section):
+    use_lora: bool = Field(False, description="Train LoRA adapters instead of all weights")
+    use_qlora: bool = Field(False, description="LoRA over a 4-bit quantized model (implies use_lora)")
+    load_in_4bit: bool = Field(False, description="Load the base model in 4-bit NF4 (bitsandbytes)")
+    lora_rank: int = Field(16, ge=1, validation_alias=AliasChoices("lora_rank", "r"), description="Rank")
+    lora_alpha: float = Field(32, gt=0, description="Scaling numerator (scale = alpha / rank)")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q", "k", "v", "o"],
+        description="Generic (q,k,v,o,wi,wo) or architecture names; resolved per architecture",
+    )
+
+    @model_validator(mode="after")
+    def _qlora(self) -> LoraSection:
+        if self.load_in_4bit and not (self.use_qlora or self.use_lora):
+            raise ValueError("lora.load_in_4bit=true needs lora.use_qlora=true (4-bit weights cannot train)")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.use_lora or self.use_qlora
+
+
+class GenerationSection(_Section):
+    num_beams: int = Field(
+        4, ge=1, validation_alias=AliasChoices("num_beams", "generation_num_beams"), description="Beams"
+    )
+    max_length: int = Field(
+        128, ge=1, validation_alias=AliasChoices("max_length", "generation_max_length"),
+        description="Longest generated summary (new tokens)",
+    )
+    min_length: int = Field(
+        1, ge=0, validation_alias=AliasChoices("min_length", "generation_min_length"),
+        description="Shortest generated summary (new tokens)",
+    )
+    length_penalty: float = Field(
+        1.0, validation_alias=AliasChoices("length_penalty", "generation_length_penalty"),
+        description="Beam score length exponent (<1 favours short summaries)",
+    )
+    no_repeat_ngram_size: int = Field(
+        0, ge=0, validation_alias=AliasChoices("no_repeat_ngram_size", "generation_no_repeat_ngram_size"),
+        description="Forbid repeating n-grams of this size (0: off)",
+    )
+    early_stopping: bool = Field(True, description="Stop beam search when all beams finished")
+    batch_tokens: int = Field(
+        16384, ge=64, description="Token budget of one generation batch (input tokens x beams)"
+    )
+    sort_by_length: bool = Field(True, description="Generate in length order, restore input order after")
+
+    @model_validator(mode="after")
+    def _lengths(self) -> GenerationSection:
+        if self.min_length > self.max_length:
+            raise ValueError(
+                f"generation.min_length={self.min_length} exceeds max_length={self.max_length}; lower it"
+            )
+        return self
+
+
+class SpeedSection(_Section):
+    chunked_loss: bool = Field(True, description="Loss in vocabulary chunks, no full float32 logits")
+    chunk_tokens: int = Field(1024, ge=1, description="Target tokens per loss chunk")
+    fused_adamw: bool = Field(True, description="Fused AdamW on CUDA")
+    sdpa: bool = Field(True, description="Scaled-dot-product attention kernels where supported")
+    torch_compile: bool = Field(False, description="torch.compile the model (CUDA)")
+
+
+class ExperimentConfig(_Section):
+    experiment: ExperimentSection = Field(default_factory=ExperimentSection)
+    data: DataSection = Field(default_factory=DataSection)
+    model: ModelSection
+    tokenizer: TokenizerSection = Field(default_factory=TokenizerSection)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    lora: LoraSection = Field(default_factory=LoraSection)
+    generation: GenerationSection = Field(default_factory=GenerationSection)
+    speed: SpeedSection = Field(default_factory=SpeedSection)
+
+    @property
+    def effective_batch(self) -> int:
+        return self.training.per_device_train_batch_size * self.training.gradient_accumulation_steps
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    name: field.annotation  # type: ignore[misc]
+    for name, field in ExperimentConfig.model_fields.items()
+}
+
+
+def _aliases(section: type[_Section]) -> dict[str, str]:
+    """Every accepted key of a section (field names and the seed's aliases) -> its field name."""
+    keys = {name: name for name in section.model_fields}
+    for name, field in section.model_fields.items():
+        if isinstance(field.validation_alias, AliasChoices):
+            keys.update({str(c): name for c in field.validation_alias.choices})
+    return keys
+
+
+SECTION_ALIASES = {name: _aliases(cls) for name, cls in SECTIONS.items()}
+SECTION_KEYS = {name: set(keys) for name, keys in SECTION_ALIASES.items()}
+
+
+def _canonical(section: str, values: dict) -> dict:
+    aliases = SECTION_ALIASES[section]
+    return {aliases.get(k, k): v for k, v in values.items()}
+
+
+def _owner_section(key: str) -> str | None:
+    owners = [name for name, keys in SECTION_KEYS.items() if key in keys]
+    return owners[0] if len(owners) == 1 else None
+
+
+def _hint(key: str, choices: set[str]) -> str:
+    close = difflib.get_close_matches(key, sorted(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def deep_merge(base: dict, delta: dict) -> dict:
+    """Merge `delta` over `base` recursively (dicts merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in delta.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    if not path.is_file():
+        raise DialsumError(f"{path}: config file not found; check the path")
+    if path.resolve() in chain:
+        raise DialsumError(f"{path}: inherit loop through {' -> '.join(str(p) for p in chain)}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise DialsumError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise DialsumError(f"{path}: expected a mapping of sections at the top level")
+    parent = data.pop("inherit", None)
+    if parent is None:
+        return data
+    base = _read_yaml((path.parent / str(parent)).resolve(), chain + (path.resolve(),))
+    return deep_merge(_route_flat_keys(base, path), _route_flat_keys(data, path))
+
+
+def _route_flat_keys(data: dict, path: Path | str) -> dict:
+    """Move top-level seed-style keys (`learning_rate: ...`) into the section that owns them."""
+    out: dict[str, Any] = {}
+    problems = []
+    for key, value in data.items():
+        if key in SECTIONS:
+            value = _canonical(key, value) if isinstance(value, dict) else value
+            out[key] = deep_merge(out.get(key, {}), value) if isinstance(value, dict) else value
+            continue
+        owner = _owner_section(key)
+        if owner is None:
+            every = set(SECTIONS).union(*SECTION_KEYS.values())
+            problems.append(f"{key}: unknown key{_hint(key, every)}")
+            continue
+        out.setdefault(owner, {})[SECTION_ALIASES[owner][key]] = value
+    if problems:
+        raise DialsumError(_format_problems(path, problems))
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`training.learning_rate=1e-4` -> (["training", "learning_rate"], 0.0001) (YAML-typed value)."""
+    if "=" not in text:
+        raise DialsumError(f"--set {text}: expected section.key=value, e.g. training.learning_rate=1e-4")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise DialsumError(f"--set {text}: empty key; expected section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str):
+        value = _number_or_text(value)
+    return parts, value
+
+
+def _number_or_text(value: str) -> Any:
+    try:
+        return float(value) if any(c in value.lower() for c in ".e") else int(value)
+    except ValueError:
+        return value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    out = copy.deepcopy(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        if len(parts) == 1:
+            owner = _owner_section(parts[0])
+            if owner is None:
+                every = set().union(*SECTION_KEYS.values())
+                raise DialsumError(f"--set {text}: unknown key {parts[0]}{_hint(parts[0], every)}")
+            parts = [owner, parts[0]]
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise DialsumError(f"--set {text}: {part} is not a section")
+        if len(parts) == 2 and parts[0] in SECTION_ALIASES:
+            parts[1] = SECTION_ALIASES[parts[0]].get(parts[1], parts[1])
+        node[parts[-1]] = value
+    return out
+
+
+def _format_problems(path: Path | str, problems: list[str]) -> str:
+    if len(problems) == 1:
+        return f"{path}: {problems[0]}"
+    return f"{path}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
+
+
+def _describe(err: dict, data: dict) -> str:
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc)
+    if err["type"] == "extra_forbidden":
+        section = loc[0] if len(loc) > 1 else None
+        choices = SECTION_KEYS.get(section, set(SECTIONS)) if section else set(SECTIONS)
+        return f"{key}: unknown key{_hint(loc[-1], choices)}"
+    if err["type"] == "missing":
+        return f"{key}: required; add it to the config"
+    msg = err["msg"].removeprefix("Value error, ")
+    if loc and err["type"] != "value_error":
+        return f"{key}={err.get('input')!r}: {msg}"
+    return f"{key}: {msg}" if key else msg
+
+
+def validate_dict(data: dict, source: Path | str = "<config>") -> ExperimentConfig:
+    data = _route_flat_keys(data, source)
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as err:
+        problems = [_describe(e, data) for e in err.errors()]
+        raise DialsumError(_format_problems(source, problems)) from None
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML config (with its `inherit` chain), apply `--set` overrides, validate."""
+    path = Path(path)
+    data = _route_flat_keys(_read_yaml(path), path)
+    data = apply_overrides(data, overrides or [])
+    cfg = validate_dict(data, path)
+    if cfg.experiment.name == "experiment":
+        cfg.experiment.name = path.stem
+    return cfg
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), allow_unicode=True, sort_keys=False)

@@ -1,0 +1,119 @@
+"""Competition data: read and check the CSVs, normalize dialogues, tokenize, pad batches.
+
+    dialsum train configs/experiments/01_baseline_kobart_rtx3090.yaml --init tiny
+    dialsum predict RUN_DIR --input data/sample/test.csv
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dialsum.csvio import preview, read_table
+from dialsum.errors import DialsumError
+
+_SPACES = re.compile(r"[ \t\u00a0]+")
+_BREAKS = re.compile(r"\\n|<br\s*/?>|\r\n?")
+
+
+def normalize_dialogue(text: str) -> str:
+    """Literal `\\n` and `<br>` become newlines; spaces collapse; blank lines go."""
+    text = _BREAKS.sub("\n", text)
+    lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
+    return "\n".join(line for line in lines if line)
+
+
+def normalize_summary(text: str) -> str:
+    return _SPACES.sub(" ", _BREAKS.sub(" ", text)).strip()
+
+
+def read_split(path: str | Path, *, with_summary: bool) -> pd.DataFrame:
+    """Read one competition CSV; empty dialogues or summaries are errors that name the rows."""
+    columns = ["fname", "dialogue"] + (["summary"] if with_summary else [])
+    df = read_table(path, columns, what="data")
+    df["fname"] = df["fname"].str.strip()
+    for col in columns[1:]:
+        empty = [i + 1 for i, v in enumerate(df[col]) if not str(v).strip()]
+        if empty:
+            raise DialsumError(
+                f"{path}: empty {col} in row(s) {preview(empty)} (fname {preview(list(df['fname'].iloc[[e - 1 for e in empty]]))}); "
+                f"fill or remove those rows"
+            )
+    df["dialogue"] = df["dialogue"].map(normalize_dialogue)
+    if with_summary:
+        df["summary"] = df["summary"].map(normalize_summary)
+    return df
+
+
+@dataclass
+class Encoder:
+    """Turns dialogues and summaries into model ids the same way for training and generation."""
+
+    tokenizer: Any
+    family: str
+    prefix: str
+    encoder_max_len: int
+    decoder_max_len: int
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    def inputs(self, dialogues: list[str]) -> list[list[int]]:
+        tok = self.tokenizer
+        out = []
+        for ids in self._ids([self.prefix + d for d in dialogues]):
+            if self.family == "bart":
+                out.append([tok.bos_token_id] + ids[: self.encoder_max_len - 2] + [tok.eos_token_id])
+            else:
+                out.append(ids[: self.encoder_max_len - 1] + [tok.eos_token_id])
+        return out
+
+    def labels(self, summaries: list[str]) -> list[list[int]]:
+        eos = self.tokenizer.eos_token_id
+        return [ids[: self.decoder_max_len - 1] + [eos] for ids in self._ids(summaries)]
+
+    def examples(self, df: pd.DataFrame) -> list[dict[str, list[int]]]:
+        inputs = self.inputs(list(df["dialogue"]))
+        if "summary" not in df.columns:
+            return [{"input_ids": x} for x in inputs]
+        return [{"input_ids": x, "labels": y} for x, y in zip(inputs, self.labels(list(df["summary"])), strict=True)]
+
+
+class Seq2SeqCollator:
+    """Dynamic padding: each batch is padded to its own longest input and label, no further."""
+
+    def __init__(self, pad_id: int, pad_to_multiple_of: int | None = None):
+        self.pad_id = pad_id
+        self.multiple = pad_to_multiple_of
+
+    def _width(self, rows: list[list[int]]) -> int:
+        width = max(len(r) for r in rows)
+        if self.multiple:
+            width = -(-width // self.multiple) * self.multiple
+        return width
+
+    def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, Any]:
+        import torch
+
+        inputs = [f["input_ids"] for f in features]
+        width = self._width(inputs)
+        batch = {
+            "input_ids": torch.tensor([r + [self.pad_id] * (width - len(r)) for r in inputs]),
+            "attention_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in inputs]),
+        }
+        if "labels" in features[0]:
+            labels = [f["labels"] for f in features]
+            lw = self._width(labels)
+            batch["labels"] = torch.tensor([r + [-100] * (lw - len(r)) for r in labels])
+        return batch
+
+
+def padding_efficiency(batches: list[list[int]]) -> float:
+    """Real tokens / padded tokens over batches given as lists of sequence lengths."""
+    real = sum(sum(b) for b in batches)
+    padded = sum(max(b) * len(b) for b in batches if b)
+    return real / padded if padded else 1.0

@@ -1,0 +1,541 @@
+"""Device probing, GPU memory monitoring, the "smart wait" before an experiment, and clean-up.
+
+    .venv/bin/pytest tests/test_gpu.py
+    .venv/bin/python -c "from dialsum.gpu import probe; print(probe().summary())"
+    .venv/bin/python -c "from dialsum.gpu import wait_for_free_gpu as w; print(w(2000, timeout_s=60))"
+
+NVML (`pynvml`, from nvidia-ml-py) is read through one small class, `NvmlReader`; anything that
+samples takes a `reader=` so tests can script it. Every NVML failure means "no GPU" with a reason,
+never a crash: the monitor then records the RSS of the watched process tree instead, and the wait
+returns at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import importlib
+import importlib.util
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import psutil
+
+from dialsum.errors import DialsumError
+
+MB = 1024 * 1024
+CSV_HEADER = ("time_s", "kind", "used_mb", "total_mb", "util_pct", "temp_c")
+RSS_NOTE = "no GPU: recording process RSS instead"
+
+
+# --------------------------------------------------------------------------- device probe
+
+
+@dataclass
+class DeviceInfo:
+    """What this machine offers a training run; saved with every run as JSON."""
+
+    cuda_available: bool
+    device_name: str | None
+    device_count: int
+    total_memory_mb: float | None
+    compute_capability: str | None
+    bf16_supported: bool
+    tf32_supported: bool
+    cpu_cores: int
+    bitsandbytes_available: bool
+    torch_version: str | None = None
+    cuda_version: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line for logs, e.g. `NVIDIA H200 x1 (143771 MB, cc 9.0, bf16, tf32); 16 CPU cores`."""
+        if self.cuda_available:
+            flags = ", ".join(
+                f for f, on in (("bf16", self.bf16_supported), ("tf32", self.tf32_supported)) if on
+            )
+            gpu = (
+                f"{self.device_name} x{self.device_count} ({self.total_memory_mb:.0f} MB, "
+                f"cc {self.compute_capability}{', ' + flags if flags else ''})"
+            )
+        else:
+            gpu = "no CUDA GPU"
+        bnb = "bitsandbytes" if self.bitsandbytes_available else "no bitsandbytes"
+        return f"{gpu}; {self.cpu_cores} CPU cores; {bnb}"
+
+
+def cpu_core_count() -> int:
+    """Cores this process may run on (affinity-aware where the OS reports it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def probe() -> DeviceInfo:
+    """Describe the CUDA device (if any), CPU cores and bitsandbytes. Imports torch only here."""
+    try:
+        import torch
+    except ImportError as err:  # the package depends on torch; still never crash a probe
+        info = _probe_from(None)
+        info.notes.append(f"torch not importable ({err})")
+        return info
+    return _probe_from(torch)
+
+
+def _probe_from(torch: Any) -> DeviceInfo:
+    """Build a DeviceInfo from a torch module (or a stand-in with the same `cuda` API)."""
+    notes: list[str] = []
+    cuda = bool(torch is not None and torch.cuda.is_available())
+    name = total = cc = None
+    count, bf16, tf32 = 0, False, False
+    if cuda:
+        try:
+            count = int(torch.cuda.device_count())
+            props = torch.cuda.get_device_properties(0)
+            name, total = str(props.name), round(props.total_memory / MB, 1)
+            cc = f"{props.major}.{props.minor}"
+            bf16 = bool(torch.cuda.is_bf16_supported())
+            tf32 = int(props.major) >= 8
+        except Exception as err:  # a broken driver can report CUDA and then fail to describe it
+            notes.append(f"CUDA reported available but unusable ({type(err).__name__}: {err})")
+            cuda, count, name, total, cc, bf16, tf32 = False, 0, None, None, None, False, False
+    bnb_ok = _bitsandbytes_available(cuda, notes)
+    return DeviceInfo(
+        cuda_available=cuda,
+        device_name=name,
+        device_count=count,
+        total_memory_mb=total,
+        compute_capability=cc,
+        bf16_supported=bf16,
+        tf32_supported=tf32,
+        cpu_cores=cpu_core_count(),
+        bitsandbytes_available=bnb_ok,
+        torch_version=getattr(torch, "__version__", None),
+        cuda_version=getattr(getattr(torch, "version", None), "cuda", None),
+        notes=notes,
+    )
+
+
+def _bitsandbytes_available(cuda: bool, notes: list[str]) -> bool:
+    """Installed, and (on a CUDA machine, where 4-bit loading would use it) actually importable.
+
+    Without CUDA the import is skipped: it takes seconds, prints warnings, and 4-bit loading is
+    not possible there anyway.
+    """
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return False
+    if not cuda:
+        return True
+    try:
+        importlib.import_module("bitsandbytes")
+    except Exception as err:  # any import-time failure (missing CUDA libs, ABI) means unusable
+        notes.append(f"bitsandbytes installed but not importable: {type(err).__name__}: {err}")
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- NVML
+
+
+@dataclass(frozen=True)
+class GpuSample:
+    used_mb: float
+    total_mb: float
+    util_pct: float | None = None
+    temp_c: float | None = None
+
+
+class GpuReader(Protocol):
+    """What the monitor and the wait need from NVML; `NvmlReader` is the real one."""
+
+    reason: str
+
+    def available(self) -> bool: ...
+
+    def sample(self, index: int = 0) -> GpuSample: ...
+
+
+class NvmlReader:
+    """Reads memory, utilization and temperature through NVML.
+
+    `available()` never raises: on any NVML error it returns False and `reason` says why.
+    `sample()` raises `RuntimeError` on failure; callers use `safe_sample` to turn that into "no GPU".
+    Indices are CUDA indices: with CUDA_VISIBLE_DEVICES set they are mapped to the NVML device.
+    """
+
+    def __init__(self, nvml: Any = None) -> None:
+        self._nvml = nvml
+        self._ready: bool | None = None
+        self.reason = ""
+
+    def available(self) -> bool:
+        if self._ready is None:
+            self._ready = self._init()
+        return self._ready
+
+    def _init(self) -> bool:
+        try:
+            if self._nvml is None:
+                self._nvml = importlib.import_module("pynvml")
+            self._nvml.nvmlInit()
+            count = int(self._nvml.nvmlDeviceGetCount())
+        except Exception as err:  # NVMLError, missing library, missing module: all mean "no GPU"
+            self.reason = f"NVML unavailable: {err or type(err).__name__}"
+            return False
+        if count < 1:
+            self.reason = "NVML reports no GPU devices"
+            return False
+        return True
+
+    def sample(self, index: int = 0) -> GpuSample:
+        if not self.available():
+            raise RuntimeError(self.reason)
+        nvml = self._nvml
+        try:
+            handle = self._handle(index)
+            mem = nvml.nvmlDeviceGetMemoryInfo(handle)
+        except Exception as err:
+            raise RuntimeError(f"NVML memory query failed for GPU {index}: {err}") from err
+        util = _optional(lambda: nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+        temp = _optional(lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
+        return GpuSample(round(mem.used / MB, 1), round(mem.total / MB, 1), util, temp)
+
+    def used_by_pids(self, pids: set[int], index: int = 0) -> float | None:
+        """GPU memory (MB) held by the given processes, or None where NVML cannot tell."""
+        if not self.available():
+            return None
+        try:
+            procs = self._nvml.nvmlDeviceGetComputeRunningProcesses(self._handle(index))
+        except Exception:
+            return None
+        held = [p.usedGpuMemory for p in procs if p.pid in pids and p.usedGpuMemory is not None]
+        return round(sum(held) / MB, 1)
+
+    def _handle(self, index: int) -> Any:
+        ident = _visible_device(index)
+        if ident is None or ident.isdigit():
+            return self._nvml.nvmlDeviceGetHandleByIndex(int(ident) if ident else index)
+        return self._nvml.nvmlDeviceGetHandleByUUID(ident)
+
+
+def _visible_device(index: int) -> str | None:
+    """The CUDA_VISIBLE_DEVICES entry (physical index or UUID) behind CUDA index `index`, if set."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    ids = [v.strip() for v in visible.split(",") if v.strip()]
+    return ids[index] if index < len(ids) else None
+
+
+def _optional(read: Callable[[], Any]) -> float | None:
+    """Utilization and temperature are unsupported on some devices: missing, not fatal."""
+    try:
+        return float(read())
+    except Exception:
+        return None
+
+
+def safe_available(reader: GpuReader) -> tuple[bool, str]:
+    """(available, reason), never raising, whatever the reader does."""
+    try:
+        ok = bool(reader.available())
+    except Exception as err:
+        return False, f"GPU reader failed: {type(err).__name__}: {err}"
+    return ok, "" if ok else (getattr(reader, "reason", "") or "no GPU")
+
+
+def safe_sample(reader: GpuReader, index: int = 0) -> tuple[GpuSample | None, str]:
+    """(sample, "") or (None, reason), never raising."""
+    try:
+        return reader.sample(index), ""
+    except Exception as err:
+        return None, f"GPU sample failed: {type(err).__name__}: {err}"
+
+
+# --------------------------------------------------------------------------- process memory
+
+
+def process_rss_mb(pid: int, include_children: bool = True) -> float:
+    """Resident memory (MB) of `pid`, plus all its descendants; 0.0 once the process has gone."""
+    try:
+        proc = psutil.Process(pid)
+        total = proc.memory_info().rss
+        kids = proc.children(recursive=True) if include_children else []
+    except psutil.NoSuchProcess:  # includes zombies: an exited process holds no memory
+        return 0.0
+    for kid in kids:
+        try:
+            total += kid.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return round(total / MB, 1)
+
+
+def machine_memory_mb() -> float:
+    return round(psutil.virtual_memory().total / MB, 1)
+
+
+# --------------------------------------------------------------------------- monitor
+
+
+class MemoryMonitor:
+    """Samples GPU memory (or process RSS without a GPU) on a background thread into a CSV.
+
+        with MemoryMonitor(run_dir / "memory.csv", pid=child.pid, on_warn=log) as mon:
+            child.wait()
+        print(mon.kind, mon.peak_mb, mon.samples)
+
+    Each row is flushed at once, so a killed suite keeps the rows so far. Rows are appended to an
+    existing file (the header is written once). `stop()` takes a final sample and is idempotent.
+    """
+
+    def __init__(
+        self,
+        csv_path: str | Path,
+        *,
+        interval_s: float = 2.0,
+        pid: int | None = None,
+        warn_fraction: float = 0.92,
+        on_warn: Callable[[str], Any] | None = None,
+        reader: GpuReader | None = None,
+        index: int = 0,
+    ) -> None:
+        if interval_s <= 0:
+            raise DialsumError(f"MemoryMonitor interval_s={interval_s}: must be > 0 seconds")
+        if not 0 < warn_fraction <= 1:
+            raise DialsumError(f"MemoryMonitor warn_fraction={warn_fraction}: must be in (0, 1]")
+        self.pid = os.getpid() if pid is None else int(pid)
+        if not psutil.pid_exists(self.pid):
+            raise DialsumError(f"MemoryMonitor pid={self.pid}: no such process; pass a running pid")
+        self.csv_path = Path(csv_path)
+        self.interval_s, self.warn_fraction, self.on_warn = interval_s, warn_fraction, on_warn
+        self.reader: GpuReader = reader if reader is not None else NvmlReader()
+        self.index = index
+        self.kind, self.note = "rss", RSS_NOTE
+        self.peak_mb = 0.0
+        self.samples = 0
+        self.warnings = 0
+        self.last: GpuSample | None = None
+        self._above = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._fh: Any = None
+        self._writer: Any = None
+        self._started = time.monotonic()
+        self._stopped = False
+
+    # context manager
+    def __enter__(self) -> MemoryMonitor:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> MemoryMonitor:
+        """Choose GPU or RSS, open the CSV, take the first sample, start the thread."""
+        if self._thread is not None or self._stopped:
+            raise DialsumError("MemoryMonitor: start() called twice; create a new monitor per run")
+        ok, reason = safe_available(self.reader)
+        if ok:
+            self.kind, self.note = "gpu", ""
+        else:
+            self.note = f"{RSS_NOTE}; {reason}" if reason else RSS_NOTE
+        self._open_csv()
+        self._started = time.monotonic()
+        self.tick()
+        self._thread = threading.Thread(target=self._run, name="dialsum-memory-monitor", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the thread, record a final sample, close the file. Safe to call more than once."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._fh is not None:
+            self.tick()
+            self._fh.close()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "peak_mb": self.peak_mb,
+            "samples": self.samples,
+            "warnings": self.warnings,
+            "note": self.note,
+            "csv": str(self.csv_path),
+        }
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.tick()
+
+    def tick(self) -> None:
+        """Take one sample and append its row; never raises (a dead monitor must not kill a run)."""
+        if self._fh is None or self._fh.closed:
+            return
+        try:
+            with self._lock:
+                sample = self._measure()
+                self._write(sample)
+            self._check_warn(sample)
+        except Exception as err:  # noted once: a failing disk must not grow the note every tick
+            if "monitor error" not in self.note:
+                self.note = f"{self.note}; monitor error: {type(err).__name__}: {err}".lstrip("; ")
+
+    def _measure(self) -> GpuSample:
+        if self.kind == "gpu":
+            sample, reason = safe_sample(self.reader, self.index)
+            if sample is not None:
+                return sample
+            self.kind, self.note = "rss", f"{RSS_NOTE}; {reason}"
+        return GpuSample(process_rss_mb(self.pid), machine_memory_mb())
+
+    def _open_csv(self) -> None:
+        try:
+            self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+            fresh = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
+            self._fh = self.csv_path.open("a", encoding="utf-8", newline="")
+        except OSError as err:
+            raise DialsumError(
+                f"{self.csv_path}: cannot write the memory log ({err.strerror}); "
+                "choose a writable run directory"
+            ) from None
+        self._writer = csv.writer(self._fh, lineterminator="\n")
+        if fresh:
+            self._writer.writerow(CSV_HEADER)
+            self._fh.flush()
+
+    def _write(self, s: GpuSample) -> None:
+        elapsed = round(time.monotonic() - self._started, 3)
+        self._writer.writerow([elapsed, self.kind, s.used_mb, s.total_mb, _cell(s.util_pct), _cell(s.temp_c)])
+        self._fh.flush()
+        self.samples += 1
+        self.peak_mb = max(self.peak_mb, s.used_mb)
+        self.last = s
+
+    def _check_warn(self, s: GpuSample) -> None:
+        """Fire `on_warn` once each time usage rises to `warn_fraction` of total; re-arm below it."""
+        above = s.total_mb > 0 and s.used_mb / s.total_mb >= self.warn_fraction
+        if above and not self._above:
+            self.warnings += 1
+            if self.on_warn is not None:
+                what = "GPU memory" if self.kind == "gpu" else "process RSS"
+                self.on_warn(
+                    f"{what} at {s.used_mb:.0f}/{s.total_mb:.0f} MB "
+                    f"({s.used_mb / s.total_mb:.1%} >= {self.warn_fraction:.1%})"
+                )
+        self._above = above
+
+
+def _cell(value: float | None) -> str | float:
+    return "" if value is None else value
+
+
+# --------------------------------------------------------------------------- smart wait
+
+
+@dataclass(frozen=True)
+class WaitResult:
+    waited_s: float
+    used_mb: float | None
+    ok: bool
+    message: str
+
+
+def wait_for_free_gpu(
+    max_used_mb: float,
+    *,
+    timeout_s: float,
+    poll_s: float = 5.0,
+    reader: GpuReader | None = None,
+    log: Callable[[str], Any] = print,
+    sleep: Callable[[float], Any] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    index: int = 0,
+    log_every_s: float = 30.0,
+) -> WaitResult:
+    """Hold until GPU `index` uses <= `max_used_mb`, or `timeout_s` passes (then ok=False).
+
+    Logs when it starts waiting and then every `log_every_s`, not every poll. Without a GPU (or on
+    any NVML error) it returns at once with ok=True and a note: there is nothing to wait for.
+    """
+    if timeout_s < 0 or poll_s <= 0:
+        raise DialsumError(f"wait_for_free_gpu: timeout_s={timeout_s} must be >= 0, poll_s={poll_s} > 0")
+    reader = reader if reader is not None else NvmlReader()
+    start = clock()
+    ok, reason = safe_available(reader)
+    if not ok:
+        return WaitResult(0.0, None, True, f"no GPU to wait for, continuing ({reason})")
+    next_log = start
+    while True:
+        sample, reason = safe_sample(reader, index)
+        now = clock()
+        waited = round(now - start, 1)
+        if sample is None:
+            return WaitResult(waited, None, True, f"no GPU to wait for, continuing ({reason})")
+        if sample.used_mb <= max_used_mb:
+            return WaitResult(waited, sample.used_mb, True, _free_message(sample, max_used_mb, waited))
+        if now - start >= timeout_s:
+            return WaitResult(waited, sample.used_mb, False, _timeout_message(sample, max_used_mb, waited))
+        if now >= next_log:
+            log(
+                f"waiting for GPU {index}: {sample.used_mb:.0f} MB used > {max_used_mb:.0f} MB allowed "
+                f"({waited:.0f}s of {timeout_s:.0f}s)"
+            )
+            next_log = now + log_every_s
+        sleep(min(poll_s, timeout_s - (now - start)))
+
+
+def _free_message(s: GpuSample, limit: float, waited: float) -> str:
+    after = f" after {waited:.0f}s" if waited > 0 else ""
+    return f"GPU free{after}: {s.used_mb:.0f} MB used <= {limit:.0f} MB allowed"
+
+
+def _timeout_message(s: GpuSample, limit: float, waited: float) -> str:
+    return (
+        f"GPU still busy after {waited:.0f}s: {s.used_mb:.0f} MB of {s.total_mb:.0f} MB used, more than "
+        f"the {limit:.0f} MB allowed; stop the other GPU processes, or raise the wait's max_used_mb or timeout"
+    )
+
+
+# --------------------------------------------------------------------------- clean-up
+
+
+def free_memory() -> float | None:
+    """Collect garbage and release cached CUDA memory; MB released by the CUDA cache, else None.
+
+    Touches CUDA only if torch is already imported and CUDA already initialised in this process, so
+    a suite's parent process never creates a CUDA context (and its memory) just by cleaning up.
+    """
+    torch = sys.modules.get("torch")
+    gc.collect()
+    if not _cuda_in_use(torch):
+        return None
+    try:
+        before = torch.cuda.memory_reserved()
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.ipc_collect()
+        return round(max(0, before - torch.cuda.memory_reserved()) / MB, 1)
+    except Exception:  # a CUDA context poisoned by an earlier error: nothing more to release here
+        return None
+
+
+def _cuda_in_use(torch: Any) -> bool:
+    try:
+        return bool(torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized())
+    except Exception:
+        return False

@@ -1,0 +1,130 @@
+"""The Seq2SeqTrainer as dialsum runs it: chunked loss, token counting, JSONL log, progress bar.
+
+    dialsum train configs/experiments/04_batch_optimization_rtx3090.yaml --init tiny --max-steps 20
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from transformers import EarlyStoppingCallback, Seq2SeqTrainer, TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from dialsum.data import Seq2SeqCollator
+from dialsum.losses import seq2seq_loss, supports_chunked_loss
+
+if TYPE_CHECKING:
+    from dialsum.training import Run
+
+
+class DialsumTrainer(Seq2SeqTrainer):
+    """Loss per micro-batch (chunked over the vocabulary when enabled); counts real tokens."""
+
+    def __init__(self, *args: Any, chunk_tokens: int | None, oom_above_batch: int | None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.chunk_tokens = chunk_tokens
+        self.oom_above_batch = oom_above_batch
+        self.real_tokens = 0
+        # Each micro-batch loss is a mean; the Trainer divides by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        if model.training:
+            self._count(inputs)
+        if self.chunk_tokens and not return_outputs:
+            return seq2seq_loss(model, inputs, chunk_tokens=self.chunk_tokens)
+        return super().compute_loss(model, inputs, return_outputs=return_outputs)
+
+    def _count(self, inputs: dict[str, Any]) -> None:
+        batch = inputs["input_ids"].shape[0]
+        if self.oom_above_batch is not None and batch > self.oom_above_batch:
+            raise torch.OutOfMemoryError(
+                f"CUDA out of memory (injected: micro-batch {batch} > {self.oom_above_batch})"
+            )
+        self.real_tokens += int(inputs["attention_mask"].sum()) + int((inputs["labels"] != -100).sum())
+
+
+class JsonlLog(TrainerCallback):
+    """Every log event as one JSON line (flushed), for the suite's live table and the report."""
+
+    def __init__(self, path: Path, trainer: DialsumTrainer):
+        self.path = path
+        self.trainer = trainer
+        self.started = time.time()
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4),
+               "time_s": round(time.time() - self.started, 2), "real_tokens": self.trainer.real_tokens}
+        row.update({k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))})
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
+class Progress(TrainerCallback):
+    """One progress bar: step, loss, learning rate, tokens per second."""
+
+    def __init__(self, trainer: DialsumTrainer):
+        self.trainer = trainer
+        self.bar: Any = None
+        self.started = 0.0
+        self.tokens0 = 0
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", dynamic_ncols=True)
+        self.started, self.tokens0 = time.time(), self.trainer.real_tokens
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        logs = logs or {}
+        if self.bar is None:
+            return
+        elapsed = max(time.time() - self.started, 1e-9)
+        post = {"tok/s": f"{(self.trainer.real_tokens - self.tokens0) / elapsed:,.0f}"}
+        if "loss" in logs:
+            post["loss"] = f"{logs['loss']:.3f}"
+        if "learning_rate" in logs:
+            post["lr"] = f"{logs['learning_rate']:.2e}"
+        if "eval_final" in logs:
+            post["dev"] = f"{logs['eval_final']:.2f}"
+        self.bar.set_postfix(post, refresh=True)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def build_trainer(run: Run, args: Any, train_set: list[dict], eval_set: list[dict]) -> DialsumTrainer:
+    from dialsum.generation import generation_kwargs
+    from dialsum.metrics import make_compute_metrics
+
+    cfg = run.cfg
+    chunked = cfg.speed.chunked_loss and supports_chunked_loss(run.model)
+    oom = os.environ.get("DIALSUM_FAULT_OOM_ABOVE_BATCH")
+    run.model.generation_config.update(**generation_kwargs(cfg.generation))
+    trainer = DialsumTrainer(
+        model=run.model, args=args, train_dataset=train_set,
+        eval_dataset=eval_set if args.eval_strategy != "no" else None,
+        data_collator=Seq2SeqCollator(run.tokenizer.pad_token_id),
+        processing_class=run.tokenizer,
+        compute_metrics=make_compute_metrics(run.tokenizer, tokenize="morpheme"),
+        chunk_tokens=cfg.speed.chunk_tokens if chunked else None,
+        oom_above_batch=int(oom) if oom else None,
+    )
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
+    trainer.add_callback(JsonlLog(run.dir / "train_log.jsonl", trainer))
+    trainer.add_callback(Progress(trainer))
+    if cfg.training.early_stopping_patience and args.load_best_model_at_end:
+        trainer.add_callback(EarlyStoppingCallback(cfg.training.early_stopping_patience))
+    return trainer

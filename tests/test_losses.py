@@ -1,0 +1,282 @@
+"""Chunked LM loss equals the plain full-logits loss, in value and in every gradient.
+
+    .venv/bin/pytest tests/test_losses.py -q
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+from torch import nn
+
+from dialsum.errors import DialsumError
+from dialsum.losses import chunked_lm_loss, seq2seq_loss, supports_chunked_loss
+
+D_MODEL, VOCAB = 32, 500
+
+
+def _random_labels(gen: torch.Generator, shape: tuple[int, int], vocab: int, ignored: float = 0.3) -> torch.Tensor:
+    labels = torch.randint(0, vocab, shape, generator=gen)
+    labels[torch.rand(shape, generator=gen) < ignored] = -100
+    return labels
+
+
+def _head_case(seed: int = 0) -> tuple[torch.Tensor, nn.Linear, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(3, 11, D_MODEL, generator=gen)
+    head = nn.Linear(D_MODEL, VOCAB, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(VOCAB, D_MODEL, generator=gen) * 0.2)
+    return hidden, head, _random_labels(gen, (3, 11), VOCAB)
+
+
+def _grads_of(loss_fn, hidden: torch.Tensor, head: nn.Module) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """Run `loss_fn(h, head)` on fresh leaves and return loss, hidden's grad and the head's grads."""
+    head.zero_grad(set_to_none=True)
+    leaf = hidden.detach().clone().requires_grad_(True)
+    loss = loss_fn(leaf, head)
+    loss.backward()
+    return loss.detach(), leaf.grad, [p.grad.clone() for p in head.parameters() if p.requires_grad]
+
+
+def _plain_head_loss(scale: float | None = None, bias: torch.Tensor | None = None):
+    def run(h: torch.Tensor, head: nn.Module, labels: torch.Tensor) -> torch.Tensor:
+        logits = head(h * scale if scale is not None else h)
+        if bias is not None:
+            logits = logits + bias
+        return nn.CrossEntropyLoss(ignore_index=-100)(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+
+    return run
+
+
+def _assert_same(expected: tuple, actual: tuple, atol: float = 1e-6) -> None:
+    loss_e, hgrad_e, pgrads_e = expected
+    loss_a, hgrad_a, pgrads_a = actual
+    assert torch.allclose(loss_a, loss_e, atol=atol, rtol=1e-5), (loss_a, loss_e)
+    assert torch.allclose(hgrad_a, hgrad_e, atol=atol, rtol=1e-4)
+    assert len(pgrads_a) == len(pgrads_e) > 0
+    for grad_a, grad_e in zip(pgrads_a, pgrads_e, strict=True):
+        assert torch.allclose(grad_a, grad_e, atol=atol, rtol=1e-4)
+
+
+@pytest.mark.parametrize("chunk_tokens", [1, 7, 10_000])
+def test_chunked_matches_plain_loss_and_grads(chunk_tokens: int) -> None:
+    hidden, head, labels = _head_case()
+    plain = _plain_head_loss()
+    expected = _grads_of(lambda h, m: plain(h, m, labels), hidden, head)
+    actual = _grads_of(lambda h, m: chunked_lm_loss(h, m, labels, chunk_tokens=chunk_tokens), hidden, head)
+    _assert_same(expected, actual)
+    assert not torch.equal(actual[1], torch.zeros_like(actual[1]))
+
+
+@pytest.mark.parametrize("chunk_tokens", [1, 7, 10_000])
+def test_chunked_matches_plain_with_scale_and_bias(chunk_tokens: int) -> None:
+    hidden, head, labels = _head_case(seed=1)
+    bias = torch.randn(1, VOCAB, generator=torch.Generator().manual_seed(5))
+    scale = D_MODEL**-0.5
+    plain = _plain_head_loss(scale=scale, bias=bias)
+    expected = _grads_of(lambda h, m: plain(h, m, labels), hidden, head)
+    actual = _grads_of(
+        lambda h, m: chunked_lm_loss(h, m, labels, chunk_tokens=chunk_tokens, logit_scale=scale, logit_bias=bias),
+        hidden,
+        head,
+    )
+    _assert_same(expected, actual)
+    unscaled = chunked_lm_loss(hidden, head, labels, chunk_tokens=chunk_tokens).detach()
+    assert not torch.allclose(unscaled, actual[0])
+
+
+def test_ignored_positions_get_zero_grad_and_custom_ignore_index() -> None:
+    hidden, head, labels = _head_case(seed=2)
+    labels_other = labels.masked_fill(labels == -100, -1)
+    _, hgrad, _ = _grads_of(lambda h, m: chunked_lm_loss(h, m, labels_other, chunk_tokens=5, ignore_index=-1),
+                            hidden, head)
+    ignored = labels_other == -1
+    assert ignored.any() and (~ignored).any()
+    assert torch.equal(hgrad[ignored], torch.zeros_like(hgrad[ignored]))
+    assert (hgrad[~ignored].abs().sum(-1) > 0).all()
+
+
+def test_only_valid_rows_are_projected() -> None:
+    hidden, head, labels = _head_case(seed=3)
+    seen_rows: list[int] = []
+    head.register_forward_hook(lambda _m, inputs, _o: seen_rows.append(inputs[0].shape[0]))
+    with torch.no_grad():
+        chunked_lm_loss(hidden, head, labels, chunk_tokens=4)
+    n_valid = int((labels != -100).sum())
+    assert sum(seen_rows) == n_valid
+    assert max(seen_rows) <= 4
+
+
+def test_logits_recomputed_in_backward_not_kept() -> None:
+    hidden, head, labels = _head_case(seed=4)
+    calls: list[int] = []
+    head.register_forward_hook(lambda _m, inputs, _o: calls.append(inputs[0].shape[0]))
+    leaf = hidden.clone().requires_grad_(True)
+    loss = chunked_lm_loss(leaf, head, labels, chunk_tokens=8)
+    forward_calls = len(calls)
+    loss.backward()
+    assert len(calls) == 2 * forward_calls
+
+
+def test_all_ignored_labels_give_connected_zero() -> None:
+    hidden, head, labels = _head_case(seed=5)
+    leaf = hidden.clone().requires_grad_(True)
+    loss = chunked_lm_loss(leaf, head, torch.full_like(labels, -100))
+    assert loss.item() == 0.0 and loss.grad_fn is not None
+    loss.backward()
+    assert leaf.grad is not None and torch.equal(leaf.grad, torch.zeros_like(leaf.grad))
+    assert head.weight.grad is not None and not head.weight.grad.any()
+
+
+def test_bf16_hidden_and_head_loss_is_float32_and_close() -> None:
+    hidden, head, labels = _head_case(seed=6)
+    expected = _plain_head_loss()(hidden, head, labels)
+    head_bf16 = head.to(torch.bfloat16)
+    leaf = hidden.to(torch.bfloat16).requires_grad_(True)
+    loss = chunked_lm_loss(leaf, head_bf16, labels, chunk_tokens=7)
+    loss.backward()
+    assert loss.dtype == torch.float32
+    assert abs(loss.item() - expected.item()) < 0.05
+    assert leaf.grad.dtype == torch.bfloat16 and head_bf16.weight.grad.dtype == torch.bfloat16
+
+
+def test_bad_arguments_raise_dialsum_error() -> None:
+    hidden, head, labels = _head_case()
+    with pytest.raises(DialsumError, match="chunk_tokens"):
+        chunked_lm_loss(hidden, head, labels, chunk_tokens=0)
+    with pytest.raises(DialsumError, match="labels shape"):
+        chunked_lm_loss(hidden, head, labels[:, :-1])
+
+
+# ---- whole models -------------------------------------------------------------------------------
+
+
+def _tiny_bart() -> nn.Module:
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    cfg = BartConfig(
+        vocab_size=VOCAB, d_model=D_MODEL, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
+        pad_token_id=3, bos_token_id=0, eos_token_id=1, decoder_start_token_id=2,
+    )
+    torch.manual_seed(0)
+    model = BartForConditionalGeneration(cfg)
+    with torch.no_grad():
+        model.final_logits_bias.normal_(0.0, 0.5)
+    return model.eval()
+
+
+def _tiny_t5(kind: str) -> nn.Module:
+    """t5_tied (rescaled), t5_noscale (tie_word_embeddings=False kwarg: no rescale, weights still tied),
+    t5_untied / mt5_untied (attribute set after the config: nothing tied), mt5, mt5_ownhead (embeddings
+    tied, lm_head its own weight, as mT5-base)."""
+    from transformers import MT5Config, MT5ForConditionalGeneration, T5Config, T5ForConditionalGeneration
+
+    mt5 = kind.startswith("mt5")
+    config_cls, model_cls = (MT5Config, MT5ForConditionalGeneration) if mt5 else (T5Config, T5ForConditionalGeneration)
+    extra = {"tie_word_embeddings": False} if kind == "t5_noscale" else {}
+    cfg = config_cls(vocab_size=VOCAB, d_model=D_MODEL, d_kv=8, d_ff=64, num_layers=1, num_heads=2,
+                     feed_forward_proj="gated-gelu" if mt5 else "relu", pad_token_id=0,
+                     decoder_start_token_id=0, **extra)
+    if kind.endswith("untied"):
+        cfg.tie_word_embeddings = False
+    torch.manual_seed(0)
+    model = model_cls(cfg)
+    if kind == "mt5_ownhead":
+        model.lm_head.weight = nn.Parameter(torch.randn(VOCAB, D_MODEL))
+    return model.eval()
+
+
+def _batch(seed: int, ignored: float = 0.3) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(4, VOCAB, (3, 9), generator=gen)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 6:] = 0
+    attention_mask[2, 4:] = 0
+    return {"input_ids": input_ids, "attention_mask": attention_mask,
+            "labels": _random_labels(gen, (3, 7), VOCAB, ignored)}
+
+
+def _model_grads(model: nn.Module, loss_fn) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    model.zero_grad(set_to_none=True)
+    loss = loss_fn()
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    return loss.detach(), grads
+
+
+def _assert_model_equal(model: nn.Module, batch: dict[str, torch.Tensor], chunk_tokens: int) -> None:
+    loss_e, grads_e = _model_grads(model, lambda: model(**batch).loss)
+    loss_a, grads_a = _model_grads(model, lambda: seq2seq_loss(model, batch, chunk_tokens=chunk_tokens))
+    assert abs(loss_a.item() - loss_e.item()) <= 1e-5, (loss_a.item(), loss_e.item())
+    assert set(grads_e) == set(grads_a) and grads_a
+    for name, grad in grads_e.items():
+        assert torch.allclose(grads_a[name], grad, atol=1e-6, rtol=1e-4), name
+
+
+@pytest.mark.parametrize("chunk_tokens", [1, 5, 1024])
+def test_bart_matches_model_loss(chunk_tokens: int) -> None:
+    model = _tiny_bart()
+    assert supports_chunked_loss(model)
+    _assert_model_equal(model, _batch(seed=10), chunk_tokens)
+
+
+def test_bart_with_explicit_decoder_inputs() -> None:
+    model = _tiny_bart()
+    batch = _batch(seed=11)
+    batch["decoder_input_ids"] = torch.randint(4, VOCAB, batch["labels"].shape, generator=torch.Generator().manual_seed(1))
+    _assert_model_equal(model, batch, chunk_tokens=4)
+
+
+@pytest.mark.parametrize("kind", ["t5_tied", "t5_noscale", "t5_untied", "mt5", "mt5_untied", "mt5_ownhead"])
+def test_t5_family_matches_model_loss(kind: str) -> None:
+    model = _tiny_t5(kind)
+    assert supports_chunked_loss(model)
+    _assert_model_equal(model, _batch(seed=12), chunk_tokens=4)
+
+
+def test_t5_rescale_follows_config() -> None:
+    """A wrong rescale decision would change the loss: the two T5 variants must differ from each other."""
+    batch = _batch(seed=13)
+    with torch.no_grad():
+        scaled = seq2seq_loss(_tiny_t5("t5_tied"), batch).item()
+        unscaled = seq2seq_loss(_tiny_t5("t5_noscale"), batch).item()
+    assert abs(scaled - unscaled) > 1e-3
+
+
+def test_lora_wrapped_bart_with_lora_head_matches_model_loss() -> None:
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "lm_head"],
+                      init_lora_weights=False, task_type="SEQ_2_SEQ_LM")
+    model = get_peft_model(_tiny_bart(), lora).eval()
+    head = model.get_base_model().lm_head
+    assert type(head).__module__.startswith("peft"), type(head)
+    assert supports_chunked_loss(model)
+    _assert_model_equal(model, _batch(seed=14), chunk_tokens=3)
+
+
+def test_all_ignored_labels_on_model_give_zero_with_grads() -> None:
+    model = _tiny_bart()
+    batch = _batch(seed=15, ignored=1.0)
+    assert (batch["labels"] == -100).all()
+    loss = seq2seq_loss(model, batch)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert model.lm_head.weight.grad is not None and not model.lm_head.weight.grad.any()
+
+
+def test_unsupported_model_and_bad_batch_raise() -> None:
+    assert not supports_chunked_loss(nn.Linear(2, 2))
+    with pytest.raises(DialsumError, match="Linear"):
+        seq2seq_loss(nn.Linear(2, 2), _batch(seed=16))
+    model = _tiny_bart()
+    with pytest.raises(DialsumError, match="labels"):
+        seq2seq_loss(model, {"input_ids": _batch(seed=16)["input_ids"]})
+    with pytest.raises(DialsumError, match="token_type_ids"):
+        seq2seq_loss(model, {**_batch(seed=16), "token_type_ids": torch.zeros(3, 9, dtype=torch.long)})
