@@ -14,6 +14,7 @@ from dialsum.errors import DialsumError
 
 app = typer.Typer(
     add_completion=False,
+    pretty_exceptions_enable=False,
     no_args_is_help=True,
     help="Fine-tune, evaluate and compare seq2seq models for Korean dialogue summarization.",
 )
@@ -126,6 +127,26 @@ def make_sample(
 
     for line in write(out, seed=seed, train=train, dev=dev, test=test):
         typer.echo(line)
+
+
+@app.command()
+def suite(
+    suite_file: str = typer.Argument(..., metavar="SUITE", help="Suite YAML (configs/suites/main5.yaml)."),
+    init: str | None = typer.Option(None, "--init", help="pretrained (default), random, or tiny."),
+    one_epoch: bool | None = typer.Option(None, "--one-epoch", help="Train each experiment one epoch."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop each experiment after N steps."),
+    resume: bool = typer.Option(False, "--resume", help="Skip finished experiments, continue killed ones."),
+    only: list[str] = typer.Option([], "--only", help="Run only these experiments (repeatable or a,b)."),
+    skip: list[str] = typer.Option([], "--skip", help="Leave these experiments out (repeatable or a,b)."),
+    out: str | None = typer.Option(None, "--out", help="Suite directory (default runs/suites/<suite name>)."),
+    sets: list[str] = Sets,
+    data_dir: str | None = Data,
+) -> None:
+    """Run a suite of experiments, each in its own process: GPU wait, monitor, retry, resume, report."""
+    from dialsum.suite import SuiteOptions, run_suite
+
+    opts = SuiteOptions(suite_file, init, one_epoch, max_steps, resume, only, skip, out, list(sets), data_dir)
+    raise typer.Exit(run_suite(opts))
 
 
 def main() -> None:

@@ -111,8 +111,9 @@ def config_from_spec(spec: ArchSpec, vocab_size: int | None = None) -> Any:
 def tiny_spec(spec: ArchSpec, d_model: int, layers: int, vocab: int) -> ArchSpec:
     """The same family scaled down: width, depth, heads and FFN shrink, module names stay."""
     heads = max(2, d_model // 32)
-    ratio = spec.ffn / spec.d_model
-    return ArchSpec(spec.family, d_model, layers, heads, int(d_model * ratio), vocab,
+    # Widths stay multiples of 64: bitsandbytes' packed CPU 4-bit kernels need rows in blocks of 32.
+    ffn = max(64, round(d_model * spec.ffn / spec.d_model / 64) * 64)
+    return ArchSpec(spec.family, d_model, layers, heads, ffn, vocab,
                     512 + 2 if spec.max_positions else None, spec.gated, spec.tied, dict(spec.extra))
 
 

@@ -51,7 +51,7 @@ class Run:
     cfg: ExperimentConfig
     opts: RunOptions
     dir: Path
-    device: DeviceInfo
+    device: DeviceInfo | None = None
     plan: Plan | None = None
     frames: dict[str, Any] = field(default_factory=dict)
     tokenizer: Any = None
@@ -65,7 +65,7 @@ class Run:
 def run_experiment(cfg: ExperimentConfig, opts: RunOptions) -> dict[str, Any]:
     run = _setup_run(cfg, opts)
     try:
-        _setup_data(run)
+        _setup_data(run)  # first, before the heavy imports: bad data fails within a second
         _setup_model(run)
         train(run)
         evaluate(run)
@@ -91,11 +91,8 @@ def _setup_run(cfg: ExperimentConfig, opts: RunOptions) -> Run:
         raise DialsumError(f"{run_dir}: already holds a finished run; choose another --run-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     _setup_logging(run_dir)
-    device = probe()
-    run = Run(cfg, opts, run_dir, device)
-    atomic_write_json(run_dir / "environment.json", _environment(device))
     log.info("run directory: %s", run_dir)
-    return run
+    return Run(cfg, opts, run_dir)
 
 
 def _setup_logging(run_dir: Path) -> None:
@@ -107,13 +104,18 @@ def _setup_logging(run_dir: Path) -> None:
         handler.setFormatter(fmt)
         log.addHandler(handler)
     log.propagate = False
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Library chatter (deprecation notices, shard progress bars) stays out of the user's log."""
     for noisy in ("transformers", "peft", "bitsandbytes"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*save_embedding_layers.*")
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
 
 
 def _environment(device: DeviceInfo) -> dict[str, Any]:
@@ -156,9 +158,7 @@ def _tokenizer(run: Run) -> Any:
     hf_config, _ = modeling.resolve_hf_config(cfg.model.name)
     family = modeling.family_of(hf_config)
     train = run.frames["train"]
-    texts = list(train["dialogue"]) + list(train["summary"])
-    if cfg.tokenizer.prefix:
-        texts.append(cfg.tokenizer.prefix)
+    texts = [cfg.tokenizer.prefix + d for d in train["dialogue"]] + list(train["summary"])
     return modeling.train_tokenizer(texts, family, cfg.model.tiny_vocab_size, cfg.tokenizer.special_tokens)
 
 
@@ -166,6 +166,8 @@ def _setup_model(run: Run) -> None:
     import torch
 
     cfg = run.cfg
+    run.device = probe()
+    atomic_write_json(run.dir / "environment.json", _environment(run.device))
     torch.manual_seed(cfg.experiment.seed)
     tokenizer = _tokenizer(run)
     added = modeling.add_keep_whole_tokens(tokenizer, cfg.tokenizer.special_tokens)
@@ -415,6 +417,7 @@ def predict_file(run_dir: str | Path, input_path: str | Path, out: str | Path | 
     if cfg is None:
         raise DialsumError(f"{run_dir}: no config.yaml; is this a dialsum run directory?")
     df = data.read_split(input_path, with_summary=False)
+    quiet_libraries()
     tokenizer, model, info = load_run_model(run_dir)
     model = model.to("cuda") if _cuda() and not info["four_bit"] else model
     encoder = data.Encoder(tokenizer, info["family"], cfg.tokenizer.prefix, cfg.tokenizer.encoder_max_len,

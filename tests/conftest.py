@@ -1,0 +1,62 @@
+"""Shared fixtures: offline environment, small slices of the embedded sample, device stand-ins."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+CONFIGS = ROOT / "configs" / "experiments"
+EXPERIMENTS = sorted(CONFIGS.glob("*.yaml"))
+
+# Settings that make a tiny experiment take seconds on 2 CPU cores.
+FAST = [
+    "model.tiny_vocab_size=600",
+    "model.tiny_d_model=64",
+    "model.tiny_layers=1",
+    "training.eval_strategy=no",
+    "training.report_to=[none]",
+    "generation.num_beams=2",
+    "generation.max_length=32",
+    "generation.min_length=1",
+]
+
+
+def make_data_dir(path: Path, train: int, dev: int, test: int) -> Path:
+    """The first rows of the embedded sample, in the competition format."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train", train), ("dev", dev), ("test", test)):
+        pd.read_csv(SAMPLE / f"{name}.csv", dtype=str).head(n).to_csv(path / f"{name}.csv", index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_data_dir(tmp_path_factory.mktemp("data"), 64, 12, 12)
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """The real `dialsum` command in a subprocess (exit codes and stderr as a user sees them)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "dialsum.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=full_env, timeout=timeout)
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    """Exit 2, one `error:` line naming what is wrong, no traceback."""
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors, proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, (needle, proc.stderr)

@@ -1,0 +1,182 @@
+"""Config schema: every shipped YAML loads, each validator fails and passes, errors all at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import EXPERIMENTS
+
+from dialsum import config
+from dialsum.errors import DialsumError
+
+
+def write(tmp_path: Path, data: dict, name: str = "exp.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def base(**sections: dict) -> dict:
+    data = {"model": {"name": "digit82/kobart-summarization"}}
+    data.update(sections)
+    return data
+
+
+def test_five_seed_experiments_ship_and_load():
+    assert [p.name for p in EXPERIMENTS] == sorted([
+        "01_mt5_xlsum_ultimate_korean_qlora.yaml", "02_eenzeenee_t5_rtx3090.yaml",
+        "01_baseline_kobart_rtx3090.yaml", "03_high_learning_rate_rtx3090.yaml",
+        "04_batch_optimization_rtx3090.yaml",
+    ])
+    for path in EXPERIMENTS:
+        cfg = config.load(path)
+        assert cfg.data.dir == "data/sample"  # inherited from base.yaml
+        assert path.read_text(encoding="utf-8").startswith("#"), "each experiment opens with a comment"
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("01_mt5_xlsum_ultimate_korean_qlora.yaml", dict(
+        micro=32, eval=48, accum=2, eff=64, lr=8e-5, epochs=6, sched="cosine_with_restarts", warm=0.02,
+        wd=1e-4, rank=128, alpha=256, beams=12, maxlen=200, minlen=15, lp=0.7, nrng=3)),
+    ("02_eenzeenee_t5_rtx3090.yaml", dict(micro=20, eval=32, accum=2, eff=40, lr=8e-5, epochs=5, warm=0.03, wd=1e-3)),
+    ("01_baseline_kobart_rtx3090.yaml", dict(micro=16, eval=24, accum=3, eff=48, lr=6e-5, rank=192, alpha=384)),
+    ("03_high_learning_rate_rtx3090.yaml", dict(micro=14, accum=4, eff=56, lr=1.2e-4, warm=0.01)),
+    ("04_batch_optimization_rtx3090.yaml", dict(micro=16, eval=24, accum=4, eff=64, lr=7e-5, epochs=5)),
+])
+def test_seed_numbers_are_kept(name: str, expected: dict):
+    cfg = config.load(Path("configs/experiments") / name)
+    t, lora, gen = cfg.training, cfg.lora, cfg.generation
+    actual = dict(micro=t.per_device_train_batch_size, eval=t.per_device_eval_batch_size,
+                  accum=t.gradient_accumulation_steps, eff=cfg.effective_batch, lr=t.learning_rate,
+                  epochs=t.num_train_epochs, sched=t.lr_scheduler_type, warm=t.warmup_ratio, wd=t.weight_decay,
+                  rank=lora.lora_rank, alpha=lora.lora_alpha, beams=gen.num_beams, maxlen=gen.max_length,
+                  minlen=gen.min_length, lp=gen.length_penalty, nrng=gen.no_repeat_ngram_size)
+    for key, value in expected.items():
+        assert actual[key] == pytest.approx(value), key
+
+
+def test_seed_specific_settings():
+    high = config.load("configs/experiments/03_high_learning_rate_rtx3090.yaml").training
+    assert (high.max_grad_norm, high.early_stopping_patience, high.save_steps, high.logging_steps,
+            high.save_total_limit) == (0.3, 10, 100, 25, 10)
+    mt5 = config.load("configs/experiments/01_mt5_xlsum_ultimate_korean_qlora.yaml")
+    assert mt5.lora.use_qlora and mt5.lora.load_in_4bit and mt5.lora.lora_dropout == 0.01
+    assert mt5.tokenizer.prefix == "dialogue summarization in korean: "
+    assert mt5.lora.target_modules == ["q", "k", "v", "o", "wi", "wo", "lm_head", "embed_tokens"]
+    kobart = config.load("configs/experiments/01_baseline_kobart_rtx3090.yaml")
+    assert kobart.tokenizer.encoder_max_len == 1280  # kept as written; clamped at validation time
+    t5 = config.load("configs/experiments/02_eenzeenee_t5_rtx3090.yaml").training
+    assert t5.dataloader_num_workers == 36 and t5.bf16 and t5.tf32 and not t5.gradient_checkpointing
+    batch = config.load("configs/experiments/04_batch_optimization_rtx3090.yaml").training
+    assert batch.group_by_length and batch.dataloader_num_workers == 36
+
+
+def test_unknown_key_has_a_hint(tmp_path):
+    path = write(tmp_path, base(training={"learning_rat": 1e-4}))
+    with pytest.raises(DialsumError, match=r"training\.learning_rat: unknown key; did you mean learning_rate\?"):
+        config.load(path)
+
+
+def test_all_errors_reported_at_once(tmp_path):
+    path = write(tmp_path, base(
+        training={"per_device_train_batch_size": 0, "lr_scheduler_type": "cosine_restarts"},
+        lora={"lora_dropout": 1.5},
+    ))
+    with pytest.raises(DialsumError) as err:
+        config.load(path)
+    text = str(err.value)
+    assert "3 problems" in text
+    for key in ("training.per_device_train_batch_size", "training.lr_scheduler_type", "lora.lora_dropout"):
+        assert key in text
+
+
+def test_missing_model_name(tmp_path):
+    with pytest.raises(DialsumError, match=r"model: required"):
+        config.load(write(tmp_path, {"training": {"learning_rate": 1e-4}}))
+
+
+def test_flat_seed_keys_are_routed_to_sections(tmp_path):
+    path = write(tmp_path, {"model": {"name": "x"}, "learning_rate": 3e-5, "generation_num_beams": 7,
+                            "lora_rank": 8, "encoder_max_len": 256, "evaluation_strategy": "epoch"})
+    cfg = config.load(path)
+    assert cfg.training.learning_rate == 3e-5
+    assert cfg.generation.num_beams == 7
+    assert cfg.lora.lora_rank == 8
+    assert cfg.tokenizer.encoder_max_len == 256
+    assert cfg.training.eval_strategy == "epoch"
+
+
+def test_unknown_flat_key(tmp_path):
+    with pytest.raises(DialsumError, match=r"generation_num_beam: unknown key; did you mean generation_num_beams"):
+        config.load(write(tmp_path, {"model": {"name": "x"}, "generation_num_beam": 3}))
+
+
+def test_inherit_merges_and_aliases_override(tmp_path):
+    write(tmp_path, base(generation={"num_beams": 4, "max_length": 50}), "parent.yaml")
+    child = write(tmp_path, {"inherit": "parent.yaml", "generation": {"generation_num_beams": 9}}, "child.yaml")
+    cfg = config.load(child)
+    assert cfg.generation.num_beams == 9 and cfg.generation.max_length == 50
+    assert cfg.experiment.name == "child"
+
+
+def test_inherit_loop_is_an_error(tmp_path):
+    write(tmp_path, {"inherit": "b.yaml"}, "a.yaml")
+    write(tmp_path, {"inherit": "a.yaml"}, "b.yaml")
+    with pytest.raises(DialsumError, match="inherit loop"):
+        config.load(tmp_path / "a.yaml")
+
+
+def test_overrides(tmp_path):
+    path = write(tmp_path, base())
+    cfg = config.load(path, ["training.learning_rate=1e-4", "generation_num_beams=3", "lora.use_lora=true",
+                             "training.report_to=[none]", "training.eval_strategy=no"])
+    assert cfg.training.learning_rate == 1e-4
+    assert cfg.generation.num_beams == 3
+    assert cfg.lora.use_lora is True
+    assert cfg.training.report_to == ["none"]
+    assert cfg.training.eval_strategy == "no"  # YAML's bare `no` is false; accepted as "no"
+    with pytest.raises(DialsumError, match="expected section.key=value"):
+        config.load(path, ["training.learning_rate"])
+    with pytest.raises(DialsumError, match="did you mean"):
+        config.load(path, ["learning_rat=1"])
+
+
+@pytest.mark.parametrize(("sections", "message"), [
+    ({"training": {"eval_strategy": "steps"}}, "needs training.eval_steps"),
+    ({"training": {"eval_strategy": "steps", "eval_steps": 10, "save_strategy": "epoch"}},
+     "save_strategy=epoch must equal eval_strategy=steps"),
+    ({"training": {"eval_strategy": "steps", "eval_steps": 30, "save_strategy": "steps", "save_steps": 100}},
+     "must be a multiple of eval_steps"),
+    ({"lora": {"load_in_4bit": True}}, "needs lora.use_qlora=true"),
+    ({"generation": {"min_length": 50, "max_length": 20}}, "min_length=50 exceeds max_length=20"),
+])
+def test_cross_field_validators(tmp_path, sections, message):
+    with pytest.raises(DialsumError, match=message):
+        config.load(write(tmp_path, base(**sections)))
+
+
+def test_cross_field_validators_pass_when_consistent(tmp_path):
+    cfg = config.load(write(tmp_path, base(
+        training={"eval_strategy": "steps", "eval_steps": 50, "save_strategy": "steps", "save_steps": 100},
+        lora={"use_qlora": True, "load_in_4bit": True},
+        generation={"min_length": 10, "max_length": 20},
+    )))
+    assert cfg.lora.enabled and cfg.training.save_steps == 100
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training: [unclosed\n", encoding="utf-8")
+    with pytest.raises(DialsumError, match="not valid YAML"):
+        config.load(bad)
+    with pytest.raises(DialsumError, match="config file not found"):
+        config.load(tmp_path / "nope.yaml")
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = config.load("configs/experiments/01_mt5_xlsum_ultimate_korean_qlora.yaml")
+    again = tmp_path / "resolved.yaml"
+    again.write_text(config.to_yaml(cfg), encoding="utf-8")
+    assert config.load(again) == cfg

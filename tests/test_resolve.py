@@ -1,0 +1,148 @@
+"""Architecture table, LoRA target resolution and every adaptation `dialsum validate` reports."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import EXPERIMENTS, assert_clean_error, run_cli
+
+from dialsum import config, modeling
+from dialsum.gpu import DeviceInfo
+from dialsum.resolve import plan_experiment
+
+
+def device(cuda: bool = False, bf16: bool = False, tf32: bool = False, cores: int = 2, bnb: bool = True):
+    return DeviceInfo(cuda_available=cuda, device_name="test", device_count=int(cuda), total_memory_mb=None,
+                      compute_capability=None, bf16_supported=bf16, tf32_supported=tf32, cpu_cores=cores,
+                      bitsandbytes_available=bnb)
+
+
+GPU = device(cuda=True, bf16=True, tf32=True, cores=64)
+
+
+def plan(name: str, init: str = "pretrained", dev: DeviceInfo = GPU, sets: list[str] | None = None):
+    return plan_experiment(config.load(f"configs/experiments/{name}", sets), init, dev)
+
+
+def test_kobart_1280_is_clamped_to_its_positions():
+    p = plan("01_baseline_kobart_rtx3090.yaml")
+    assert p.cfg.tokenizer.encoder_max_len == 1024
+    assert any("tokenizer.encoder_max_len=1280 exceeds the 1026 positions of digit82/kobart-summarization" in a
+               and a.endswith("using 1024") for a in p.adaptations)
+
+
+def test_generic_targets_resolve_per_architecture():
+    bart = plan("01_baseline_kobart_rtx3090.yaml")
+    assert bart.targets.mapping["q"] == ["q_proj"] and bart.targets.mapping["o"] == ["out_proj"]
+    assert bart.cfg.lora.target_modules[:4] == ["q_proj", "k_proj", "v_proj", "out_proj"]
+    assert bart.targets.matched["q_proj"] == 18  # 6 encoder self + 6 decoder self + 6 cross attentions
+    mt5 = plan("01_mt5_xlsum_ultimate_korean_qlora.yaml")
+    assert mt5.targets.mapping["wi"] == ["wi_0", "wi_1"]  # gated-gelu: `wi` alone matches nothing
+    assert mt5.targets.matched["wi_0"] == 24 and mt5.targets.unmatched == []
+    assert any("wi -> wi_0+wi_1" in a for a in mt5.adaptations)
+
+
+def test_unmatched_target_is_reported_and_all_unmatched_cannot_run():
+    p = plan("01_baseline_kobart_rtx3090.yaml", sets=["lora.target_modules=[q, nonexistent]"])
+    assert p.targets.unmatched == ["nonexistent"] and p.ok
+    assert any("nonexistent match(es) no module" in a for a in p.adaptations)
+    bad = plan("01_baseline_kobart_rtx3090.yaml", sets=["lora.target_modules=[nothing_here]"])
+    assert not bad.ok and "no name matches" in bad.errors[0]
+
+
+def test_parameter_counts_match_the_real_checkpoints():
+    assert plan("01_mt5_xlsum_ultimate_korean_qlora.yaml").parameters == pytest.approx(582.4e6, rel=1e-3)
+    assert plan("01_baseline_kobart_rtx3090.yaml").parameters == pytest.approx(123.86e6, rel=1e-3)
+    t5 = plan("02_eenzeenee_t5_rtx3090.yaml")
+    assert t5.parameters == pytest.approx(275.6e6, rel=1e-3)
+    assert t5.trainable_parameters == t5.parameters  # full fine-tuning
+
+
+def test_lora_trainable_count_matches_peft():
+    import peft
+
+    cfg = config.load("configs/experiments/01_baseline_kobart_rtx3090.yaml", ["model.tiny_d_model=32"])
+    p = plan_experiment(cfg, "tiny", GPU, vocab_size=300)
+    model = modeling.build_fresh_model(p.hf_config, seed=0)
+    wrapped = peft.get_peft_model(model, peft.LoraConfig(r=p.cfg.lora.lora_rank, target_modules=p.cfg.lora.target_modules))
+    _, trainable = modeling.count_parameters(wrapped)
+    assert trainable == p.trainable_parameters
+
+
+def test_hardware_adaptations_on_a_cpu():
+    p = plan("02_eenzeenee_t5_rtx3090.yaml", dev=device())
+    t = p.cfg.training
+    assert (t.bf16, t.tf32, t.dataloader_num_workers, t.dataloader_persistent_workers, t.dataloader_pin_memory) == (
+        False, False, 0, False, False)
+    text = "\n".join(p.adaptations)
+    assert "training.bf16=true" in text and "training.tf32=true" in text
+    assert "training.dataloader_num_workers=36" in text
+
+
+def test_workers_capped_at_cores_on_gpu():
+    p = plan("02_eenzeenee_t5_rtx3090.yaml", dev=device(cuda=True, bf16=True, tf32=True, cores=8))
+    assert p.cfg.training.dataloader_num_workers == 8
+    assert any("exceeds the 8 CPU cores; using 8" in a for a in p.adaptations)
+    assert p.cfg.training.bf16 and p.cfg.training.tf32
+
+
+def test_four_bit_without_bitsandbytes_falls_back_to_lora():
+    p = plan("01_mt5_xlsum_ultimate_korean_qlora.yaml", dev=device(cuda=True, bnb=False))
+    assert not p.four_bit and p.cfg.lora.enabled
+    assert any("bitsandbytes is not installed" in a for a in p.adaptations)
+
+
+def test_tiny_scales_architecture_and_learning_rate():
+    p = plan("01_baseline_kobart_rtx3090.yaml", init="tiny", dev=device())
+    assert p.hf_config.d_model == 128 and p.hf_config.encoder_layers == 2
+    assert p.cfg.training.learning_rate == pytest.approx(6e-5 * 20)
+    assert p.cfg.tokenizer.encoder_max_len == 512  # the tiny model's own position limit
+    assert any("model.tiny_lr_scale" in a for a in p.adaptations)
+
+
+def test_random_keeps_the_real_architecture():
+    p = plan("04_batch_optimization_rtx3090.yaml", init="random", dev=device())
+    assert p.hf_config.d_model == 768 and p.hf_config.vocab_size == 30000
+    assert p.cfg.training.learning_rate == 7e-5
+
+
+def test_untied_lm_head_for_t5_v11_and_mt5():
+    spec = modeling.tiny_spec(modeling.KNOWN_ARCHS["csebuetnlp/mT5_multilingual_XLSum"], 32, 1, 100)
+    model = modeling.build_fresh_model(modeling.config_from_spec(spec), seed=0)
+    assert model.lm_head.weight is not model.shared.weight
+    assert not torch.equal(model.lm_head.weight, model.shared.weight)
+
+
+def test_tokenizer_keeps_mask_tokens_whole():
+    texts = ["#Person1#: 안녕하세요. 내일 세 시에 예약하고 싶어요.", "#Person1#은 #Person2#에게 예약을 부탁한다."] * 20
+    tok = modeling.train_tokenizer(texts, "bart", 300, ["#Person1#", "#Person2#"])
+    modeling.add_keep_whole_tokens(tok, ["#Person1#", "#Person2#", "#Email#"])
+    ids = tok("#Person1#은 #Email#에게 예약을 부탁한다.", add_special_tokens=False).input_ids
+    pieces = tok.convert_ids_to_tokens(ids)
+    assert "#Person1#" in pieces and "#Email#" in pieces
+    assert tok.decode(ids) == "#Person1#은 #Email#에게 예약을 부탁한다."  # no space invented after a mask
+
+
+def test_validate_cli_reports_all_five():
+    proc = run_cli("validate", *map(str, EXPERIMENTS))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.count(": OK") == 5
+    assert "encoder_max_len=1280 exceeds the 1026 positions" in out
+    assert "wi -> wi_0 x24, wi_1 x24" in out and "q -> q_proj x18" in out
+
+
+def test_validate_cli_cannot_run(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {name: digit82/kobart-summarization}\nlora: {use_lora: true, target_modules: [zz]}\n")
+    proc = run_cli("validate", str(bad))
+    assert proc.returncode == 2 and "CANNOT RUN" in proc.stdout and "Traceback" not in proc.stderr
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("model: {name: someone/unknown-model}\n")
+    proc = run_cli("validate", str(unknown))
+    assert proc.returncode == 2 and "not one of the known architectures" in proc.stdout
+
+
+def test_validate_cli_bad_yaml_is_a_clean_error(tmp_path):
+    proc = run_cli("train", str(tmp_path / "missing.yaml"), "--init", "tiny")
+    assert_clean_error(proc, "config file not found")
