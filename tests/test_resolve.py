@@ -95,7 +95,7 @@ def test_four_bit_without_bitsandbytes_falls_back_to_lora():
 def test_tiny_scales_architecture_and_learning_rate():
     p = plan("01_baseline_kobart_rtx3090.yaml", init="tiny", dev=device())
     assert p.hf_config.d_model == 128 and p.hf_config.encoder_layers == 2
-    assert p.cfg.training.learning_rate == pytest.approx(6e-5 * 20)
+    assert p.cfg.training.learning_rate == pytest.approx(6e-5 * 10)
     assert p.cfg.tokenizer.encoder_max_len == 512  # the tiny model's own position limit
     assert any("model.tiny_lr_scale" in a for a in p.adaptations)
 

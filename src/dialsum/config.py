@@ -72,7 +72,7 @@ class ModelSection(_Section):
     tiny_d_model: int = Field(128, ge=16, le=1024, description="Hidden size of tiny models")
     tiny_layers: int = Field(2, ge=1, le=12, description="Encoder and decoder layers of tiny models")
     tiny_lr_scale: float = Field(
-        20.0, gt=0, description="Learning-rate multiplier for tiny models, which train from scratch"
+        10.0, gt=0, description="Learning-rate multiplier for tiny models, which train from scratch"
     )
 
 

@@ -1,0 +1,644 @@
+"""Tests of `dialsum suite`: real tiny models trained a few steps in subprocesses, and unit tests.
+
+    pytest tests/test_suite.py
+
+The scenario fixtures run the suite CLI once each (module scope) and several tests read what it left:
+a suite with a failing experiment in the middle whose next experiment is SIGKILLed (then the suite
+too) and resumed, and an injected out-of-memory failure that the retry fixes; Ctrl-C and time-outs
+have their own short runs. Data: the first rows of the embedded sample (conftest `small_data`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import FAST as FAST_SETS
+from conftest import assert_clean_error, run_cli
+
+from dialsum import suite as S
+from dialsum.errors import DialsumError
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO / "configs" / "experiments"
+BATCH_OPT = str(EXPERIMENTS / "04_batch_optimization_rtx3090.yaml")
+HIGH_LR = str(EXPERIMENTS / "03_high_learning_rate_rtx3090.yaml")
+MAIN5 = REPO / "configs" / "suites" / "main5.yaml"
+SMALL_BATCH = ["training.per_device_train_batch_size=4", "training.gradient_accumulation_steps=1"]
+FAST = ["--init", "tiny", *[arg for item in [*FAST_SETS, *SMALL_BATCH] for arg in ("--set", item)]]
+QUICK_SETTINGS = {"gpu_wait_timeout_minutes": 0.2, "monitor_interval_seconds": 0.5, "stop_grace_seconds": 20}
+SAVE_EVERY_STEP = ["training.save_strategy=steps", "training.save_steps=1", "training.save_total_limit=10"]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def write_suite(path: Path, experiments: list[dict[str, Any]], **settings: Any) -> Path:
+    doc = {"name": path.stem, "settings": {**QUICK_SETTINGS, **settings}, "experiments": experiments}
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def entry(name: str, config: str, *sets: str, minutes: float = 1) -> dict[str, Any]:
+    return {"name": name, "label": name.replace("_", " ").title(), "config": config,
+            "expected_minutes": minutes, "set": list(sets)}  # fmt: skip
+
+
+def suite_args(suite_file: Path, out: Path, data: Path, *extra: str) -> list[str]:
+    return ["suite", str(suite_file), "--out", str(out), "--data", str(data), *FAST, *extra]
+
+
+def start_suite(args: list[str]) -> subprocess.Popen:
+    """The suite CLI in the background, for the tests that signal it."""
+    cmd = [sys.executable, "-m", "dialsum.cli", *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(), cwd=REPO)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DIALSUM_FAULT_OOM_ABOVE_BATCH"}
+    return {**env, "HF_HUB_OFFLINE": "1", **extra}
+
+
+def read_state(out: Path) -> dict[str, Any]:
+    return json.loads((out / "suite_state.json").read_text(encoding="utf-8"))
+
+
+def records(out: Path) -> dict[str, dict[str, Any]]:
+    return {rec["name"]: rec for rec in read_state(out)["records"]}
+
+
+def wait_for(check: Any, timeout: float, what: str, proc: subprocess.Popen | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"suite exited ({proc.returncode}) before {what}")
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def state_if_readable(out: Path) -> dict[str, Any] | None:
+    try:
+        return read_state(out)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+# ---------------------------------------------------------------- scenario: failure in the middle, SIGKILL, --resume
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory: pytest.TempPathFactory, small_data: Path) -> dict[str, Any]:
+    """done finishes; broken fails (its train CSV is missing); killed is SIGKILLed after its first
+    checkpoint, then the suite is SIGKILLed too; `--resume --skip broken` continues."""
+    base = tmp_path_factory.mktemp("resume")
+    suite_file = write_suite(base / "resume.yaml", [
+        entry("done", BATCH_OPT, "training.save_strategy=no"),
+        entry("broken", HIGH_LR, "data.train_file=missing_train.csv"),
+        entry("killed", BATCH_OPT, *SAVE_EVERY_STEP),
+    ])  # fmt: skip
+    out = base / "out"
+    cmd = suite_args(suite_file, out, small_data, "--max-steps", "4")
+    suite = start_suite(cmd)
+    try:
+        ckpts = out / "killed" / "run" / "checkpoints"
+        wait_for(lambda: list(ckpts.glob("checkpoint-*/trainer_state.json")), 300, "a checkpoint", suite)
+        child = records(out)["killed"]["pid"]
+        os.kill(child, signal.SIGKILL)
+    finally:
+        suite.kill()
+        first_output = suite.communicate(timeout=60)[0].decode("utf-8", errors="replace")
+    before = {
+        "done_mtime": (out / "done" / "run" / "metrics.json").stat().st_mtime_ns,
+        "records": records(out), "child": child, "report": (out / "report.md").read_text(encoding="utf-8"),
+    }  # fmt: skip
+    result = run_cli(*cmd, "--resume", "--skip", "broken")
+    return {"result": result, "out": out, "before": before, "first_output": first_output}
+
+
+def test_suite_runs_each_experiment_in_its_own_process(resumed: dict[str, Any]) -> None:
+    out, before = resumed["out"], resumed["before"]
+    assert [r["name"] for r in read_state(out)["records"]] == ["done", "broken", "killed"]
+    rec = before["records"]["done"]
+    assert rec["state"] == "finished" and rec["attempts"] == 1 and rec["failure"] is None
+    assert rec["wall_seconds"] > 0 and rec["exit_code"] == 0
+    assert rec["run_dir"] == "done/run" and rec["memory_csv"] == "done/memory.csv"
+    metrics = json.loads((out / "done" / "run" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["steps"] == 4 and (out / "done" / "run" / "submission.csv").is_file()
+    memory = list(csv.DictReader((out / "done" / "memory.csv").open(encoding="utf-8")))
+    assert len(memory) >= 2 and {row["kind"] for row in memory} <= {"gpu", "rss"}
+    assert rec["memory"]["peak_mb"] == max(float(row["used_mb"]) for row in memory)
+    log = (out / "done" / "suite.log").read_text(encoding="utf-8")
+    assert "-m dialsum.cli train" in log and f"--run-dir {out.resolve() / 'done' / 'run'}" in log
+    assert "pid" not in rec  # kept only while it runs
+
+
+def test_failure_in_the_middle_is_classified_and_the_next_one_runs(resumed: dict[str, Any]) -> None:
+    before = resumed["before"]
+    failure = before["records"]["broken"]["failure"]
+    assert before["records"]["broken"]["state"] == "failed" and failure["kind"] == "data"
+    assert "missing_train.csv" in failure["message"]
+    assert any(line.startswith("error: ") and "missing_train.csv" in line for line in failure["lines"])
+    assert before["records"]["killed"]["attempts"] == 1  # the suite went on after the failure
+    assert "## Failures" in before["report"] and "Broken (broken): data" in before["report"]
+    assert "missing_train.csv" in before["report"]
+    lines = resumed["first_output"].splitlines()
+    assert any(re.search(r"done: finished in [\d.]+ min \(expected 1\), 4 steps", ln) for ln in lines)
+    assert any("broken: FAILED (data)" in ln for ln in lines)
+
+
+def test_resume_skips_finished_and_continues_killed_from_checkpoint(resumed: dict[str, Any]) -> None:
+    result, out, before = resumed["result"], resumed["out"], resumed["before"]
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-2000:]  # broken still failed
+    killed_before = before["records"]["killed"]
+    assert killed_before["state"] in ("running", "failed")  # the suite may or may not have noticed
+    if killed_before["state"] == "failed":
+        assert killed_before["failure"]["kind"] == "killed"
+    assert not S.pid_alive(before["child"])
+    recs = records(out)
+    assert recs["done"]["state"] == "finished" and recs["done"]["attempts"] == 1
+    assert (out / "done" / "run" / "metrics.json").stat().st_mtime_ns == before["done_mtime"]
+    assert "done: already finished; skipped" in result.stdout
+    assert recs["broken"] == before["records"]["broken"]  # --skip: left as it was
+    killed = recs["killed"]
+    assert killed["state"] == "finished" and killed["attempts"] == 2 and killed["failure"] is None
+    train_log = (out / "killed" / "run" / "train.log").read_text(encoding="utf-8")
+    found = re.search(r"resuming from \S*checkpoint-(\d+)", train_log)
+    assert found and int(found.group(1)) >= 1, train_log[-1500:]
+    metrics = json.loads((out / "killed" / "run" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["steps"] == 4
+
+
+def test_resume_takes_over_the_stale_lock_and_rewrites_the_report(resumed: dict[str, Any]) -> None:
+    result, out = resumed["result"], resumed["out"]
+    assert "taking over the stale lock" in result.stdout
+    assert not (out / "suite.lock").exists()
+    index = list(csv.DictReader((out / "experiment_index.csv").open(encoding="utf-8")))
+    assert [row["name"] for row in index] == ["done", "killed"]
+    assert "2 finished, 1 failed" in (out / "report.md").read_text(encoding="utf-8")
+    rows = {row["name"]: row for row in csv.DictReader((out / "results.csv").open(encoding="utf-8"))}
+    assert rows["broken"]["failure_kind"] == "data" and rows["killed"]["state"] == "finished"
+    lines = result.stdout.splitlines()
+    assert any(ln.split()[:2] == ["broken", "failed"] for ln in lines)  # the closing table
+    assert lines[-1] == f"report: {out / 'report.md'}"
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- scenario: out of memory, retried
+
+
+@pytest.fixture(scope="module")
+def oom(
+    tmp_path_factory: pytest.TempPathFactory, small_data: Path
+) -> tuple[subprocess.CompletedProcess, Path]:
+    base = tmp_path_factory.mktemp("oom")
+    suite_file = write_suite(base / "oom.yaml", [
+        entry("oomy", BATCH_OPT, "training.per_device_train_batch_size=4",
+              "training.gradient_accumulation_steps=1", "training.save_strategy=no"),
+    ])  # fmt: skip
+    out = base / "out"
+    env = {"DIALSUM_FAULT_OOM_ABOVE_BATCH": "2"}
+    return run_cli(*suite_args(suite_file, out, small_data, "--max-steps", "2"), env=env), out
+
+
+def test_oom_is_retried_with_half_the_micro_batch(oom: tuple[Any, Path]) -> None:
+    result, out = oom
+    assert result.returncode == 0, result.stdout[-3000:]
+    rec = records(out)["oomy"]
+    assert rec["state"] == "finished" and rec["attempts"] == 2
+    text = "suite: out of memory at micro-batch 4 x 1; retried with 2 x 2 (effective 4 kept)"
+    assert rec["adaptations"] == [text]
+    assert rec["overrides"][-2:] == [
+        "training.per_device_train_batch_size=2", "training.gradient_accumulation_steps=2",
+    ]  # fmt: skip
+    metrics = json.loads((out / "oomy" / "run" / "metrics.json").read_text(encoding="utf-8"))
+    assert (metrics["micro_batch"], metrics["grad_accum"], metrics["effective_batch"]) == (2, 2, 4)
+    log = (out / "oomy" / "suite.log").read_text(encoding="utf-8")
+    assert "OutOfMemoryError" in log and log.count("suite: ") == 2  # two attempts, the first one failed
+    assert text in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_a_suite_that_finishes_everything_exits_0_with_its_report(oom: tuple[Any, Path]) -> None:
+    result, out = oom
+    assert result.returncode == 0
+    state = read_state(out)
+    assert state["suite"] == "oom" and [r["state"] for r in state["records"]] == ["finished"]
+    assert state["train_args"]["init"] == "tiny" and state["train_args"]["max_steps"] == 2
+    for report_file in ("report.md", "report.html", "results.csv", "results.json", "experiment_index.csv"):
+        assert (out / report_file).is_file(), report_file
+    index = list(csv.DictReader((out / "experiment_index.csv").open(encoding="utf-8")))
+    assert [row["name"] for row in index] == ["oomy"]
+    assert not (out / "suite.lock").exists()
+
+
+# ---------------------------------------------------------------- Ctrl-C
+
+
+def test_sigint_stops_the_child_and_marks_it_interrupted(tmp_path: Path, small_data: Path) -> None:
+    suite_file = write_suite(tmp_path / "int.yaml", [entry("one", BATCH_OPT), entry("two", BATCH_OPT)])
+    out = tmp_path / "out"
+    cmd = suite_args(suite_file, out, small_data, "--max-steps", "50")
+    suite = start_suite(cmd)
+    try:
+        state = wait_for(lambda: (s := state_if_readable(out)) and s["records"][0].get("pid") and s, 60,
+                         "the first child", suite)  # fmt: skip
+        child = state["records"][0]["pid"]
+        wait_for(lambda: (out / "one" / "run" / "train.log").is_file(), 60, "the child's log", suite)
+        suite.send_signal(signal.SIGINT)
+        output = suite.communicate(timeout=90)[0].decode("utf-8", errors="replace")
+    finally:
+        suite.kill()
+    assert suite.returncode == 130, output[-2000:]
+    recs = records(out)
+    assert recs["one"]["state"] == "interrupted" and "--resume" in recs["one"]["message"]
+    assert recs["two"]["state"] == "pending"
+    assert not S.pid_alive(child)
+    assert (out / "report.md").is_file() and not (out / "suite.lock").exists()
+    assert S.next_action(recs["one"]) == "resume"
+
+
+# ---------------------------------------------------------------- time-outs
+
+
+def test_experiment_time_out_stops_it_and_the_suite_goes_on(tmp_path: Path, small_data: Path) -> None:
+    suite_file = write_suite(
+        tmp_path / "slow.yaml", [entry("slow", BATCH_OPT)], experiment_timeout_minutes=0.05
+    )
+    out = tmp_path / "out"
+    result = run_cli(*suite_args(suite_file, out, small_data, "--max-steps", "500"))
+    assert result.returncode == 1, result.stdout[-2000:]
+    rec = records(out)["slow"]
+    assert rec["state"] == "failed" and rec["failure"]["kind"] == "timeout"
+    assert "time-out of 0.05 min" in rec["failure"]["message"] and 3 <= rec["wall_seconds"] < 60
+    assert S.next_action(rec) == "resume"
+    assert "slow: stopping (time-out)" in result.stdout
+
+
+def test_gpu_wait_time_out_fails_each_experiment_without_starting_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dialsum import gpu
+
+    calls: list[float] = []
+
+    def busy_gpu(max_used_mb: float, **kw: Any) -> gpu.WaitResult:
+        calls.append(max_used_mb)
+        return gpu.WaitResult(12.0, 20000.0, False, "GPU still busy after 12s: 20000 MB used")
+
+    monkeypatch.setattr(gpu, "wait_for_free_gpu", busy_gpu)
+    suite_file = write_suite(tmp_path / "busy.yaml", [entry("a", BATCH_OPT), entry("b", HIGH_LR)])
+    code = S.run_suite(S.SuiteOptions(str(suite_file), init="tiny", out=str(tmp_path / "out"), live=False))
+    assert code == 1 and calls == [2048, 2048]
+    recs = records(tmp_path / "out")
+    for name in ("a", "b"):
+        assert recs[name]["state"] == "failed" and recs[name]["attempts"] == 0
+        assert recs[name]["failure"]["kind"] == "timeout" and "still busy" in recs[name]["failure"]["message"]
+        assert not (tmp_path / "out" / name / "run").exists()
+    assert "a: FAILED (timeout)" in capsys.readouterr().out
+    assert "timeout" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------- lock
+
+
+def test_second_suite_on_the_same_out_refuses(tmp_path: Path, small_data: Path) -> None:
+    suite_file = write_suite(tmp_path / "lock.yaml", [entry("one", BATCH_OPT)])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "suite.lock").write_text(f"{os.getpid()}\n")  # this test process: alive
+    result = run_cli(*suite_args(suite_file, out, small_data))
+    assert_clean_error(result, f"another suite (pid {os.getpid()}) is running", str(out / "suite.lock"))
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (out / "suite_state.json").exists()
+    assert (out / "suite.lock").read_text().strip() == str(os.getpid())
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize("content", ["DEAD", "not a pid\n"])
+def test_stale_lock_is_taken_over_with_a_notice(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "suite.lock"
+    path.write_text(content.replace("DEAD", str(dead_pid())))
+    notices: list[str] = []
+    with S.SuiteLock(path, say=notices.append):
+        assert path.read_text().strip() == str(os.getpid())
+    assert len(notices) == 1 and "taking over the stale lock" in notices[0]
+    assert not path.exists()
+
+
+def test_lock_refuses_a_live_owner_in_process(tmp_path: Path) -> None:
+    path = tmp_path / "suite.lock"
+    with S.SuiteLock(path), pytest.raises(DialsumError, match=f"pid {os.getpid()}"):
+        S.SuiteLock(path).acquire()
+    assert not path.exists()
+
+
+# ---------------------------------------------------------------- failure classifier
+
+TRACEBACK = [
+    "train:  50%|█████     | 1/2 [00:11<00:11, 11.09s/it]",
+    "Traceback (most recent call last):",
+    '  File "trainer.py", line 88, in compute_loss',
+    "    raise torch.OutOfMemoryError(",
+]
+
+
+@pytest.mark.parametrize(
+    ("code", "tail", "kind", "message"),
+    [
+        (1, [*TRACEBACK, "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"], "oom",
+         "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"),
+        (1, ["RuntimeError: CUDA error: device-side assert triggered", "Compile with TORCH_USE_CUDA_DSA"],
+         "cuda", "RuntimeError: CUDA error: device-side assert triggered"),
+        (1, ["torch.distributed.DistBackendError: NCCL error in: ProcessGroupNCCL.cpp:1970"], "cuda",
+         "torch.distributed.DistBackendError: NCCL error in: ProcessGroupNCCL.cpp:1970"),
+        (2, ["12:00:01 INFO run directory: x", "error: configs/x.yaml: training.lr: unknown key"], "config",
+         "configs/x.yaml: training.lr: unknown key"),
+        (2, ["error: /d/train.csv: missing column(s) summary; found fname, dialogue"], "data",
+         "/d/train.csv: missing column(s) summary; found fname, dialogue"),
+        (2, ["error: --set training.x=1: unknown key x"], "config", "--set training.x=1: unknown key x"),
+        (-9, ["12:00:01 INFO model: ...", "train:  10%|█ | 1/10"], "killed", "killed by SIGKILL (exit code -9)"),
+        (137, [], "killed", "killed by SIGKILL (exit code 137)"),
+        (-15, [], "killed", "killed by SIGTERM (exit code -15)"),
+        (1, ["  File 'x.py', line 3", "ValueError: label ids out of range"], "other", "ValueError: label ids out of range"),
+        (1, ["something odd"], "other", "exited with code 1"),
+    ],
+)  # fmt: skip
+def test_classify_failure(code: int, tail: list[str], kind: str, message: str) -> None:
+    failure = S.classify_failure(code, tail)
+    assert failure is not None
+    assert failure.kind == kind
+    assert failure.message.startswith(message)
+    assert not any("%|" in line for line in failure.lines)  # progress bars are noise
+
+
+def test_classify_failure_keeps_the_error_line_and_a_few_before() -> None:
+    before = [f"12:00:0{i} INFO line {i}" for i in range(8)]
+    failure = S.classify_failure(1, [*before, *TRACEBACK, "torch.OutOfMemoryError: CUDA out of memory"])
+    assert failure is not None
+    assert failure.lines[-1] == "torch.OutOfMemoryError: CUDA out of memory"
+    assert failure.lines[:-1] == [*before[-1:], *TRACEBACK[1:]]  # CONTEXT_LINES before, bar dropped
+    assert len(failure.lines) == S.CONTEXT_LINES + 1
+
+
+def test_classify_config_error_keeps_every_problem_line() -> None:
+    tail = ["error: x.yaml: 2 problems:", "  - training.lr: unknown key", "  - model.name: required", "done"]
+    failure = S.classify_failure(2, tail)
+    assert failure is not None and failure.kind == "config"
+    assert failure.lines == tail[:3]
+
+
+def test_success_is_no_failure() -> None:
+    assert S.classify_failure(0, ["error: something printed but it exited 0"]) is None
+
+
+def test_read_log_tail_reads_from_the_attempt_start(tmp_path: Path) -> None:
+    log = tmp_path / "suite.log"
+    log.write_text("old attempt\nerror: old\n", encoding="utf-8")
+    start = log.stat().st_size
+    with log.open("a", encoding="utf-8") as fh:
+        fh.write("new attempt\r50%|bar\nValueError: new\n")
+    assert S.read_log_tail(log, start) == ["new attempt", "50%|bar", "ValueError: new"]
+    assert S.read_log_tail(tmp_path / "missing.log") == []
+
+
+# ---------------------------------------------------------------- suite file validation
+
+
+def suite_doc(**changes: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": "s", "settings": {"gpu_wait_max_used_mb": 1000},
+        "experiments": [{"name": "a", "config": BATCH_OPT, "expected_minutes": 40}],
+    }  # fmt: skip
+    doc.update(changes)
+    return doc
+
+
+def load_doc(tmp_path: Path, doc: Any) -> S.SuiteFile:
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return S.load_suite(path)
+
+
+def test_valid_suite_file_loads_with_defaults(tmp_path: Path) -> None:
+    suite = load_doc(tmp_path, suite_doc())
+    assert suite.settings.gpu_wait_max_used_mb == 1000 and suite.settings.oom_retry is True
+    assert suite.experiments[0].config == BATCH_OPT and suite.experiments[0].set == []
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        (suite_doc(settings={"gpu_wait_max_used": 10}), "settings.gpu_wait_max_used: unknown key; did you mean gpu_wait_max_used_mb?"),
+        (suite_doc(experiments=[{"name": "a", "config": "x.yaml", "expected_minuts": 4}]),
+         "experiments.0.expected_minuts: unknown key; did you mean expected_minutes?"),
+        (suite_doc(experiments=[{"name": "a", "expected_minutes": 4}]), "experiments.0.config: required"),
+        (suite_doc(experiments=[{"name": "a b", "config": "x", "expected_minutes": 4}]), "experiments.0.name='a b'"),
+        (suite_doc(experiments=[{"name": "a", "config": "x", "expected_minutes": -1}]), "experiments.0.expected_minutes=-1"),
+        (suite_doc(experiments=[]), "experiments=[]"),
+        (suite_doc(extra=1), "extra: unknown key"),
+        (suite_doc(experiments=[{"name": "a", "config": "x", "expected_minutes": 1}] * 2), "duplicate name(s) a"),
+        (["a"], "expected a mapping"),
+    ],
+)  # fmt: skip
+def test_suite_file_errors_name_the_key(tmp_path: Path, doc: Any, expected: str) -> None:
+    with pytest.raises(DialsumError) as err:
+        load_doc(tmp_path, doc)
+    assert expected in str(err.value) and str(tmp_path / "s.yaml") in str(err.value)
+
+
+def test_suite_file_reports_every_problem_at_once(tmp_path: Path) -> None:
+    doc = suite_doc(colour="x", settings={"oom_retry": "maybe"}, experiments=[{"name": "a"}])
+    with pytest.raises(DialsumError, match="4 problems") as err:
+        load_doc(tmp_path, doc)
+    for key in ("colour", "settings.oom_retry", "experiments.0.config", "experiments.0.expected_minutes"):
+        assert key in str(err.value)
+
+
+def test_missing_or_broken_suite_file(tmp_path: Path) -> None:
+    with pytest.raises(DialsumError, match="suite file not found"):
+        S.load_suite(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("name: [unclosed\n", encoding="utf-8")
+    with pytest.raises(DialsumError, match="not valid YAML"):
+        S.load_suite(tmp_path / "bad.yaml")
+
+
+def test_config_paths_resolve_beside_the_suite_file(tmp_path: Path) -> None:
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "x.yaml").write_text("model: {name: m}\n", encoding="utf-8")
+    suite = load_doc(
+        tmp_path, suite_doc(experiments=[{"name": "a", "config": "exp/x.yaml", "expected_minutes": 1}])
+    )
+    assert suite.experiments[0].config == str(tmp_path / "exp" / "x.yaml")
+
+
+def test_every_bad_config_is_reported_before_anything_runs(tmp_path: Path, small_data: Path) -> None:
+    bad_key = tmp_path / "bad_key.yaml"
+    bad_key.write_text(f"inherit: {BATCH_OPT}\ntraining:\n  learning_rte: 1.0e-4\n", encoding="utf-8")
+    suite_file = write_suite(tmp_path / "bad.yaml", [
+        entry("good", BATCH_OPT), entry("typo", str(bad_key)), entry("gone", str(tmp_path / "gone.yaml")),
+    ])  # fmt: skip
+    out = tmp_path / "out"
+    result = run_cli(*suite_args(suite_file, out, small_data))
+    assert_clean_error(result, "2 of 3 experiment config(s) invalid", "gone:", "config file not found")
+    assert (
+        "typo:" in result.stderr and "learning_rte: unknown key; did you mean learning_rate?" in result.stderr
+    )
+    assert "good:" not in result.stderr
+    assert not (out / "suite_state.json").exists() and not (out / "suite.lock").exists()
+
+
+def test_existing_state_needs_resume(tmp_path: Path, small_data: Path) -> None:
+    suite_file = write_suite(tmp_path / "again.yaml", [entry("one", BATCH_OPT)])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "suite_state.json").write_text('{"suite": "again", "records": []}', encoding="utf-8")
+    result = run_cli(*suite_args(suite_file, out, small_data))
+    assert_clean_error(result, "a suite already ran", "--resume", "another --out")
+
+
+def test_shipped_main5_suite_is_the_seed_order_and_its_configs_validate() -> None:
+    suite = S.load_suite(MAIN5)
+    names = [Path(e.config).name for e in suite.experiments]
+    assert names == [
+        "01_mt5_xlsum_ultimate_korean_qlora.yaml", "02_eenzeenee_t5_rtx3090.yaml",
+        "01_baseline_kobart_rtx3090.yaml", "03_high_learning_rate_rtx3090.yaml",
+        "04_batch_optimization_rtx3090.yaml",
+    ]  # fmt: skip
+    assert [e.expected_minutes for e in suite.experiments] == [60, 40, 45, 35, 40]
+    configs = S.load_configs(suite, [e.name for e in suite.experiments], S.TrainArgs())
+    assert [configs[e.name].experiment.name for e in suite.experiments] == [e.name for e in suite.experiments]
+
+
+def test_wrapper_script_maps_dash_one_to_one_epoch(tmp_path: Path) -> None:
+    script = REPO / "scripts" / "run_main_5_experiments.sh"
+    result = subprocess.run([str(script), "-1", "--max-steps", "2", "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, env=child_env(), timeout=120)  # fmt: skip
+    assert_clean_error(result, "--one-epoch and --max-steps: choose one of them")
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- selection, retry, resume logic
+
+NAMES = ["mt5", "t5", "kobart", "high_lr", "batch"]
+
+
+@pytest.mark.parametrize(
+    ("only", "skip", "expected"),
+    [
+        ([], [], NAMES),
+        (["kobart", "t5"], [], ["t5", "kobart"]),
+        (["kobart,t5"], [], ["t5", "kobart"]),
+        ([], ["mt5"], ["t5", "kobart", "high_lr", "batch"]),
+        (["t5", "batch"], ["batch"], ["t5"]),
+    ],
+)
+def test_only_and_skip_select_in_suite_order(only: list[str], skip: list[str], expected: list[str]) -> None:
+    assert S.select_names(NAMES, only, skip) == expected
+
+
+def test_selection_errors() -> None:
+    with pytest.raises(DialsumError, match="unknown experiment.*kobert.*the suite has mt5"):
+        S.select_names(NAMES, ["kobert"], [])
+    with pytest.raises(DialsumError, match="leave no experiment"):
+        S.select_names(NAMES, ["t5"], ["t5"])
+
+
+def test_halving_keeps_the_effective_batch() -> None:
+    retry = S.halve_micro_batch(16, 3)
+    assert retry is not None and (retry.micro_batch, retry.grad_accum) == (8, 6)
+    assert retry.text == "suite: out of memory at micro-batch 16 x 3; retried with 8 x 6 (effective 48 kept)"
+    odd = S.halve_micro_batch(5, 2)
+    assert odd is not None and (odd.micro_batch, odd.grad_accum) == (2, 4) and "10 -> 8" in odd.text
+    assert S.halve_micro_batch(1, 8) is None
+
+
+@pytest.mark.parametrize(
+    ("rec", "action"),
+    [
+        ({"state": "finished", "run_dir": "a/run"}, "skip"),
+        ({"state": "running", "run_dir": "a/run"}, "resume"),
+        ({"state": "interrupted", "run_dir": "a/run"}, "resume"),
+        ({"state": "failed", "run_dir": "a/run", "failure": {"kind": "killed"}}, "resume"),
+        ({"state": "failed", "run_dir": "a/run", "failure": {"kind": "data"}}, "fresh"),
+        ({"state": "failed", "run_dir": None, "failure": {"kind": "timeout"}}, "fresh"),
+        ({"state": "pending", "run_dir": None}, "fresh"),
+        ({"state": "skipped", "run_dir": None}, "fresh"),
+    ],
+)
+def test_next_action(rec: dict[str, Any], action: str) -> None:
+    assert S.next_action(rec) == action
+
+
+def test_resume_reuses_the_stored_options() -> None:
+    stored = {"init": "tiny", "one_epoch": False, "max_steps": 5, "sets": ["a.b=1"], "data": "/d"}
+    none_given = {"init": None, "one_epoch": None, "max_steps": None, "sets": [], "data": None}
+    assert S.resume_args(stored, none_given) == S.TrainArgs("tiny", False, 5, ["a.b=1"], "/d")
+    assert S.resume_args(stored, {**none_given, "init": "tiny", "max_steps": 5}).max_steps == 5
+    with pytest.raises(DialsumError, match="init: 'tiny' at the start, 'pretrained' now"):
+        S.resume_args(stored, {**none_given, "init": "pretrained"})
+
+
+def test_train_command_orders_overrides_by_precedence(tmp_path: Path) -> None:
+    e = S.SuiteEntry(name="a", config="c.yaml", expected_minutes=1, set=["training.x=entry"])
+    args = S.TrainArgs(init="tiny", max_steps=3, sets=["training.x=cli"], data="/d")
+    cmd = S.train_command(e, args, tmp_path / "run", ["training.x=retry"], resume=True)
+    assert cmd[:5] == [sys.executable, "-m", "dialsum.cli", "train", "c.yaml"]
+    assert cmd[cmd.index("--run-dir") + 1] == str(tmp_path / "run") and "--resume" in cmd
+    assert cmd[cmd.index("--max-steps") + 1] == "3" and "--one-epoch" not in cmd
+    sets = [cmd[i + 1] for i, c in enumerate(cmd) if c == "--set"]
+    assert sets == ["training.x=entry", "training.x=cli", "data.dir=/d", "training.x=retry"]
+
+
+def test_merge_records_keeps_old_state_and_follows_the_suite_order(tmp_path: Path) -> None:
+    suite = load_doc(tmp_path, suite_doc(experiments=[
+        {"name": "a", "config": BATCH_OPT, "expected_minutes": 1, "label": "A"},
+        {"name": "b", "config": BATCH_OPT, "expected_minutes": 2},
+    ]))  # fmt: skip
+    old = [{"name": "b", "state": "finished", "attempts": 1}, {"name": "gone", "state": "failed"}]
+    merged = S.merge_records(suite, old)
+    assert [r["name"] for r in merged] == ["a", "b", "gone"]
+    assert merged[0]["state"] == "pending" and merged[0]["label"] == "A"
+    assert merged[1]["state"] == "finished" and merged[1]["expected_minutes"] == 2
+
+
+# ---------------------------------------------------------------- progress and checkpoints
+
+
+def test_train_progress_follows_the_growing_log(tmp_path: Path) -> None:
+    jsonl, log = tmp_path / "train_log.jsonl", tmp_path / "suite.log"
+    log.write_text("train:  25%|██▌       | 1/4 [00:01<00:03]\r", encoding="utf-8")
+    jsonl.write_text(json.dumps({"step": 1, "loss": 5.5}) + "\n" + '{"step": 2, "lo', encoding="utf-8")
+    progress = S.TrainProgress(jsonl, log, 0)
+    progress.poll()
+    assert (progress.step, progress.max_steps, progress.loss) == (1, 4, 5.5)
+    with jsonl.open("a", encoding="utf-8") as fh:
+        fh.write('ss": 4.25}\n')
+    progress.poll()
+    assert (progress.step, progress.loss) == (2, 4.25) and progress.steps_text() == "2/4"
+
+
+def test_partial_checkpoints_are_removed_before_resume(tmp_path: Path) -> None:
+    ckpts = tmp_path / "checkpoints"
+    (ckpts / "checkpoint-1").mkdir(parents=True)
+    (ckpts / "checkpoint-1" / "trainer_state.json").write_text("{}")
+    (ckpts / "checkpoint-2").mkdir()
+    (ckpts / "checkpoint-2" / "model.safetensors").write_text("half")
+    assert S.clear_partial_checkpoints(tmp_path) == ["checkpoint-2"]
+    assert (ckpts / "checkpoint-1").is_dir() and not (ckpts / "checkpoint-2").exists()
