@@ -214,6 +214,9 @@ class SpeedSection(_Section):
     fused_adamw: bool = Field(True, description="Fused AdamW on CUDA")
     sdpa: bool = Field(True, description="Scaled-dot-product attention kernels where supported")
     torch_compile: bool = Field(False, description="torch.compile the model (CUDA)")
+    cpu_threads: int | None = Field(
+        None, ge=1, description="CPU threads for torch (default: 1 for tiny models on a CPU, else torch's)"
+    )
 
 
 class ExperimentConfig(_Section):

@@ -127,6 +127,7 @@ def _environment(device: DeviceInfo) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
         "transformers": transformers.__version__,
         "peft": peft.__version__,
         "device": device.to_dict(),
@@ -151,6 +152,18 @@ def _setup_data(run: Run) -> None:
     log.info("data: %d train, %d dev, %d test rows from %s", len(train_df), len(dev_df), len(test_df), cfg.data.dir)
 
 
+def _set_cpu_threads(run: Run) -> None:
+    """Tiny models gain nothing from intra-op threads, and lose much when another process shares the cores."""
+    import torch
+
+    threads = run.cfg.speed.cpu_threads
+    if threads is None and run.cfg.model.init == "tiny" and not run.device.cuda_available:
+        threads = 1
+    if threads:
+        torch.set_num_threads(threads)
+        log.info("torch CPU threads: %d (speed.cpu_threads)", threads)
+
+
 def _tokenizer(run: Run) -> Any:
     cfg = run.cfg
     if cfg.model.init == "pretrained":
@@ -167,6 +180,7 @@ def _setup_model(run: Run) -> None:
 
     cfg = run.cfg
     run.device = probe()
+    _set_cpu_threads(run)
     atomic_write_json(run.dir / "environment.json", _environment(run.device))
     torch.manual_seed(cfg.experiment.seed)
     tokenizer = _tokenizer(run)
@@ -295,8 +309,9 @@ def train(run: Run) -> None:
 
 
 def _last_checkpoint(path: Path) -> Path | None:
-    ckpts = sorted(path.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return ckpts[-1] if ckpts else None
+    """Newest complete checkpoint: one killed mid-save has no trainer_state.json and is passed over."""
+    done = [p for p in path.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
 def _reset_peak_memory() -> None:
