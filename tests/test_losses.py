@@ -19,6 +19,15 @@ from dialsum.losses import chunked_lm_loss, seq2seq_loss, supports_chunked_loss
 D_MODEL, VOCAB = 32, 500
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny matmuls: a second intra-op thread only adds contention (100x slower on a busy 2-core box)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _random_labels(gen: torch.Generator, shape: tuple[int, int], vocab: int, ignored: float = 0.3) -> torch.Tensor:
     labels = torch.randint(0, vocab, shape, generator=gen)
     labels[torch.rand(shape, generator=gen) < ignored] = -100
@@ -145,6 +154,26 @@ def test_bf16_hidden_and_head_loss_is_float32_and_close() -> None:
     assert leaf.grad.dtype == torch.bfloat16 and head_bf16.weight.grad.dtype == torch.bfloat16
 
 
+def test_bitsandbytes_4bit_head_matches_plain() -> None:
+    import bitsandbytes as bnb
+
+    hidden, head, labels = _head_case(seed=7)
+    quantized = bnb.nn.Linear4bit(D_MODEL, VOCAB, bias=False, compute_dtype=torch.float32, quant_type="nf4")
+    quantized.weight = bnb.nn.Params4bit(head.weight.detach().clone(), requires_grad=False, quant_type="nf4")
+    quantized = quantized.to("cpu")
+    assert quantized.weight.dtype == torch.uint8
+    plain = _plain_head_loss()
+    leaf_e = hidden.clone().requires_grad_(True)
+    expected = plain(leaf_e, quantized, labels)
+    expected.backward()
+    leaf_a = hidden.clone().requires_grad_(True)
+    actual = chunked_lm_loss(leaf_a, quantized, labels, chunk_tokens=6)
+    actual.backward()
+    assert torch.allclose(actual, expected, atol=1e-6)
+    assert torch.allclose(leaf_a.grad, leaf_e.grad, atol=1e-6)
+    assert leaf_a.grad.abs().sum() > 0
+
+
 def test_bad_arguments_raise_dialsum_error() -> None:
     hidden, head, labels = _head_case()
     with pytest.raises(DialsumError, match="chunk_tokens"):
@@ -259,6 +288,15 @@ def test_lora_wrapped_bart_with_lora_head_matches_model_loss() -> None:
     assert type(head).__module__.startswith("peft"), type(head)
     assert supports_chunked_loss(model)
     _assert_model_equal(model, _batch(seed=14), chunk_tokens=3)
+
+
+def test_prompt_tuned_model_is_not_supported() -> None:
+    from peft import PrefixTuningConfig, get_peft_model
+
+    model = get_peft_model(_tiny_bart(), PrefixTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=4))
+    assert not supports_chunked_loss(model)
+    with pytest.raises(DialsumError, match="prompt tuning"):
+        seq2seq_loss(model, _batch(seed=17))
 
 
 def test_all_ignored_labels_on_model_give_zero_with_grads() -> None:

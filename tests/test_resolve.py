@@ -146,3 +146,10 @@ def test_validate_cli_cannot_run(tmp_path):
 def test_validate_cli_bad_yaml_is_a_clean_error(tmp_path):
     proc = run_cli("train", str(tmp_path / "missing.yaml"), "--init", "tiny")
     assert_clean_error(proc, "config file not found")
+
+
+def test_cli_usage_errors_have_no_traceback():
+    for args in (["nosuch"], ["make-sample", "--train", "abc"], ["train"]):
+        proc = run_cli(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr and "Error:" in proc.stderr

@@ -1,6 +1,6 @@
 """Tests of the synthetic Korean sample generator and of the shipped `data/sample/`.
 
-    pytest tests/test_samplegen.py
+pytest tests/test_samplegen.py
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ def labelled(sample: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def _summaries(sample: dict[str, pd.DataFrame]) -> list[tuple[str, str]]:
     """(dialogue, summary) for every labelled row and every test reference."""
-    pairs = [(r.dialogue, r.summary) for df in (sample["train.csv"], sample["dev.csv"]) for r in df.itertuples()]
+    pairs = [
+        (r.dialogue, r.summary) for df in (sample["train.csv"], sample["dev.csv"]) for r in df.itertuples()
+    ]
     gold = sample["test_gold.csv"].merge(sample["test.csv"], on="fname")
     pairs += [(r.dialogue, getattr(r, f"summary{i}")) for r in gold.itertuples() for i in (1, 2, 3)]
     return pairs
@@ -53,15 +55,38 @@ def _summaries(sample: dict[str, pd.DataFrame]) -> list[tuple[str, str]]:
 @pytest.mark.parametrize(
     ("word", "particle", "expected"),
     [
-        ("식당", "는", "식당은"), ("카페", "은", "카페는"), ("사과", "이", "사과가"), ("책", "가", "책이"),
-        ("우유", "을", "우유를"), ("빵", "를", "빵을"), ("친구", "과", "친구와"), ("동생", "와", "동생과"),
-        ("부산", "로", "부산으로"), ("학교", "으로", "학교로"), ("서울", "으로", "서울로"), ("민수", "아", "민수야"),
-        ("지훈", "야", "지훈아"), ("#Person1#", "는", "#Person1#은"), ("#Person2#", "은", "#Person2#는"),
-        ("#Person3#", "가", "#Person3#이"), ("#Person4#", "이", "#Person4#가"), ("#Person1#", "와", "#Person1#과"),
-        ("#PhoneNumber#", "으로", "#PhoneNumber#로"), ("KTX", "을", "KTX를"), ("SQL", "는", "SQL은"),
-        ("10", "를", "10을"), ("2", "을", "2를"), ("1000", "가", "1000이"), ("3만 원", "와", "3만 원과"),
-        ("7", "으로", "7로"), ("6", "으로", "6으로"), ("저녁 7시 반", "으로", "저녁 7시 반으로"), ("오후 2시", "으로", "오후 2시로"),
-        ("원룸", "이에요", "원룸이에요"), ("오피스텔", "예요", "오피스텔이에요"), ("빌라", "이에요", "빌라예요"),
+        ("식당", "는", "식당은"),
+        ("카페", "은", "카페는"),
+        ("사과", "이", "사과가"),
+        ("책", "가", "책이"),
+        ("우유", "을", "우유를"),
+        ("빵", "를", "빵을"),
+        ("친구", "과", "친구와"),
+        ("동생", "와", "동생과"),
+        ("부산", "로", "부산으로"),
+        ("학교", "으로", "학교로"),
+        ("서울", "으로", "서울로"),
+        ("민수", "아", "민수야"),
+        ("지훈", "야", "지훈아"),
+        ("#Person1#", "는", "#Person1#은"),
+        ("#Person2#", "은", "#Person2#는"),
+        ("#Person3#", "가", "#Person3#이"),
+        ("#Person4#", "이", "#Person4#가"),
+        ("#Person1#", "와", "#Person1#과"),
+        ("#PhoneNumber#", "으로", "#PhoneNumber#로"),
+        ("KTX", "을", "KTX를"),
+        ("SQL", "는", "SQL은"),
+        ("10", "를", "10을"),
+        ("2", "을", "2를"),
+        ("1000", "가", "1000이"),
+        ("3만 원", "와", "3만 원과"),
+        ("7", "으로", "7로"),
+        ("6", "으로", "6으로"),
+        ("저녁 7시 반", "으로", "저녁 7시 반으로"),
+        ("오후 2시", "으로", "오후 2시로"),
+        ("원룸", "이에요", "원룸이에요"),
+        ("오피스텔", "예요", "오피스텔이에요"),
+        ("빌라", "이에요", "빌라예요"),
     ],
 )
 def test_josa_picks_the_form_by_final_consonant(word: str, particle: str, expected: str) -> None:
@@ -87,7 +112,9 @@ def test_josa_rejects_an_unknown_particle() -> None:
 def test_shipped_sample_equals_a_fresh_generation(tmp_path: Path) -> None:
     write_sample(tmp_path, **SAMPLE_ARGS)
     for name in FILES:
-        assert (tmp_path / name).read_bytes() == (SHIPPED / name).read_bytes(), f"{name}: regenerate data/sample"
+        assert (tmp_path / name).read_bytes() == (SHIPPED / name).read_bytes(), (
+            f"{name}: regenerate data/sample"
+        )
     readme = (SHIPPED / "README.md").read_text(encoding="utf-8")
     assert all(f"--{key} {value}" in readme for key, value in SAMPLE_ARGS.items())
 
@@ -135,12 +162,18 @@ def test_masks_are_known_and_present_where_a_scenario_needs_them(labelled: pd.Da
     assert set(re.findall(r"#[A-Za-z]+#", text)) == MASKS
     assert set(re.findall(r"#Person\d#", text)) == {f"#Person{i}#" for i in range(1, 5)}
     bills = labelled[labelled["topic"] == "휴대폰 요금"]["dialogue"]
-    assert len(bills) > 0 and bills.str.contains("#PhoneNumber#").all() and bills.str.contains("#DateOfBirth#").all()
+    assert (
+        len(bills) > 0
+        and bills.str.contains("#PhoneNumber#").all()
+        and bills.str.contains("#DateOfBirth#").all()
+    )
     emailed = labelled[labelled["summary"].str.contains("이메일로 알려")]["dialogue"]
     assert len(emailed) > 0 and emailed.str.contains("#Email#").all()
 
 
-def test_summaries_are_observer_sentences_not_copied_from_the_dialogue(sample: dict[str, pd.DataFrame]) -> None:
+def test_summaries_are_observer_sentences_not_copied_from_the_dialogue(
+    sample: dict[str, pd.DataFrame],
+) -> None:
     for dialogue, summary in _summaries(sample):
         assert summary not in dialogue
         assert not any(summary in line.split(": ", 1)[1] for line in dialogue.split("\n"))
@@ -208,7 +241,9 @@ def _dialsum(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_writes_the_four_files(tmp_path: Path) -> None:
-    result = _dialsum("make-sample", "--out", str(tmp_path), "--seed", "3", "--train", "12", "--dev", "4", "--test", "4")
+    result = _dialsum(
+        "make-sample", "--out", str(tmp_path), "--seed", "3", "--train", "12", "--dev", "4", "--test", "4"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("wrote ") == 4
     assert len(read_table(tmp_path / "train.csv", COLUMNS["train.csv"])) == 12

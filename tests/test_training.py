@@ -72,7 +72,8 @@ def test_predict_reuses_a_lora_run(small_data, tmp_path):
 def test_resume_continues_from_the_last_checkpoint(small_data, tmp_path):
     run = tmp_path / "run"
     cfg_path = Path("configs/experiments/04_batch_optimization_rtx3090.yaml")
-    saving = ["training.save_strategy=steps", "training.save_steps=2", "training.load_best_model_at_end=false"]
+    saving = ["training.save_strategy=steps", "training.save_steps=2", "training.load_best_model_at_end=false",
+              "training.logging_steps=1"]
     train_tiny(cfg_path, small_data, run, *saving, steps=2)
     assert (run / "checkpoints" / "checkpoint-2").is_dir()
     (run / "metrics.json").unlink()  # as if the run had been killed after its checkpoint

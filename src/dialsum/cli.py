@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
+from typer._click.exceptions import ClickException  # typer bundles its own click
 
 from dialsum.errors import DialsumError
 
@@ -156,10 +156,10 @@ def main() -> None:
     except DialsumError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
-    except click.ClickException as err:
+    except ClickException as err:
         err.show()
         sys.exit(err.exit_code)
-    except (click.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)

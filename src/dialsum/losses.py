@@ -114,9 +114,15 @@ def _architecture(model: nn.Module) -> str | None:
     return None
 
 
+def _is_prompt_learning(model: nn.Module) -> bool:
+    """peft prompt/prefix tuning adds virtual tokens in the wrapper's forward, which this path skips."""
+    peft_config = getattr(model, "active_peft_config", None)
+    return bool(getattr(peft_config, "is_prompt_learning", False))
+
+
 def supports_chunked_loss(model: nn.Module) -> bool:
-    """True for BART, T5 and mT5 conditional-generation models, bare or wrapped by peft."""
-    return _architecture(_unwrap(model)) is not None
+    """True for BART, T5 and mT5 conditional-generation models, bare or wrapped by peft (not prompt tuning)."""
+    return not _is_prompt_learning(model) and _architecture(_unwrap(model)) is not None
 
 
 def _check_batch(batch: Mapping[str, Tensor]) -> None:
@@ -184,11 +190,9 @@ def seq2seq_loss(model: nn.Module, batch: Mapping[str, Tensor], *, chunk_tokens:
     """`model(**batch).loss` for BART/T5/mT5 (bare or peft), computed with `chunked_lm_loss`."""
     base = _unwrap(model)
     arch = _architecture(base)
-    if arch is None:
-        raise DialsumError(
-            f"chunked loss does not handle {type(base).__name__}; "
-            "use model(**batch).loss for it instead"
-        )
+    if not supports_chunked_loss(model):
+        what = f"{type(base).__name__}{' with peft prompt tuning' if _is_prompt_learning(model) else ''}"
+        raise DialsumError(f"chunked loss does not handle {what}; use model(**batch).loss for it instead")
     _check_batch(batch)
     if arch == _BART:
         hidden = _bart_hidden(base, batch)
