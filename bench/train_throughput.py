@@ -13,8 +13,8 @@ configs/experiments/04_batch_optimization_rtx3090.yaml:
   random order, float32, `model(**batch).loss`.
 - `hf` (plain Hugging Face): `transformers.DataCollatorForSeq2Seq` dynamic padding, random order,
   float32 (the Trainer's default), `model(**batch).loss`.
-- `dialsum`: transformers' `LengthGroupedSampler` built as the Trainer builds it for
-  `group_by_length` (megabatches of micro_batch x grad_accum x up to 50, sorted by input length),
+- `dialsum`: `dialsum.data.LengthBucketSampler`, what training uses for `group_by_length` (sorted
+  by input + label length with a small jitter, cut into micro-batches, batches shuffled),
   `dialsum.data.Seq2SeqCollator` dynamic padding, `dialsum.losses.seq2seq_loss`; on CUDA also bf16
   autocast and fused AdamW.
 
@@ -132,14 +132,11 @@ def random_batches(n: int, micro: int, seed: int) -> list[list[int]]:
     return chunk(torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist(), micro)
 
 
-def grouped_batches(lengths: list[int], micro: int, grad_accum: int, seed: int) -> list[list[int]]:
-    """The Trainer's `group_by_length` epoch: LengthGroupedSampler(micro x accum), cut by the loader."""
-    import torch
-    from transformers.trainer_pt_utils import LengthGroupedSampler
+def grouped_batches(lengths: list[int], micro: int, seed: int) -> list[list[int]]:
+    """dialsum's `group_by_length` epoch: `LengthBucketSampler` order, cut by the loader."""
+    from dialsum.data import LengthBucketSampler
 
-    sampler = LengthGroupedSampler(micro * grad_accum, lengths=lengths,
-                                   generator=torch.Generator().manual_seed(seed))
-    return chunk(list(sampler), micro)
+    return LengthBucketSampler(lengths, micro, seed=seed).batches()
 
 
 def pad_to_max_collator(pad_id: int, encoder_max: int, decoder_max: int) -> Callable[[list[dict]], Batch]:
@@ -215,7 +212,7 @@ def build_variants(setup: Setup, args: argparse.Namespace) -> list[Variant]:
 
     t, cuda = setup.cfg.training, args.device == "cuda"
     micro, lr, n = t.per_device_train_batch_size, t.learning_rate, len(setup.examples)
-    lengths = [len(e["input_ids"]) for e in setup.examples]
+    lengths = [len(e["input_ids"]) + len(e["labels"]) for e in setup.examples]
     shuffled = random_batches(n, micro, args.seed)
     pad = setup.tokenizer.pad_token_id
     models = [fresh_model(setup, args) for _ in VARIANTS]
@@ -224,7 +221,7 @@ def build_variants(setup: Setup, args: argparse.Namespace) -> list[Variant]:
                 plain_loss, models[0], adamw(models[0], lr, fused=False)),
         Variant("hf", shuffled, hf_collator(setup.tokenizer, models[1]), plain_loss, models[1],
                 adamw(models[1], lr, fused=False)),
-        Variant("dialsum", grouped_batches(lengths, micro, t.gradient_accumulation_steps, args.seed),
+        Variant("dialsum", grouped_batches(lengths, micro, args.seed),
                 Seq2SeqCollator(pad), dialsum_loss(setup.cfg.speed.chunk_tokens), models[2],
                 adamw(models[2], lr, fused=cuda and setup.cfg.speed.fused_adamw), bf16=cuda),
     ]

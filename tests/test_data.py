@@ -85,3 +85,22 @@ def test_collator_pads_to_the_batch_longest_only():
 def test_padding_efficiency():
     assert data.padding_efficiency([[4, 4], [2, 2]]) == 1.0
     assert data.padding_efficiency([[4, 2]]) == pytest.approx(6 / 8)
+
+
+def test_length_buckets_cover_all_and_pad_little():
+    import random
+
+    rng = random.Random(0)
+    lengths = [rng.randrange(20, 400) for _ in range(500)]
+    sampler = data.LengthBucketSampler(lengths, batch_size=16, seed=3)
+    first = list(sampler)
+    assert sorted(first) == list(range(500)) and len(sampler) == 500
+    batches = [[lengths[i] for i in first[k : k + 16]] for k in range(0, 500, 16)]
+    shuffled = [lengths[k : k + 16] for k in range(0, 500, 16)]
+    assert data.padding_efficiency(batches) > 0.95 > data.padding_efficiency(shuffled)
+    second = list(sampler)  # the next epoch: another order, same examples
+    assert second != first and sorted(second) == sorted(first)
+    firsts = [lengths[b[0]] for b in [first[k : k + 16] for k in range(0, 500, 16)]]
+    assert firsts != sorted(firsts) and firsts != sorted(firsts, reverse=True)  # batch order is shuffled
+    sampler.set_epoch(0)
+    assert list(sampler) == first  # an epoch's order is reproducible (resume)

@@ -117,3 +117,43 @@ def padding_efficiency(batches: list[list[int]]) -> float:
     real = sum(sum(b) for b in batches)
     padded = sum(max(b) * len(b) for b in batches if b)
     return real / padded if padded else 1.0
+
+
+class LengthBucketSampler:
+    """Index order for length-aware batches: examples of similar length share a micro-batch.
+
+    Examples are sorted by length with a random jitter (so neighbours mix between epochs), cut into
+    micro-batches, and the batches are shuffled. A DataLoader reading this order with the same
+    `batch_size` gets batches with little padding, in random order. Unlike a sampler that walks each
+    group from long to short, every stretch of training sees all lengths.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, jitter: float = 4.0):
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.seed = seed
+        self.jitter = jitter
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        import random
+
+        rng = random.Random(self.seed * 100_003 + self.epoch)
+        keys = [n + rng.random() * self.jitter for n in self.lengths]
+        order = sorted(range(len(self.lengths)), key=keys.__getitem__)
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        # The short batch stays last: the DataLoader cuts this flat order into batch_size pieces.
+        tail = batches.pop() if len(batches[-1]) < self.batch_size else None
+        rng.shuffle(batches)
+        return batches + [tail] if tail else batches
+
+    def __iter__(self):
+        batches = self.batches()
+        self.epoch += 1
+        return (i for batch in batches for i in batch)
+
+    def __len__(self) -> int:
+        return len(self.lengths)

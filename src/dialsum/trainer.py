@@ -15,7 +15,7 @@ import torch
 from transformers import EarlyStoppingCallback, Seq2SeqTrainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from dialsum.data import Seq2SeqCollator
+from dialsum.data import LengthBucketSampler, Seq2SeqCollator
 from dialsum.losses import seq2seq_loss, supports_chunked_loss
 
 if TYPE_CHECKING:
@@ -23,15 +23,24 @@ if TYPE_CHECKING:
 
 
 class DialsumTrainer(Seq2SeqTrainer):
-    """Loss per micro-batch (chunked over the vocabulary when enabled); counts real tokens."""
+    """Length-bucketed batches, loss per micro-batch (chunked over the vocabulary when enabled), token count."""
 
-    def __init__(self, *args: Any, chunk_tokens: int | None, oom_above_batch: int | None, **kwargs: Any):
+    def __init__(self, *args: Any, chunk_tokens: int | None, oom_above_batch: int | None,
+                 length_buckets: bool, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.length_buckets = length_buckets
         self.chunk_tokens = chunk_tokens
         self.oom_above_batch = oom_above_batch
         self.real_tokens = 0
         # Each micro-batch loss is a mean; the Trainer divides by the accumulation steps.
         self.model_accepts_loss_kwargs = False
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        if not self.length_buckets:
+            return super()._get_train_sampler(train_dataset)
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        lengths = [len(f["input_ids"]) + len(f["labels"]) for f in dataset]
+        return LengthBucketSampler(lengths, self.args.train_batch_size, seed=self.args.seed)
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
@@ -120,6 +129,7 @@ def build_trainer(run: Run, args: Any, train_set: list[dict], eval_set: list[dic
         compute_metrics=make_compute_metrics(run.tokenizer, tokenize="morpheme"),
         chunk_tokens=cfg.speed.chunk_tokens if chunked else None,
         oom_above_batch=int(oom) if oom else None,
+        length_buckets=cfg.training.group_by_length,
     )
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)

@@ -263,7 +263,6 @@ def _training_args(run: Run) -> Any:
         dataloader_num_workers=t.dataloader_num_workers, dataloader_pin_memory=t.dataloader_pin_memory,
         dataloader_persistent_workers=t.dataloader_persistent_workers,
         gradient_checkpointing=t.gradient_checkpointing and not run.plan.four_bit,
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         eval_strategy=t.eval_strategy, eval_steps=t.eval_steps,
         save_strategy=t.save_strategy, save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         logging_steps=t.logging_steps, logging_first_step=True,
