@@ -153,3 +153,10 @@ def test_cli_usage_errors_have_no_traceback():
         proc = run_cli(*args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert "Traceback" not in proc.stderr and "Error:" in proc.stderr
+
+
+def test_attention_kernel_follows_speed_sdpa():
+    spec = modeling.tiny_spec(modeling.KNOWN_ARCHS["digit82/kobart-summarization"], 32, 1, 100)
+    config_ = modeling.config_from_spec(spec)
+    assert modeling.build_fresh_model(config_, 0, sdpa=True).config._attn_implementation == "sdpa"
+    assert modeling.build_fresh_model(config_, 0, sdpa=False).config._attn_implementation == "eager"

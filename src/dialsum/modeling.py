@@ -303,12 +303,17 @@ def _untie_lm_head(model: Any) -> None:
         model.all_tied_weights_keys.pop("lm_head.weight", None)
 
 
-def build_fresh_model(hf_config: Any, seed: int) -> Any:
+def attention_kernel(sdpa: bool) -> str:
+    """`sdpa` (fused scaled-dot-product attention) or the reference `eager` implementation."""
+    return "sdpa" if sdpa else "eager"
+
+
+def build_fresh_model(hf_config: Any, seed: int, sdpa: bool = True) -> Any:
     import torch
     import transformers as tf
 
     torch.manual_seed(seed)
-    model = tf.AutoModelForSeq2SeqLM.from_config(hf_config)
+    model = tf.AutoModelForSeq2SeqLM.from_config(hf_config, attn_implementation=attention_kernel(sdpa))
     if family_of(hf_config) in ("t5", "mt5") and _wants_untied(hf_config):
         _untie_lm_head(model)
     return model
@@ -321,10 +326,10 @@ def quantization_config(compute_dtype: Any) -> Any:
                               bnb_4bit_compute_dtype=compute_dtype)
 
 
-def load_pretrained_model(path: str, *, four_bit: bool, compute_dtype: Any, device: str) -> Any:
+def load_pretrained_model(path: str, *, four_bit: bool, compute_dtype: Any, device: str, sdpa: bool = True) -> Any:
     import transformers as tf
 
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"attn_implementation": attention_kernel(sdpa)}
     if four_bit:
         kwargs["quantization_config"] = quantization_config(compute_dtype)
         kwargs["device_map"] = {"": device}

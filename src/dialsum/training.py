@@ -229,7 +229,7 @@ def _base_model(run: Run, tokenizer: Any) -> tuple[Any, str]:
     if cfg.model.init == "pretrained":
         base = cfg.model.name
     else:
-        fresh = modeling.build_fresh_model(plan.hf_config, cfg.experiment.seed)
+        fresh = modeling.build_fresh_model(plan.hf_config, cfg.experiment.seed, sdpa=cfg.speed.sdpa)
         if len(tokenizer) > fresh.get_input_embeddings().num_embeddings:
             fresh.resize_token_embeddings(len(tokenizer))
         base = str(run.dir / "base_model")
@@ -238,7 +238,7 @@ def _base_model(run: Run, tokenizer: Any) -> tuple[Any, str]:
         if not plan.four_bit:
             return fresh, base
     return modeling.load_pretrained_model(base, four_bit=plan.four_bit, compute_dtype=dtype,
-                                          device=plan.device), base
+                                          device=plan.device, sdpa=cfg.speed.sdpa), base
 
 
 # ---------------------------------------------------------------- train
@@ -273,6 +273,7 @@ def _training_args(run: Run) -> Any:
         optim="adamw_torch_fused" if run.cfg.speed.fused_adamw else t.optim,
         report_to=[r for r in t.report_to if r != "none"] or "none",
         seed=cfg.experiment.seed, remove_unused_columns=False, disable_tqdm=True,
+        torch_compile=cfg.speed.torch_compile,
     )
 
 
