@@ -17,18 +17,17 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import io
 import json
 import math
-import os
 import statistics
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dialsum.csvio import atomic_write_json, atomic_write_rows, atomic_write_text
+from dialsum.csvio import atomic_write_bytes, atomic_write_json, atomic_write_rows, atomic_write_text
 from dialsum.errors import DialsumError
 
 TOKENIZATIONS = ("morpheme", "whitespace")
@@ -549,9 +548,9 @@ def report_blocks(
     blocks += [
         (
             "p",
-            "Scores are dev-set ROUGE F1 x 100; final = ROUGE-1 + ROUGE-2 + ROUGE-L. 'Final' and "
-            "the recommendations use morpheme tokenization (Kiwi), the leaderboard's; whitespace-token "
-            "scores are shown too.",
+            "Scores are on dev; final = (ROUGE-1 + ROUGE-2 + ROUGE-L F1) / 3 x 100, the leaderboard's "
+            "number. 'Final' and the recommendations use morpheme tokenization (Kiwi), the leaderboard's; "
+            "whitespace-token scores are shown too.",
         )
     ]
     blocks += [("h", 2, "Comparison"), comparison_table(rows)]
@@ -791,16 +790,10 @@ def write_plots(out_dir: Path, experiments: list[Experiment], rows: list[dict[st
 
 
 def save_png(fig: Any, path: Path) -> Path:
-    """Render to a temp file beside `path`, then rename over it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=PLOT_DPI, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Render in memory, then write atomically (temp file beside `path`, rename)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=PLOT_DPI, bbox_inches="tight")
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def new_axes(nrows: int = 1, height: float = 4.6) -> tuple[Any, list[Any]]:
@@ -875,7 +868,7 @@ def dev_score_figure(experiments: list[Experiment], rows: list[dict[str, Any]]) 
             linewidth=1.6,
             label=plot_label(exp),
         )
-    finish_axes(ax, "Dev score during training (eval_final = R1 + R2 + RL)", "optimizer step", "eval_final")
+    finish_axes(ax, "Dev score during training (eval_final, morpheme ROUGE, mean x 100)", "optimizer step", "eval_final")
     return fig
 
 
@@ -917,7 +910,7 @@ def final_scores_figure(experiments: list[Experiment], rows: list[dict[str, Any]
         ha="right" if len(rows) > 3 else "center",
     )
     ax.set_ylim(0, top * 1.15)
-    finish_axes(ax, "Final dev score by experiment (R1 + R2 + RL)", "", "final score")
+    finish_axes(ax, "Final dev score by experiment (mean of R1, R2, RL x 100)", "", "final score")
     ax.grid(axis="x", visible=False)
     ax.legend(
         handles=[legend_patch("morpheme final (leaderboard)", ""), legend_patch("whitespace final", "//")],
