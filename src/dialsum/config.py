@@ -279,17 +279,23 @@ def deep_merge(base: dict, delta: dict) -> dict:
     return out
 
 
-def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+def read_yaml_mapping(path: Path, what: str, shape: str) -> dict:
+    """A YAML file whose top level is a mapping; every problem is one line naming the file."""
     if not path.is_file():
-        raise DialsumError(f"{path}: config file not found; check the path")
-    if path.resolve() in chain:
-        raise DialsumError(f"{path}: inherit loop through {' -> '.join(str(p) for p in chain)}")
+        raise DialsumError(f"{path}: {what} file not found; check the path")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise DialsumError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
-        raise DialsumError(f"{path}: expected a mapping of sections at the top level")
+        raise DialsumError(f"{path}: expected {shape}")
+    return data
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    if path.resolve() in chain:
+        raise DialsumError(f"{path}: inherit loop through {' -> '.join(str(p) for p in chain)}")
+    data = read_yaml_mapping(path, "config", "a mapping of sections at the top level")
     parent = data.pop("inherit", None)
     if parent is None:
         return data
@@ -313,7 +319,7 @@ def _route_flat_keys(data: dict, path: Path | str) -> dict:
             continue
         out.setdefault(owner, {})[SECTION_ALIASES[owner][key]] = value
     if problems:
-        raise DialsumError(_format_problems(path, problems))
+        raise DialsumError(format_problems(path, problems))
     return out
 
 
@@ -362,22 +368,26 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return out
 
 
-def _format_problems(path: Path | str, problems: list[str]) -> str:
+def format_problems(path: Path | str, problems: list[str]) -> str:
+    """One problem on one line; several as a counted list under the file name."""
     if len(problems) == 1:
         return f"{path}: {problems[0]}"
     return f"{path}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
 
 
-def _describe(err: dict, data: dict) -> str:
+def describe_error(err: Any, keys_by_section: dict[str, set[str]], what: str = "config") -> str:
+    """One pydantic error as `training.learning_rat: unknown key; did you mean learning_rate?`.
+
+    `keys_by_section` maps a section name ("" for the top level) to the keys it accepts.
+    """
     loc = [str(p) for p in err["loc"]]
     key = ".".join(loc)
     if err["type"] == "extra_forbidden":
-        section = loc[0] if len(loc) > 1 else None
-        choices = SECTION_KEYS.get(section, set(SECTIONS)) if section else set(SECTIONS)
-        return f"{key}: unknown key{_hint(loc[-1], choices)}"
+        section = loc[0] if len(loc) > 1 else ""
+        return f"{key}: unknown key{_hint(loc[-1], keys_by_section.get(section, set()))}"
     if err["type"] == "missing":
-        return f"{key}: required; add it to the config"
-    msg = err["msg"].removeprefix("Value error, ")
+        return f"{key}: required; add it to the {what}"
+    msg = str(err["msg"]).removeprefix("Value error, ")
     if loc and err["type"] != "value_error":
         return f"{key}={err.get('input')!r}: {msg}"
     return f"{key}: {msg}" if key else msg
@@ -388,8 +398,8 @@ def validate_dict(data: dict, source: Path | str = "<config>") -> ExperimentConf
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as err:
-        problems = [_describe(e, data) for e in err.errors()]
-        raise DialsumError(_format_problems(source, problems)) from None
+        keys = {"": set(SECTIONS), **SECTION_KEYS}
+        raise DialsumError(format_problems(source, [describe_error(e, keys) for e in err.errors()])) from None
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:

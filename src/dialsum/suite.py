@@ -23,7 +23,6 @@ interrupted one from its last complete checkpoint, with the options the suite st
 from __future__ import annotations
 
 import ctypes
-import difflib
 import json
 import os
 import re
@@ -39,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dialsum import config
@@ -123,41 +121,15 @@ SCHEMA_KEYS = {
 def load_suite(path: str | Path) -> SuiteFile:
     """Read and validate a suite YAML; every problem of the file at once, as one DialsumError."""
     path = Path(path)
-    if not path.is_file():
-        raise DialsumError(f"{path}: suite file not found; check the path")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise DialsumError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise DialsumError(f"{path}: expected a mapping with name, settings and experiments")
+    data = config.read_yaml_mapping(path, "suite", "a mapping with name, settings and experiments")
     try:
         suite = SuiteFile.model_validate(data)
     except ValidationError as err:
-        raise DialsumError(format_problems(path, [describe_error(e) for e in err.errors()])) from None
+        problems = [config.describe_error(e, SCHEMA_KEYS, "suite file") for e in err.errors()]
+        raise DialsumError(config.format_problems(path, problems)) from None
     for entry in suite.experiments:
         entry.config = resolve_config_path(entry.config, path)
     return suite
-
-
-def describe_error(err: Any) -> str:
-    """One pydantic error as `experiments.2.nme: unknown key; did you mean name?`."""
-    loc = [str(p) for p in err["loc"]]
-    key = ".".join(loc) or "suite"
-    if err["type"] == "extra_forbidden":
-        section = loc[0] if len(loc) > 1 else ""
-        close = difflib.get_close_matches(loc[-1], sorted(SCHEMA_KEYS.get(section, set())), n=1, cutoff=0.6)
-        return f"{key}: unknown key" + (f"; did you mean {close[0]}?" if close else "")
-    if err["type"] == "missing":
-        return f"{key}: required; add it to the suite file"
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    return f"{key}={err.get('input')!r}: {msg}" if loc and err["type"] != "value_error" else f"{key}: {msg}"
-
-
-def format_problems(path: Path | str, problems: list[str]) -> str:
-    if len(problems) == 1:
-        return f"{path}: {problems[0]}"
-    return f"{path}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
 
 
 def resolve_config_path(value: str, suite_path: Path) -> str:
