@@ -89,9 +89,8 @@ def load_setup(args: argparse.Namespace) -> Setup:
 
     cfg = config.load(args.config)
     train = data.read_split(Path(cfg.data.dir) / cfg.data.train_file, with_summary=True)
-    texts = [cfg.tokenizer.prefix + d for d in train["dialogue"]] + list(train["summary"])
-    tokenizer = modeling.train_tokenizer(texts, "bart", cfg.model.tiny_vocab_size, cfg.tokenizer.special_tokens)
-    modeling.add_keep_whole_tokens(tokenizer, cfg.tokenizer.special_tokens)
+    tokenizer = modeling.tokenizer_from_data(train, "bart", cfg.tokenizer.prefix, cfg.model.tiny_vocab_size,
+                                             cfg.tokenizer.special_tokens)
     spec = modeling.KNOWN_ARCHS[KOBART]
     encoder_max = min(cfg.tokenizer.encoder_max_len, spec.max_positions - 2)
     if args.size == "tiny":

@@ -14,7 +14,7 @@ configs/experiments/04_batch_optimization_rtx3090.yaml:
 - `hf` (plain Hugging Face): `transformers.DataCollatorForSeq2Seq` dynamic padding, random order,
   float32 (the Trainer's default), `model(**batch).loss`.
 - `dialsum`: `dialsum.data.LengthBucketSampler`, what training uses for `group_by_length` (sorted
-  by input + label length with a small jitter, cut into micro-batches, batches shuffled),
+  by input length, ties in random order, cut into micro-batches, batches shuffled),
   `dialsum.data.Seq2SeqCollator` dynamic padding, `dialsum.losses.seq2seq_loss`; on CUDA also bf16
   autocast and fused AdamW.
 
@@ -98,9 +98,8 @@ def load_setup(args: argparse.Namespace) -> Setup:
 
     cfg = config.load(args.config)
     train = data.read_split(Path(cfg.data.dir) / cfg.data.train_file, with_summary=True)
-    texts = [cfg.tokenizer.prefix + d for d in train["dialogue"]] + list(train["summary"])
-    tokenizer = modeling.train_tokenizer(texts, "bart", cfg.model.tiny_vocab_size, cfg.tokenizer.special_tokens)
-    modeling.add_keep_whole_tokens(tokenizer, cfg.tokenizer.special_tokens)
+    tokenizer = modeling.tokenizer_from_data(train, "bart", cfg.tokenizer.prefix, cfg.model.tiny_vocab_size,
+                                             cfg.tokenizer.special_tokens)
     spec = modeling.KNOWN_ARCHS[KOBART]
     if args.size == "tiny":
         spec = modeling.tiny_spec(spec, cfg.model.tiny_d_model, cfg.model.tiny_layers, len(tokenizer))
@@ -212,7 +211,7 @@ def build_variants(setup: Setup, args: argparse.Namespace) -> list[Variant]:
 
     t, cuda = setup.cfg.training, args.device == "cuda"
     micro, lr, n = t.per_device_train_batch_size, t.learning_rate, len(setup.examples)
-    lengths = [len(e["input_ids"]) + len(e["labels"]) for e in setup.examples]
+    lengths = [len(e["input_ids"]) for e in setup.examples]
     shuffled = random_batches(n, micro, args.seed)
     pad = setup.tokenizer.pad_token_id
     models = [fresh_model(setup, args) for _ in VARIANTS]

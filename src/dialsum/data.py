@@ -122,13 +122,13 @@ def padding_efficiency(batches: list[list[int]]) -> float:
 class LengthBucketSampler:
     """Index order for length-aware batches: examples of similar length share a micro-batch.
 
-    Examples are sorted by length with a random jitter (so neighbours mix between epochs), cut into
-    micro-batches, and the batches are shuffled. A DataLoader reading this order with the same
+    Examples are sorted by input length (equal lengths in random order, a new one each epoch), cut
+    into micro-batches, and the batches are shuffled. A DataLoader reading this order with the same
     `batch_size` gets batches with little padding, in random order. Unlike a sampler that walks each
     group from long to short, every stretch of training sees all lengths.
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, jitter: float = 4.0):
+    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, jitter: float = 1.0):
         self.lengths = lengths
         self.batch_size = batch_size
         self.seed = seed

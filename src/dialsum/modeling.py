@@ -258,6 +258,15 @@ def train_tokenizer(texts: Iterable[str], family: str, vocab_size: int, keep_who
                                    unk_token="<unk>", **names)
 
 
+def tokenizer_from_data(train: Any, family: str, prefix: str, vocab_size: int, keep_whole: list[str]) -> Any:
+    """The tiny/random builds' tokenizer: trained on the training dialogues (as the model sees them,
+    prefix included) and summaries, mask tokens kept whole."""
+    texts = [prefix + d for d in train["dialogue"]] + list(train["summary"])
+    tokenizer = train_tokenizer(texts, family, vocab_size, keep_whole)
+    add_keep_whole_tokens(tokenizer, keep_whole)
+    return tokenizer
+
+
 def _mask_regex() -> Any:
     from tokenizers import Regex
 

@@ -169,10 +169,8 @@ def _tokenizer(run: Run) -> Any:
     if cfg.model.init == "pretrained":
         return modeling.load_tokenizer(cfg.model.name)
     hf_config, _ = modeling.resolve_hf_config(cfg.model.name)
-    family = modeling.family_of(hf_config)
-    train = run.frames["train"]
-    texts = [cfg.tokenizer.prefix + d for d in train["dialogue"]] + list(train["summary"])
-    return modeling.train_tokenizer(texts, family, cfg.model.tiny_vocab_size, cfg.tokenizer.special_tokens)
+    return modeling.tokenizer_from_data(run.frames["train"], modeling.family_of(hf_config), cfg.tokenizer.prefix,
+                                        cfg.model.tiny_vocab_size, cfg.tokenizer.special_tokens)
 
 
 def _setup_model(run: Run) -> None:
