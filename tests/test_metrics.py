@@ -9,13 +9,12 @@ reference where dialsum returns 0.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rouge import Rouge
@@ -34,7 +33,6 @@ from dialsum.metrics import (
     score,
 )
 
-DIALSUM = Path(sys.executable).parent / "dialsum"
 WORDS = [
     "#Person1#은", "#Person2#는", "#Person1#", "#PhoneNumber#", "학교에", "집에", "갔다", "왔다", "친구를",
     "만났다", "the", "cat", "sat", "on", "mat", "a", "b", ",", "!", "?", "...", "3.5", "e.g.",
@@ -281,9 +279,8 @@ def test_compute_metrics_decodes_padding_and_strips_decoder_tokens(tokenizer) ->
 # ----------------------------------------------------------------------------- files and the CLI
 
 
-def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([str(DIALSUM), "score", *map(str, args)], capture_output=True, text=True, env=env)
+def run_score(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return run_cli("score", *map(str, args))
 
 
 def write(path: Path, text: str | bytes) -> Path:
@@ -321,7 +318,7 @@ def test_score_files_matches_by_fname_and_cleans_predictions(tmp_path: Path) -> 
 def test_cli_scores_single_reference_gold_and_writes_json(tmp_path: Path) -> None:
     gold, pred = write(tmp_path / "dev.csv", GOLD), write(tmp_path / "pred.csv", PRED)
     out = tmp_path / "out" / "scores.json"
-    proc = run_cli("--pred", pred, "--gold", gold, "--tokenize", "whitespace", "--json", out)
+    proc = run_score("--pred", pred, "--gold", gold, "--tokenize", "whitespace", "--json", out)
     assert proc.returncode == 0, proc.stderr
     assert "whitespace" in proc.stdout and "ROUGE-L" in proc.stdout
     data = json.loads(out.read_text(encoding="utf-8"))
@@ -334,7 +331,7 @@ def test_cli_scores_single_reference_gold_and_writes_json(tmp_path: Path) -> Non
 def test_cli_scores_multi_reference_gold_by_morpheme_by_default(tmp_path: Path) -> None:
     gold, pred = write(tmp_path / "gold3.csv", GOLD3), write(tmp_path / "pred.csv", PRED)
     out = tmp_path / "scores.json"
-    proc = run_cli("--pred", pred, "--gold", gold, "--json", out)
+    proc = run_score("--pred", pred, "--gold", gold, "--json", out)
     assert proc.returncode == 0, proc.stderr
     assert "morpheme" in proc.stdout and "leaderboard" in proc.stdout
     data = json.loads(out.read_text(encoding="utf-8"))
@@ -363,7 +360,7 @@ def test_cli_reports_broken_files_in_one_line(
     tmp_path: Path, pred_text: str, gold_text: str | bytes, fragments: list[str]
 ) -> None:
     pred, gold = write(tmp_path / "pred.csv", pred_text), write(tmp_path / "gold.csv", gold_text)
-    proc = run_cli("--pred", pred, "--gold", gold, "--tokenize", "whitespace")
+    proc = run_score("--pred", pred, "--gold", gold, "--tokenize", "whitespace")
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr

@@ -8,14 +8,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import struct
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_cli
 
 from dialsum import report
 from dialsum.errors import DialsumError
@@ -352,12 +350,6 @@ def test_code_fence_outgrows_backticks_in_the_log() -> None:
 
 
 # ---------------------------------------------------------------- suite state and the CLI
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-c", "from dialsum.cli import main; main()", *args]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
 
 
 def test_cli_missing_state_file_is_one_line_error(tmp_path: Path) -> None:

@@ -160,3 +160,15 @@ def test_attention_kernel_follows_speed_sdpa():
     config_ = modeling.config_from_spec(spec)
     assert modeling.build_fresh_model(config_, 0, sdpa=True).config._attn_implementation == "sdpa"
     assert modeling.build_fresh_model(config_, 0, sdpa=False).config._attn_implementation == "eager"
+
+
+def test_console_script_is_installed():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("dialsum")
+    proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    for command in ("validate", "train", "predict", "score", "make-sample", "suite", "report"):
+        assert command in proc.stdout

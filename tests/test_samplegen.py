@@ -6,13 +6,12 @@ pytest tests/test_samplegen.py
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import unicodedata
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import run_cli
 
 from dialsum.csvio import read_table
 from dialsum.errors import DialsumError
@@ -235,13 +234,8 @@ def test_out_must_be_a_folder(tmp_path: Path) -> None:
 
 
 # --- the command ------------------------------------------------------------------------------
-def _dialsum(*args: str) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).with_name("dialsum")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120)
-
-
 def test_cli_writes_the_four_files(tmp_path: Path) -> None:
-    result = _dialsum(
+    result = run_cli(
         "make-sample", "--out", str(tmp_path), "--seed", "3", "--train", "12", "--dev", "4", "--test", "4"
     )
     assert result.returncode == 0, result.stderr
@@ -251,7 +245,7 @@ def test_cli_writes_the_four_files(tmp_path: Path) -> None:
 
 
 def test_cli_bad_argument_is_one_line_exit_2(tmp_path: Path) -> None:
-    result = _dialsum("make-sample", "--out", str(tmp_path), "--dev", "-2")
+    result = run_cli("make-sample", "--out", str(tmp_path), "--dev", "-2")
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
     assert "--dev -2" in result.stderr and "Traceback" not in result.stderr
