@@ -172,3 +172,11 @@ def test_console_script_is_installed():
     assert proc.returncode == 0
     for command in ("validate", "train", "predict", "score", "make-sample", "suite", "report"):
         assert command in proc.stdout
+
+
+def test_loggers_missing_are_dropped_unknown_are_errors():
+    p = plan("04_batch_optimization_rtx3090.yaml", sets=["training.report_to=[tensorboard, wandb]"])
+    assert p.cfg.training.report_to == ["tensorboard"]
+    assert any("wandb is not installed" in a for a in p.adaptations)
+    bad = plan("04_batch_optimization_rtx3090.yaml", sets=["training.report_to=[tensorbord]"])
+    assert not bad.ok and "tensorbord" in bad.errors[0]

@@ -70,6 +70,7 @@ def plan_experiment(cfg: ExperimentConfig, init: str, device: DeviceInfo,
     _adapt_init(plan, init)
     _adapt_hardware(plan, device)
     _adapt_family(plan)
+    _adapt_loggers(plan)
     _resolve_lora(plan)
     return plan
 
@@ -143,6 +144,29 @@ def _adapt_family(plan: Plan) -> None:
         plan.adaptations.append(
             'tokenizer.prefix is empty for a T5-family model, which was trained with a task prefix; using "summarize: "'
         )
+
+
+LOGGER_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
+
+
+def _adapt_loggers(plan: Plan) -> None:
+    import importlib.util
+
+    t = plan.cfg.training
+    kept = []
+    for name in t.report_to:
+        package = LOGGER_PACKAGES.get(name)
+        if name == "none":
+            continue
+        if package is None:
+            plan.errors.append(f"training.report_to: {name!r} is not a logger dialsum knows; use "
+                               f"{', '.join(LOGGER_PACKAGES)} or none")
+        elif importlib.util.find_spec(package) is None:
+            plan.adaptations.append(f"training.report_to: {name} is not installed; not logging to it "
+                                    f"(`pip install {package}`)")
+        else:
+            kept.append(name)
+    t.report_to = kept or ["none"]
 
 
 def _resolve_lora(plan: Plan) -> None:
