@@ -63,6 +63,7 @@ def _spec_from_config(c: Any) -> modeling.ArchSpec:
 def plan_experiment(cfg: ExperimentConfig, init: str, device: DeviceInfo,
                     vocab_size: int | None = None) -> Plan:
     cfg = cfg.model_copy(deep=True)
+    cfg.model.init = init  # type: ignore[assignment]
     hf_config, source = architecture(cfg, init, vocab_size)
     plan = Plan(cfg, hf_config, source, modeling.family_of(hf_config),
                 "cuda" if device.cuda_available else "cpu")
@@ -206,8 +207,10 @@ def describe_plan(path: str, plan: Plan) -> str:
     lines = [
         f"{path}: {'OK' if plan.ok else 'CANNOT RUN'}",
         f"  model        {cfg.model.name} ({plan.family}, {plan.arch_source}, init={cfg.model.init})",
-        f"  parameters   {plan.parameters:,} total, {plan.trainable_parameters:,} trainable"
-        + (" (LoRA)" if cfg.lora.enabled else " (full fine-tuning)") + (", 4-bit base" if plan.four_bit else ""),
+        f"  parameters   {plan.parameters:,} in the model"
+        + (f" (4-bit base); {plan.trainable_parameters:,} trainable in LoRA adapters" if plan.four_bit else
+           f"; {plan.trainable_parameters:,} trainable in LoRA adapters" if cfg.lora.enabled else
+           ", all trainable (full fine-tuning)"),
         f"  batch        {t.per_device_train_batch_size} x {t.gradient_accumulation_steps} accumulation = "
         f"{cfg.effective_batch} effective; lr {t.learning_rate:g}, {t.num_train_epochs:g} epochs",
         f"  lengths      encoder {cfg.tokenizer.encoder_max_len}, decoder {cfg.tokenizer.decoder_max_len}, "
