@@ -229,7 +229,7 @@ def meta_model(hf_config: Any) -> Any:
 
     with torch.device("meta"):
         model = tf.AutoModelForSeq2SeqLM.from_config(hf_config)
-    if family_of(hf_config) in ("t5", "mt5") and _wants_untied(hf_config):
+    if family_of(hf_config) in ("t5", "mt5") and wants_untied_head(hf_config):
         _untie_lm_head(model)
     return model
 
@@ -295,7 +295,7 @@ def add_keep_whole_tokens(tokenizer: Any, tokens: list[str]) -> int:
 # ---------------------------------------------------------------- models
 
 
-def _wants_untied(hf_config: Any) -> bool:
+def wants_untied_head(hf_config: Any) -> bool:
     return getattr(hf_config, "scale_decoder_outputs", None) is False or hf_config.model_type == "mt5"
 
 
@@ -323,7 +323,7 @@ def build_fresh_model(hf_config: Any, seed: int, sdpa: bool = True) -> Any:
 
     torch.manual_seed(seed)
     model = tf.AutoModelForSeq2SeqLM.from_config(hf_config, attn_implementation=attention_kernel(sdpa))
-    if family_of(hf_config) in ("t5", "mt5") and _wants_untied(hf_config):
+    if family_of(hf_config) in ("t5", "mt5") and wants_untied_head(hf_config):
         _untie_lm_head(model)
     return model
 

@@ -57,7 +57,7 @@ def _spec_from_config(c: Any) -> modeling.ArchSpec:
         return modeling.ArchSpec("bart", c.d_model, c.encoder_layers, c.encoder_attention_heads,
                                  c.encoder_ffn_dim, c.vocab_size, c.max_position_embeddings)
     return modeling.ArchSpec(family, c.d_model, c.num_layers, c.num_heads, c.d_ff, c.vocab_size, None,
-                             gated=modeling.is_gated(c), tied=not modeling._wants_untied(c))
+                             gated=modeling.is_gated(c), tied=not modeling.wants_untied_head(c))
 
 
 def plan_experiment(cfg: ExperimentConfig, init: str, device: DeviceInfo,
