@@ -163,3 +163,17 @@ def test_training_learns_far_beyond_the_extractive_baseline(tmp_path):
     assert trained > baseline + 20, (trained, baseline)
     preds = pd.read_csv(tmp_path / "run" / "dev_predictions.csv", dtype=str)
     assert preds["summary"].nunique() > len(preds) * 0.8  # one summary per dialogue, not one for all
+
+
+def test_resume_from_the_final_checkpoint_trains_no_further(small_data, tmp_path):
+    run = tmp_path / "run"
+    cfg_path = Path("configs/experiments/04_batch_optimization_rtx3090.yaml")
+    saving = ["training.save_strategy=steps", "training.save_steps=1", "training.load_best_model_at_end=false",
+              "training.per_device_train_batch_size=4", "training.gradient_accumulation_steps=1"]
+    train_tiny(cfg_path, small_data, run, *saving, steps=3)
+    submission = (run / "submission.csv").read_bytes()
+    (run / "metrics.json").unlink()  # killed after its last checkpoint, before the results
+    metrics = train_tiny(cfg_path, small_data, run, *saving, steps=3, resume=True)
+    assert metrics["steps"] == 3  # transformers alone would take a 4th step here
+    assert "already reached the end of training" in (run / "train.log").read_text(encoding="utf-8")
+    assert (run / "submission.csv").read_bytes() == submission  # the checkpoint's weights, reloaded

@@ -290,7 +290,13 @@ def train(run: Run) -> None:
         log.info("resuming from %s", resume or "the start (no checkpoint yet)")
     _reset_peak_memory()
     started = time.time()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if resume and _training_done(resume, cfg):
+        # transformers would still take one more step from a checkpoint saved at the last one
+        log.info("%s already reached the end of training; evaluating it", resume.name)
+        _load_checkpoint(trainer, resume)
+        result = None
+    else:
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.time() - started
     tokens = trainer.real_tokens
     run.model = trainer.model
@@ -299,11 +305,26 @@ def train(run: Run) -> None:
     run.tokenizer.save_pretrained(str(final_dir))
     run.metrics.update(
         train_seconds=round(seconds, 2), steps=trainer.state.global_step,
-        epochs=round(trainer.state.epoch or 0.0, 3), train_loss=result.training_loss,
+        epochs=round(trainer.state.epoch or 0.0, 3), train_loss=result.training_loss if result else None,
         train_tokens_per_second=round(tokens / seconds, 1) if seconds else None,
         best_checkpoint=trainer.state.best_model_checkpoint,
     )
     run.metrics.update(_peak_memory(run))
+
+
+def _training_done(checkpoint: Path, cfg: ExperimentConfig) -> bool:
+    state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    t = cfg.training
+    if t.max_steps > 0:
+        return state.get("global_step", 0) >= t.max_steps
+    return (state.get("epoch") or 0.0) >= t.num_train_epochs - 1e-6
+
+
+def _load_checkpoint(trainer: Any, checkpoint: Path) -> None:
+    from transformers import TrainerState
+
+    trainer._load_from_checkpoint(str(checkpoint))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
 
 
 def _last_checkpoint(path: Path) -> Path | None:
