@@ -340,6 +340,20 @@ def test_cli_scores_multi_reference_gold_by_morpheme_by_default(tmp_path: Path) 
     assert data["final"] != pytest.approx(single.final)  # the extra references change the score
 
 
+def test_cli_writes_per_dialogue_rows_that_average_to_the_final(tmp_path: Path) -> None:
+    import csv
+
+    gold, pred = write(tmp_path / "gold3.csv", GOLD3), write(tmp_path / "pred.csv", PRED)
+    out, rows = tmp_path / "scores.json", tmp_path / "rows.csv"
+    proc = run_score("--pred", pred, "--gold", gold, "--json", out, "--rows", rows)
+    assert proc.returncode == 0, proc.stderr
+    table = list(csv.DictReader(rows.open(encoding="utf-8")))
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert [r["fname"] for r in table] == ["dev_0", "dev_1", "dev_2"]
+    assert sum(float(r["final"]) for r in table) / len(table) == pytest.approx(data["final"], abs=1e-3)
+    assert all(r["references"].count(" || ") == 2 for r in table)  # three references each
+
+
 BROKEN = {
     "fnames differ": (PRED.replace("dev_1,", "dev_9,"), GOLD, ["dev_1", "dev_9", "1 gold fname"]),
     "duplicate fname": (PRED + "dev_0,again\n", GOLD, ["duplicate fname dev_0"]),

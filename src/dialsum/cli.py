@@ -35,13 +35,15 @@ def score(
     gold: str = typer.Option(..., "--gold", help="Gold CSV: fname,...,summary or fname,summary1..summaryN."),
     tokenize: str = typer.Option("morpheme", help="morpheme (the leaderboard's) or whitespace (rouge==1.0.1)."),
     json_out: str | None = typer.Option(None, "--json", help="Also write the scores to this JSON file."),
+    rows: str | None = typer.Option(None, "--rows", help="Also write per-dialogue scores to this CSV."),
 ) -> None:
     """Score predictions with the competition ROUGE (R1, R2, RL F1; final = mean * 100)."""
     from dialsum.metrics import format_scores, score_files
 
-    typer.echo(format_scores(score_files(pred, gold, tokenize, json_out)))
-    if json_out:
-        typer.echo(f"wrote {json_out}")
+    typer.echo(format_scores(score_files(pred, gold, tokenize, json_out, rows)))
+    for path in (json_out, rows):
+        if path:
+            typer.echo(f"wrote {path}")
 
 Init = typer.Option("pretrained", "--init", help="pretrained (hub id or local dir), random, or tiny.")
 Sets = typer.Option([], "--set", help="Override a config key: section.key=value (repeatable).")

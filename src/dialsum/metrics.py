@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dialsum.csvio import atomic_write_json, read_table
+from dialsum.csvio import atomic_write_json, atomic_write_rows, read_table
 from dialsum.errors import DialsumError
 
 TOKENIZATIONS = ("morpheme", "whitespace")
@@ -371,10 +371,12 @@ def score_files(
     gold_path: str | Path,
     tokenize: str = "morpheme",
     json_out: str | Path | None = None,
+    rows_out: str | Path | None = None,
 ) -> Scores:
     """Score a `fname,summary` prediction CSV against a gold CSV, matching rows by fname.
 
-    Gold holds one reference per row (`summary`) or several (`summary1` .. `summaryN`).
+    Gold holds one reference per row (`summary`) or several (`summary1` .. `summaryN`). `rows_out`
+    gets one row per dialogue (scores, prediction, references) for error analysis.
     """
     if tokenize not in TOKENIZATIONS:
         raise DialsumError(f"--tokenize {tokenize!r} is not known; use one of {', '.join(TOKENIZATIONS)}")
@@ -390,6 +392,12 @@ def score_files(
     if json_out is not None:
         extra = {"references_per_dialogue": len(columns), "pred": str(pred_path), "gold": str(gold_path)}
         atomic_write_json(json_out, {**result.to_dict(), **extra})
+    if rows_out is not None:
+        header = ["fname", "final", "rouge1", "rouge2", "rougeL", "prediction", "references"]
+        rows = [[r["fname"], round(r["final"], 4), round(r["rouge1"], 6), round(r["rouge2"], 6),
+                 round(r["rougeL"], 6), p, " || ".join(refs)]
+                for r, p, refs in zip(result.per_dialogue_rows(), predictions, references, strict=True)]
+        atomic_write_rows(rows_out, header, rows)
     return result
 
 
