@@ -225,13 +225,9 @@ def count_parameters(model: Any) -> tuple[int, int]:
 def meta_model(hf_config: Any) -> Any:
     """The architecture on the meta device: shapes and names, no memory."""
     import torch
-    import transformers as tf
 
     with torch.device("meta"):
-        model = tf.AutoModelForSeq2SeqLM.from_config(hf_config)
-    if family_of(hf_config) in ("t5", "mt5") and wants_untied_head(hf_config):
-        _untie_lm_head(model)
-    return model
+        return build_fresh_model(hf_config, seed=None)  # meta tensors: no RNG, no seeding
 
 
 # ---------------------------------------------------------------- tokenizers
@@ -317,13 +313,14 @@ def attention_kernel(sdpa: bool) -> str:
     return "sdpa" if sdpa else "eager"
 
 
-def build_fresh_model(hf_config: Any, seed: int, sdpa: bool = True) -> Any:
+def build_fresh_model(hf_config: Any, seed: int | None, sdpa: bool = True) -> Any:
     import torch
     import transformers as tf
 
-    torch.manual_seed(seed)
+    if seed is not None:
+        torch.manual_seed(seed)
     model = tf.AutoModelForSeq2SeqLM.from_config(hf_config, attn_implementation=attention_kernel(sdpa))
-    if family_of(hf_config) in ("t5", "mt5") and wants_untied_head(hf_config):
+    if wants_untied_head(hf_config):
         _untie_lm_head(model)
     return model
 

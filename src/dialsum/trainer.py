@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from dialsum.training import Run
 
 
+# Fault injection for the suite's recovery tests: micro-batches larger than this raise out-of-memory.
+OOM_ABOVE_BATCH_ENV = "DIALSUM_FAULT_OOM_ABOVE_BATCH"
+
+
 class DialsumTrainer(Seq2SeqTrainer):
     """Length-bucketed batches, loss per micro-batch (chunked over the vocabulary when enabled), token count."""
 
@@ -119,7 +123,7 @@ def build_trainer(run: Run, args: Any, train_set: list[dict], eval_set: list[dic
 
     cfg = run.cfg
     chunked = cfg.speed.chunked_loss and supports_chunked_loss(run.model)
-    oom = os.environ.get("DIALSUM_FAULT_OOM_ABOVE_BATCH")
+    oom = os.environ.get(OOM_ABOVE_BATCH_ENV)
     run.model.generation_config.update(**generation_kwargs(cfg.generation))
     trainer = DialsumTrainer(
         model=run.model, args=args, train_dataset=train_set,

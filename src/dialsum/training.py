@@ -31,9 +31,6 @@ from dialsum.resolve import Plan, plan_experiment
 
 log = logging.getLogger("dialsum")
 
-# Fault injection for the suite's recovery tests: micro-batches larger than this raise out-of-memory.
-OOM_ABOVE_BATCH_ENV = "DIALSUM_FAULT_OOM_ABOVE_BATCH"
-
 
 @dataclass
 class RunOptions:
