@@ -19,8 +19,10 @@ SAMPLE = ROOT / "data" / "sample"
 CONFIGS = ROOT / "configs" / "experiments"
 EXPERIMENTS = sorted(CONFIGS.glob("*.yaml"))
 
-# Settings that make a tiny experiment take seconds on 2 CPU cores.
+# Settings that make a tiny experiment take seconds on 2 CPU cores; one torch thread each, so that
+# `make test-fast`'s two test processes do not compete for the cores.
 FAST = [
+    "speed.cpu_threads=1",
     "model.tiny_vocab_size=600",
     "model.tiny_d_model=64",
     "model.tiny_layers=1",

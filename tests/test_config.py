@@ -150,7 +150,13 @@ def test_overrides(tmp_path):
     ({"training": {"eval_strategy": "steps", "eval_steps": 30, "save_strategy": "steps", "save_steps": 100}},
      "must be a multiple of eval_steps"),
     ({"lora": {"load_in_4bit": True}}, "needs lora.use_qlora=true"),
+    ({"lora": {"use_qlora": True, "load_in_4bit": False}}, "use_qlora=true means LoRA over a 4-bit model"),
     ({"generation": {"min_length": 50, "max_length": 20}}, "min_length=50 exceeds max_length=20"),
+    ({"training": {"warmup_ratio": 1.0}}, r"training.warmup_ratio=1.0: Input should be less than 1"),
+    ({"training": {"max_steps": 0}}, "training.max_steps=0 trains nothing"),
+    ({"training": {"max_steps": -3}}, "training.max_steps=-3: Input should be greater than or equal to -1"),
+    ({"training": {"metric_for_best_model": "bleu"}},
+     "training.metric_for_best_model='bleu': Input should be 'final', 'rouge1', 'rouge2', 'rougeL' or 'loss'"),
 ])
 def test_cross_field_validators(tmp_path, sections, message):
     with pytest.raises(DialsumError, match=message):
@@ -166,10 +172,19 @@ def test_cross_field_validators_pass_when_consistent(tmp_path):
     assert cfg.lora.enabled and cfg.training.save_steps == 100
 
 
+def test_values_validation_accepts_mean_what_they_say(tmp_path):
+    cfg = config.load(write(tmp_path, base(
+        training={"warmup_ratio": 0.99, "max_steps": -1, "metric_for_best_model": "eval_rouge1"},
+        lora={"use_qlora": True},
+    )))
+    assert cfg.training.metric_for_best_model == "rouge1"  # transformers' eval_ spelling, normalized
+    assert cfg.lora.load_in_4bit  # QLoRA is LoRA over a 4-bit model
+
+
 def test_bad_yaml_and_missing_file(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("training: [unclosed\n", encoding="utf-8")
-    with pytest.raises(DialsumError, match="not valid YAML"):
+    bad.write_text("model:\n  name: x\ntraining: [unclosed\n", encoding="utf-8")
+    with pytest.raises(DialsumError, match=rf"{bad}:4:1: not valid YAML: expected .*starts at line 3"):
         config.load(bad)
     with pytest.raises(DialsumError, match="config file not found"):
         config.load(tmp_path / "nope.yaml")
@@ -180,3 +195,24 @@ def test_resolved_config_round_trips(tmp_path):
     again = tmp_path / "resolved.yaml"
     again.write_text(config.to_yaml(cfg), encoding="utf-8")
     assert config.load(again) == cfg
+
+
+def test_command_line_option_checks():
+    assert config.check_init(None) is None and config.check_init("tiny") == "tiny"
+    with pytest.raises(DialsumError, match="--init bogus: choose pretrained, random or tiny"):
+        config.check_init("bogus")
+    for bad in (0, -3):
+        with pytest.raises(DialsumError, match=f"--max-steps {bad}: must be at least 1"):
+            config.check_max_steps(bad)
+    with pytest.raises(DialsumError, match="choose one of them"):
+        config.check_max_steps(5, one_epoch=True)
+
+
+def test_differences_name_each_changed_setting():
+    a = config.load("configs/experiments/04_batch_optimization_rtx3090.yaml")
+    b = config.load("configs/experiments/04_batch_optimization_rtx3090.yaml",
+                    ["model.tiny_d_model=32", "training.learning_rate=1e-3", "training.per_device_train_batch_size=8"])
+    keys = ("model", "training.per_device_train_batch_size")
+    assert config.differences(a, b, keys) == [
+        "model.tiny_d_model: 128 in the run, 32 now", "training.per_device_train_batch_size: 16 in the run, 8 now"]
+    assert config.differences(a, a, keys) == []

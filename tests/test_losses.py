@@ -318,3 +318,17 @@ def test_unsupported_model_and_bad_batch_raise() -> None:
         seq2seq_loss(model, {"input_ids": _batch(seed=16)["input_ids"]})
     with pytest.raises(DialsumError, match="token_type_ids"):
         seq2seq_loss(model, {**_batch(seed=16), "token_type_ids": torch.zeros(3, 9, dtype=torch.long)})
+
+
+def test_label_smoothing_matches_transformers_label_smoother() -> None:
+    """`training.label_smoothing_factor` acts in the chunked loss exactly as the Trainer applies it."""
+    from transformers.trainer_pt_utils import LabelSmoother
+
+    model, batch = _tiny_bart(), _batch(seed=15)
+    smoother = LabelSmoother(epsilon=0.1)
+    expected, grads_e = _model_grads(model, lambda: smoother(model(**batch), batch["labels"]))
+    actual, grads_a = _model_grads(model, lambda: seq2seq_loss(model, batch, chunk_tokens=3, label_smoothing=0.1))
+    plain = seq2seq_loss(model, batch, chunk_tokens=3).item()
+    assert abs(actual.item() - expected.item()) <= 1e-5 and abs(actual.item() - plain) > 1e-3
+    for name, grad in grads_e.items():
+        assert torch.allclose(grads_a[name], grad, atol=1e-6, rtol=1e-4), name

@@ -303,11 +303,11 @@ GOLD3 = (
 )
 
 
-def test_score_files_matches_by_fname_and_cleans_predictions(tmp_path: Path) -> None:
+def test_score_files_matches_by_fname_and_scores_predictions_as_written(tmp_path: Path) -> None:
     gold, pred = write(tmp_path / "dev.csv", GOLD), write(tmp_path / "pred.csv", PRED)
     result = metrics.score_files(pred, gold, "whitespace")
     expected = score(
-        ["#Person1#이 학교에 갔다.", "", "#Person1#은 친구를 만났다."],
+        ["<s>#Person1#이 학교에 갔다.</s>", "", "#Person1#은 친구를 만났다."],
         [["#Person1#은 학교에 갔다."], ["#Person2#는 집에 왔다."], ["#Person1#은 친구를 만났다."]],
         "whitespace",
     )
@@ -380,3 +380,25 @@ def test_cli_reports_broken_files_in_one_line(
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
     for fragment in fragments:
         assert fragment in proc.stderr
+
+
+def test_predictions_are_scored_as_submitted_with_a_warning(tmp_path: Path) -> None:
+    """The leaderboard scores the file as it is: decoder tokens left in it count against it."""
+    gold = write(tmp_path / "dev.csv", GOLD)
+    clean = write(tmp_path / "clean.csv", PRED.replace("<s>", "").replace("</s>", ""))
+    dirty = write(tmp_path / "pred.csv", PRED)
+    as_is = metrics.score_files(dirty, gold, "whitespace")
+    assert as_is.decoder_token_rows == 1 and metrics.score_files(clean, gold, "whitespace").decoder_token_rows == 0
+    assert as_is.final < metrics.score_files(clean, gold, "whitespace").final
+    proc = run_score("--pred", dirty, "--gold", gold, "--tokenize", "whitespace", "--json", tmp_path / "s.json")
+    assert proc.returncode == 0
+    assert "warning: " in proc.stderr and "1 of 3 predictions hold decoder tokens" in proc.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["decoder_token_rows"] == 1
+    assert "warning" not in run_score("--pred", clean, "--gold", gold).stderr
+
+
+def test_the_submission_writer_never_writes_decoder_tokens(tmp_path: Path) -> None:
+    from dialsum.generation import write_submission
+
+    path = write_submission(tmp_path / "s.csv", ["a", "b"], ["<s>#Person1#은 갔다.</s><pad>", "<usr>요약</s>"])
+    assert path.read_text(encoding="utf-8") == "fname,summary\na,#Person1#은 갔다.\nb,요약\n"

@@ -51,6 +51,7 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
         loss=lambda i, s: 1.05 + 2.0 * math.exp(-s / 20) + 0.01 * (-1) ** i, truncate_log=False, submission=False,
     ),
 }  # fmt: skip
+BASELINE = {"name": "longest turn", "n": 200, "morpheme": 21.56, "whitespace": 10.51}
 OOM_LINES = [
     '  File "training.py", line 88, in train',
     "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.50 GiB (GPU 0; 23.65 GiB total)",
@@ -85,7 +86,7 @@ def write_run(root: Path, name: str, spec: dict[str, Any]) -> Path:
         "dev": {"morpheme": scores(spec["morpheme"]), "whitespace": scores(spec["whitespace"])},
         "train_seconds": spec["train_seconds"], "peak_memory_mb": spec["peak_mb"], "memory_kind": "cuda",
         "train_tokens_per_second": 5123.4, "adaptations": [f"{name}: dataloader_num_workers=36 exceeds 2 cores; using 2"],
-        "submission": "submission.csv",
+        "submission": "submission.csv", "baseline": BASELINE,
     }  # fmt: skip
     (run_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
     lines = []
@@ -382,3 +383,26 @@ def test_cli_rewrites_the_report_from_the_state_file(tmp_path: Path) -> None:
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert md.startswith("# Experiment comparison: main5")
     assert [r["name"] for r in read_csv_rows(tmp_path / "results.csv")] == ["mt5_qlora", "t5_korean"]
+
+
+def test_the_longest_turn_is_a_reference_row_and_a_line_on_the_score_plot(suite: dict[str, Any]) -> None:
+    text = (suite["out"] / "report.md").read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith("| ref |"))
+    assert "Longest turn (extractive)" in row and "21.56" in row and "10.51" in row
+    assert "scores 21.56 (morpheme) / 10.51 (whitespace) on the same dev rows" in text
+    doc = json.loads((suite["out"] / "results.json").read_text(encoding="utf-8"))
+    assert doc["reference"] == {"name": "longest turn", "final": {"morpheme": 21.56, "whitespace": 10.51}}
+    rows = [report.result_row(report.load_experiment(i, rec, suite["out"]), suite["out"])
+            for i, rec in enumerate(suite["records"])]
+    fig = report.final_scores_figure([report.load_experiment(i, r, suite["out"]) for i, r in enumerate(suite["records"])], rows)
+    levels = {line.get_ydata()[0] for line in fig.axes[0].get_lines()}
+    assert {21.56, 10.51} <= levels
+
+
+def test_no_reference_line_when_the_dev_rows_differ() -> None:
+    rows = [{"baseline_morpheme_final": 21.5, "baseline_whitespace_final": 10.0},
+            {"baseline_morpheme_final": 19.0, "baseline_whitespace_final": 9.0},
+            {"baseline_morpheme_final": None, "baseline_whitespace_final": None}]
+    assert report.reference(rows) is None
+    assert "scored different dev rows" in report.reference_blocks(rows)[0][1]
+    assert report.reference(rows[:1] + rows[2:]) == {"morpheme": 21.5, "whitespace": 10.0}

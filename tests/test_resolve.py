@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
-from conftest import EXPERIMENTS, assert_clean_error, run_cli
+from conftest import CONFIGS, EXPERIMENTS, assert_clean_error, run_cli
 
 from dialsum import config, modeling
 from dialsum.gpu import DeviceInfo
@@ -77,6 +79,49 @@ def test_hardware_adaptations_on_a_cpu():
     text = "\n".join(p.adaptations)
     assert "training.bf16=true" in text and "training.tf32=true" in text
     assert "training.dataloader_num_workers=36" in text
+    # every setting the plan turns off is said, not only the ones that looked important
+    assert "training.dataloader_persistent_workers=true" in text and "training.dataloader_pin_memory=true" in text
+    assert "speed.fused_adamw=true: the fused AdamW kernel is used on CUDA only" in text
+    assert p.cfg.training.optim == "adamw_torch" and not p.cfg.speed.fused_adamw
+
+
+@pytest.mark.parametrize(("optim", "expected", "note"), [
+    ("adamw_torch", "adamw_torch_fused", "using its fused CUDA kernel, adamw_torch_fused"),
+    ("adafactor", "adafactor", "applies to adamw_torch only; training.optim=adafactor is kept"),
+    ("paged_adamw_8bit", "paged_adamw_8bit", "training.optim=paged_adamw_8bit is kept"),
+])
+def test_fused_adamw_replaces_only_adamw_and_says_so(optim, expected, note):
+    p = plan("04_batch_optimization_rtx3090.yaml", sets=[f"training.optim={optim}"])
+    assert p.cfg.training.optim == expected
+    assert any(note in a for a in p.adaptations), p.adaptations
+
+
+def test_model_init_in_the_config_holds_unless_init_is_given():
+    cfg = config.load("configs/experiments/04_batch_optimization_rtx3090.yaml", ["model.init=tiny"])
+    assert plan_experiment(cfg, None, device()).cfg.model.init == "tiny"
+    assert plan_experiment(cfg, "random", device()).cfg.model.init == "random"
+
+
+def test_settings_inert_without_evaluation_are_switched_off_with_a_notice():
+    p = plan("03_high_learning_rate_rtx3090.yaml", sets=["training.eval_strategy=no"])
+    t, text = p.cfg.training, "\n".join(p.adaptations)
+    assert (t.eval_steps, t.early_stopping_patience, t.load_best_model_at_end) == (None, None, False)
+    assert "training.eval_steps=100 acts with eval_strategy=steps only" in text
+    assert "training.early_stopping_patience=10: no dev evaluation during training" in text
+    assert "the last step's model is kept" in text
+
+
+def test_beam_settings_are_dropped_for_greedy_decoding():
+    p = plan("01_mt5_xlsum_ultimate_korean_qlora.yaml", sets=["generation.num_beams=1"])
+    g = p.cfg.generation
+    assert (g.early_stopping, g.length_penalty) == (False, 1.0)
+    assert any("generation.length_penalty=0.7 acts in beam search only" in a for a in p.adaptations)
+
+
+def test_cpu_threads_capped_at_cores():
+    p = plan("04_batch_optimization_rtx3090.yaml", dev=device(cores=2), sets=["speed.cpu_threads=16"])
+    assert p.cfg.speed.cpu_threads == 2
+    assert any("speed.cpu_threads=16 exceeds the 2 CPU cores; using 2" in a for a in p.adaptations)
 
 
 def test_workers_capped_at_cores_on_gpu():
@@ -95,9 +140,15 @@ def test_four_bit_without_bitsandbytes_falls_back_to_lora():
 def test_tiny_scales_architecture_and_learning_rate():
     p = plan("01_baseline_kobart_rtx3090.yaml", init="tiny", dev=device())
     assert p.hf_config.d_model == 128 and p.hf_config.encoder_layers == 2
-    assert p.cfg.training.learning_rate == pytest.approx(6e-5 * 10)
+    assert p.cfg.training.learning_rate == pytest.approx(6e-5 * 30)
     assert p.cfg.tokenizer.encoder_max_len == 512  # the tiny model's own position limit
     assert any("model.tiny_lr_scale" in a for a in p.adaptations)
+
+
+def test_tiny_bart_keeps_the_init_std_relative_to_its_width():
+    p = plan("04_batch_optimization_rtx3090.yaml", init="tiny", dev=device())
+    assert p.hf_config.init_std == pytest.approx(0.02 * (768 / 128) ** 0.5, rel=1e-5)
+    assert plan("04_batch_optimization_rtx3090.yaml", init="random", dev=device()).hf_config.init_std == 0.02
 
 
 def test_random_keeps_the_real_architecture():
@@ -123,29 +174,73 @@ def test_tokenizer_keeps_mask_tokens_whole():
     assert tok.decode(ids) == "#Person1#은 #Email#에게 예약을 부탁한다."  # no space invented after a mask
 
 
-def test_validate_cli_reports_all_five():
-    proc = run_cli("validate", *map(str, EXPERIMENTS))
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
-    assert out.count(": OK") == 5
-    assert "encoder_max_len=1280 exceeds the 1026 positions" in out
-    assert "wi -> wi_0 x24, wi_1 x24" in out and "q -> q_proj x18" in out
+@pytest.fixture(scope="module")
+def validated(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One `dialsum validate` over the shipped configs and broken ones: {path: its block of output}."""
+    tmp = tmp_path_factory.mktemp("validate")
+    broken = {
+        "no_target": "model: {name: digit82/kobart-summarization}\nlora: {use_lora: true, target_modules: [zz]}\n",
+        "unknown_model": "model: {name: someone/unknown-model}\n",
+        "bogus_optim": f"inherit: {CONFIGS / '04_batch_optimization_rtx3090.yaml'}\ntraining: {{optim: adamw_bogus}}\n",
+        "missing_package": f"inherit: {CONFIGS / '04_batch_optimization_rtx3090.yaml'}\ntraining: {{optim: galore_adamw}}\n",
+    }
+    paths = [str(p) for p in EXPERIMENTS]
+    for name, text in broken.items():
+        (tmp / f"{name}.yaml").write_text(text, encoding="utf-8")
+        paths.append(str(tmp / f"{name}.yaml"))
+    proc = run_cli("validate", *paths, "--init", "tiny")
+    blocks, current = {}, None
+    for line in proc.stdout.splitlines():
+        if not line.startswith(" "):
+            current = next(p for p in paths if line.startswith(f"{p}: "))
+            blocks[current] = []
+        blocks[current].append(line)
+    named = {Path(p).stem: "\n".join(lines) for p, lines in blocks.items()}
+    return {"proc": proc, "blocks": named}
 
 
-def test_validate_cli_cannot_run(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("model: {name: digit82/kobart-summarization}\nlora: {use_lora: true, target_modules: [zz]}\n")
-    proc = run_cli("validate", str(bad))
-    assert proc.returncode == 2 and "CANNOT RUN" in proc.stdout and "Traceback" not in proc.stderr
-    unknown = tmp_path / "unknown.yaml"
-    unknown.write_text("model: {name: someone/unknown-model}\n")
-    proc = run_cli("validate", str(unknown))
-    assert proc.returncode == 2 and "not one of the known architectures" in proc.stdout
+def test_validate_cli_reports_all_five(validated):
+    assert validated["proc"].returncode == 2  # the broken configs below
+    assert "Traceback" not in validated["proc"].stderr
+    for path in EXPERIMENTS:
+        assert validated["blocks"][path.stem].splitlines()[0].endswith(": OK"), validated["blocks"][path.stem]
+    text = "\n".join(validated["blocks"][p.stem] for p in EXPERIMENTS)
+    assert "wi -> wi_0 x4, wi_1 x4" in text and "q -> q_proj x6" in text  # tiny: 2 layers
+
+
+@pytest.mark.parametrize(("name", "needles"), [
+    ("no_target", ["no name matches"]),
+    ("unknown_model", ["not in the hub cache (HF_HUB_OFFLINE=1"]),
+    ("bogus_optim", ["training.optim='adamw_bogus': not an optimizer transformers knows"]),
+    ("missing_package", ["training.optim=galore_adamw: cannot run", "galore_torch"]),
+])
+def test_validate_refuses_what_training_would_refuse(validated, name, needles):
+    block = validated["blocks"][name]
+    assert block.splitlines()[0].endswith(": CANNOT RUN"), block
+    for needle in needles:
+        assert needle in block, block
+
+
+def test_validate_shows_the_clamp_for_the_real_checkpoints():
+    from dialsum.resolve import describe_plan
+
+    text = describe_plan("kobart", plan("01_baseline_kobart_rtx3090.yaml"))
+    assert "encoder_max_len=1280 exceeds the 1026 positions" in text and "q -> q_proj x18" in text
 
 
 def test_validate_cli_bad_yaml_is_a_clean_error(tmp_path):
     proc = run_cli("train", str(tmp_path / "missing.yaml"), "--init", "tiny")
     assert_clean_error(proc, "config file not found")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model:\n  name: digit82/kobart-summarization\ntraining: {learning_rate: 1e-4\n")
+    for proc in (run_cli("train", str(broken), "--init", "tiny"), run_cli("validate", str(broken))):
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert f"{broken}:4:1: not valid YAML" in proc.stdout + proc.stderr
+        assert "while parsing a flow mapping that starts at line 3" in proc.stdout + proc.stderr
+
+
+def test_validate_bad_init_is_a_clean_error():
+    assert_clean_error(run_cli("validate", str(EXPERIMENTS[0]), "--init", "bogus"), "--init bogus: choose")
 
 
 def test_cli_usage_errors_have_no_traceback():

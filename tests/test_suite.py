@@ -14,6 +14,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import yaml
 from conftest import FAST as FAST_SETS
 from conftest import assert_clean_error, run_cli
 
+from dialsum import rundir
 from dialsum import suite as S
 from dialsum.errors import DialsumError
 
@@ -101,18 +103,24 @@ def state_if_readable(out: Path) -> dict[str, Any] | None:
 
 @pytest.fixture(scope="module")
 def resumed(tmp_path_factory: pytest.TempPathFactory, small_data: Path) -> dict[str, Any]:
-    """done finishes; broken fails (its train CSV is missing); killed is SIGKILLed after its first
-    checkpoint, then the suite is SIGKILLed too; `--resume --skip broken` continues."""
+    """done finishes; broken fails (its train CSV disappears after the up-front check); killed is
+    SIGKILLed after its first checkpoint, then the suite is SIGKILLed too; `--resume --skip broken`
+    continues."""
     base = tmp_path_factory.mktemp("resume")
+    data = base / "data"
+    shutil.copytree(small_data, data)
+    shutil.copy(data / "train.csv", data / "train_broken.csv")
     suite_file = write_suite(base / "resume.yaml", [
         entry("done", BATCH_OPT, "training.save_strategy=no"),
-        entry("broken", HIGH_LR, "data.train_file=missing_train.csv"),
+        entry("broken", HIGH_LR, "data.train_file=train_broken.csv"),
         entry("killed", BATCH_OPT, *SAVE_EVERY_STEP),
     ])  # fmt: skip
     out = base / "out"
-    cmd = suite_args(suite_file, out, small_data, "--max-steps", "4")
+    cmd = suite_args(suite_file, out, data, "--max-steps", "4")
     suite = start_suite(cmd)
     try:
+        wait_for(lambda: (s := state_if_readable(out)) and s["records"][0].get("pid"), 120, "the first child", suite)
+        (data / "train_broken.csv").unlink()  # gone after the check: fails when its turn comes
         ckpts = out / "killed" / "run" / "checkpoints"
         wait_for(lambda: list(ckpts.glob("checkpoint-*/trainer_state.json")), 300, "a checkpoint", suite)
         child = records(out)["killed"]["pid"]
@@ -128,6 +136,7 @@ def resumed(tmp_path_factory: pytest.TempPathFactory, small_data: Path) -> dict[
     return {"result": result, "out": out, "before": before, "first_output": first_output}
 
 
+@pytest.mark.slow
 def test_suite_runs_each_experiment_in_its_own_process(resumed: dict[str, Any]) -> None:
     out, before = resumed["out"], resumed["before"]
     assert [r["name"] for r in read_state(out)["records"]] == ["done", "broken", "killed"]
@@ -145,20 +154,22 @@ def test_suite_runs_each_experiment_in_its_own_process(resumed: dict[str, Any]) 
     assert "pid" not in rec  # kept only while it runs
 
 
+@pytest.mark.slow
 def test_failure_in_the_middle_is_classified_and_the_next_one_runs(resumed: dict[str, Any]) -> None:
     before = resumed["before"]
     failure = before["records"]["broken"]["failure"]
     assert before["records"]["broken"]["state"] == "failed" and failure["kind"] == "data"
-    assert "missing_train.csv" in failure["message"]
-    assert any(line.startswith("error: ") and "missing_train.csv" in line for line in failure["lines"])
+    assert "train_broken.csv" in failure["message"]
+    assert any(line.startswith("error: ") and "train_broken.csv" in line for line in failure["lines"])
     assert before["records"]["killed"]["attempts"] == 1  # the suite went on after the failure
     assert "## Failures" in before["report"] and "Broken (broken): data" in before["report"]
-    assert "missing_train.csv" in before["report"]
+    assert "train_broken.csv" in before["report"]
     lines = resumed["first_output"].splitlines()
     assert any(re.search(r"done: finished in [\d.]+ min \(expected 1\), 4 steps", ln) for ln in lines)
     assert any("broken: FAILED (data)" in ln for ln in lines)
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_and_continues_killed_from_checkpoint(resumed: dict[str, Any]) -> None:
     result, out, before = resumed["result"], resumed["out"], resumed["before"]
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-2000:]  # broken still failed
@@ -181,6 +192,7 @@ def test_resume_skips_finished_and_continues_killed_from_checkpoint(resumed: dic
     assert metrics["steps"] == 4
 
 
+@pytest.mark.slow
 def test_resume_takes_over_the_stale_lock_and_rewrites_the_report(resumed: dict[str, Any]) -> None:
     result, out = resumed["result"], resumed["out"]
     assert "taking over the stale lock" in result.stdout
@@ -213,6 +225,7 @@ def oom(
     return run_cli(*suite_args(suite_file, out, small_data, "--max-steps", "2"), env=env), out
 
 
+@pytest.mark.slow
 def test_oom_is_retried_with_half_the_micro_batch(oom: tuple[Any, Path]) -> None:
     result, out = oom
     assert result.returncode == 0, result.stdout[-3000:]
@@ -230,6 +243,7 @@ def test_oom_is_retried_with_half_the_micro_batch(oom: tuple[Any, Path]) -> None
     assert text in (out / "report.md").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_a_suite_that_finishes_everything_exits_0_with_its_report(oom: tuple[Any, Path]) -> None:
     result, out = oom
     assert result.returncode == 0
@@ -246,6 +260,7 @@ def test_a_suite_that_finishes_everything_exits_0_with_its_report(oom: tuple[Any
 # ---------------------------------------------------------------- Ctrl-C
 
 
+@pytest.mark.slow
 def test_sigint_stops_the_child_and_marks_it_interrupted(tmp_path: Path, small_data: Path) -> None:
     suite_file = write_suite(tmp_path / "int.yaml", [entry("one", BATCH_OPT), entry("two", BATCH_OPT)])
     out = tmp_path / "out"
@@ -266,23 +281,25 @@ def test_sigint_stops_the_child_and_marks_it_interrupted(tmp_path: Path, small_d
     assert recs["two"]["state"] == "pending"
     assert not S.pid_alive(child)
     assert (out / "report.md").is_file() and not (out / "suite.lock").exists()
-    assert S.next_action(recs["one"]) == "resume"
+    assert S.next_action(recs["one"], out) == "resume"
 
 
 # ---------------------------------------------------------------- time-outs
 
 
+@pytest.mark.slow
 def test_experiment_time_out_stops_it_and_the_suite_goes_on(tmp_path: Path, small_data: Path) -> None:
     suite_file = write_suite(
-        tmp_path / "slow.yaml", [entry("slow", BATCH_OPT)], experiment_timeout_minutes=0.05
+        tmp_path / "slow.yaml", [entry("slow", BATCH_OPT)], experiment_timeout_minutes=0.3
     )
     out = tmp_path / "out"
     result = run_cli(*suite_args(suite_file, out, small_data, "--max-steps", "500"))
     assert result.returncode == 1, result.stdout[-2000:]
     rec = records(out)["slow"]
     assert rec["state"] == "failed" and rec["failure"]["kind"] == "timeout"
-    assert "time-out of 0.05 min" in rec["failure"]["message"] and 3 <= rec["wall_seconds"] < 60
-    assert S.next_action(rec) == "resume"
+    assert "time-out of 0.3 min" in rec["failure"]["message"] and 18 <= rec["wall_seconds"] < 80
+    assert rundir.is_run(out / "slow" / "run")  # it had started training: --resume continues it
+    assert S.next_action(rec, out) == "resume"
     assert "slow: stopping (time-out)" in result.stdout
 
 
@@ -496,12 +513,50 @@ def test_every_bad_config_is_reported_before_anything_runs(tmp_path: Path, small
     ])  # fmt: skip
     out = tmp_path / "out"
     result = run_cli(*suite_args(suite_file, out, small_data))
-    assert_clean_error(result, "2 of 3 experiment config(s) invalid", "gone:", "config file not found")
+    assert_clean_error(result, "2 of 3 experiment(s) have an invalid config", "gone:", "config file not found")
     assert (
         "typo:" in result.stderr and "learning_rte: unknown key; did you mean learning_rate?" in result.stderr
     )
     assert "good:" not in result.stderr
-    assert not (out / "suite_state.json").exists() and not (out / "suite.lock").exists()
+    assert not out.exists()
+
+
+def test_data_and_settings_that_would_fail_are_refused_before_the_first_experiment(
+    tmp_path: Path, small_data: Path
+) -> None:
+    suite_file = write_suite(tmp_path / "pre.yaml", [
+        entry("one", BATCH_OPT), entry("two", HIGH_LR, "training.optim=adamw_bogus"),
+    ])  # fmt: skip
+    out = tmp_path / "out"
+    result = run_cli(*suite_args(suite_file, out, tmp_path / "missing"))
+    assert_clean_error(result, "2 of 2 experiment(s) cannot run; nothing was run",
+                       f"one, two: {tmp_path / 'missing' / 'train.csv'}: data file not found",
+                       "two: training.optim='adamw_bogus'")
+    assert result.stderr.count("train.csv: data file not found") == 1  # a shared file is named once
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_resume_with_a_corrected_data_folder_is_taken_and_recorded(tmp_path: Path, small_data: Path) -> None:
+    suite_file = write_suite(tmp_path / "fix.yaml", [entry("one", BATCH_OPT, "training.save_strategy=no")])
+    out = tmp_path / "out"
+    wrong = tmp_path / "wrong"
+    shutil.copytree(small_data, wrong)
+    (wrong / "train.csv").write_text("fname,dialogue,summary\nt0,대화,요약\n", encoding="utf-8")
+    first = run_cli(*suite_args(suite_file, out, wrong, "--max-steps", "1"))
+    assert first.returncode == 0, first.stdout[-2000:]  # trained on the wrong data; now fix the option
+    (out / "one" / "run" / "metrics.json").unlink()
+    state = read_state(out)
+    state["records"][0]["state"] = "interrupted"
+    (out / "suite_state.json").write_text(json.dumps(state), encoding="utf-8")
+    result = run_cli(*suite_args(suite_file, out, small_data, "--max-steps", "1", "--resume"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    state = read_state(out)
+    assert state["train_args"]["data"] == str(small_data.resolve())
+    assert any(f"--data: '{wrong.resolve()}' at the start, '{small_data.resolve()}' now" in c
+               for c in state["option_changes"])
+    assert any("suite: resumed with --data" in a for a in state["records"][0]["adaptations"])
+    assert "--data" in result.stdout and "taken, and recorded" in result.stdout
 
 
 def test_existing_state_needs_resume(tmp_path: Path, small_data: Path) -> None:
@@ -582,17 +637,26 @@ def test_halving_keeps_the_effective_batch() -> None:
         ({"state": "skipped", "run_dir": None}, "fresh"),
     ],
 )
-def test_next_action(rec: dict[str, Any], action: str) -> None:
-    assert S.next_action(rec) == action
+def test_next_action(rec: dict[str, Any], action: str, tmp_path: Path) -> None:
+    run = tmp_path / "a" / "run"
+    run.mkdir(parents=True)
+    for name in ("config.yaml", "adaptations.json"):  # what every run writes first
+        (run / name).write_text("{}")
+    assert S.next_action(rec, tmp_path) == action
 
 
-def test_resume_reuses_the_stored_options() -> None:
+def test_a_run_killed_before_it_wrote_its_config_starts_fresh(tmp_path: Path) -> None:
+    (tmp_path / "a" / "run").mkdir(parents=True)
+    assert S.next_action({"state": "interrupted", "run_dir": "a/run"}, tmp_path) == "fresh"
+
+
+def test_resume_reuses_the_stored_options_and_takes_new_ones() -> None:
     stored = {"init": "tiny", "one_epoch": False, "max_steps": 5, "sets": ["a.b=1"], "data": "/d"}
     none_given = {"init": None, "one_epoch": None, "max_steps": None, "sets": [], "data": None}
-    assert S.resume_args(stored, none_given) == S.TrainArgs("tiny", False, 5, ["a.b=1"], "/d")
-    assert S.resume_args(stored, {**none_given, "init": "tiny", "max_steps": 5}).max_steps == 5
-    with pytest.raises(DialsumError, match="init: 'tiny' at the start, 'pretrained' now"):
-        S.resume_args(stored, {**none_given, "init": "pretrained"})
+    assert S.resume_args(stored, none_given) == (S.TrainArgs("tiny", False, 5, ["a.b=1"], "/d"), [])
+    assert S.resume_args(stored, {**none_given, "init": "tiny", "max_steps": 5}) == (S.TrainArgs(**stored), [])
+    args, changes = S.resume_args(stored, {**none_given, "data": "/fixed"})
+    assert args.data == "/fixed" and changes == ["--data: '/d' at the start, '/fixed' now"]
 
 
 def test_train_command_orders_overrides_by_precedence(tmp_path: Path) -> None:

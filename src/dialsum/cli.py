@@ -37,15 +37,25 @@ def score(
     json_out: str | None = typer.Option(None, "--json", help="Also write the scores to this JSON file."),
     rows: str | None = typer.Option(None, "--rows", help="Also write per-dialogue scores to this CSV."),
 ) -> None:
-    """Score predictions with the competition ROUGE (R1, R2, RL F1; final = mean * 100)."""
-    from dialsum.metrics import format_scores, score_files
+    """Score predictions with the competition ROUGE (R1, R2, RL F1; final = mean * 100), as submitted."""
+    from dialsum.metrics import format_scores, score_files, special_token_warning
+    from dialsum.paths import check_file
 
-    typer.echo(format_scores(score_files(pred, gold, tokenize, json_out, rows)))
+    for path, option in ((json_out, "--json"), (rows, "--rows")):
+        if path:
+            check_file(path, option)
+    result = score_files(pred, gold, tokenize, json_out, rows)
+    warning = special_token_warning(result, pred)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(format_scores(result))
     for path in (json_out, rows):
         if path:
             typer.echo(f"wrote {path}")
 
-Init = typer.Option("pretrained", "--init", help="pretrained (hub id or local dir), random, or tiny.")
+Init = typer.Option(
+    None, "--init", help="pretrained (hub id or local dir), random, or tiny (default: the config's model.init)."
+)
 Sets = typer.Option([], "--set", help="Override a config key: section.key=value (repeatable).")
 Data = typer.Option(None, "--data", help="Directory with train.csv, dev.csv, test.csv (overrides data.dir).")
 
@@ -59,17 +69,19 @@ def _load(config_path: str, sets: list[str], data_dir: str | None):
 @app.command()
 def validate(
     configs: list[str] = typer.Argument(..., help="Experiment YAML files."),
-    init: str = Init,
+    init: str | None = Init,
     sets: list[str] = Sets,
 ) -> None:
-    """Resolve configs against their architecture and this machine, without training (offline)."""
+    """Resolve configs against their architecture, this machine and transformers, without training."""
+    from dialsum.config import check_init
     from dialsum.gpu import probe
-    from dialsum.resolve import describe_plan, plan_experiment
+    from dialsum.resolve import describe_plan, plan_and_check
 
+    check_init(init)
     device, failed = probe(), 0
     for path in configs:
         try:
-            plan = plan_experiment(_load(path, sets, None), init, device)
+            plan = plan_and_check(_load(path, sets, None), init, device)
         except DialsumError as err:
             typer.echo(f"{path}: CANNOT RUN\n  error        {err}")
             failed += 1
@@ -82,7 +94,7 @@ def validate(
 @app.command()
 def train(
     config_path: str = typer.Argument(..., metavar="CONFIG", help="Experiment YAML file."),
-    init: str = Init,
+    init: str | None = Init,
     sets: list[str] = Sets,
     data_dir: str | None = Data,
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),
@@ -93,12 +105,11 @@ def train(
     """Train one experiment, score it on dev and write its submission."""
     from pathlib import Path
 
+    from dialsum.config import check_init, check_max_steps
     from dialsum.training import RunOptions, run_experiment, summarize_metrics
 
-    if init not in ("pretrained", "random", "tiny"):
-        raise DialsumError(f"--init {init}: choose pretrained, random or tiny")
-    if resume and not run_dir:
-        raise DialsumError("--resume needs --run-dir: the run directory to continue")
+    check_init(init)
+    check_max_steps(max_steps, one_epoch)
     cfg = _load(config_path, sets, data_dir)
     opts = RunOptions(init, Path(run_dir) if run_dir else None, max_steps, one_epoch, resume)
     typer.echo(summarize_metrics(run_experiment(cfg, opts)))
@@ -123,11 +134,12 @@ def make_sample(
     train: int | None = typer.Option(None, "--train", help="Train rows (default: the shipped sample's)."),
     dev: int | None = typer.Option(None, "--dev", help="Dev rows (default: the shipped sample's)."),
     test: int | None = typer.Option(None, "--test", help="Test rows (default: the shipped sample's)."),
+    force: bool = typer.Option(False, "--force", help="Replace CSV files that already exist in the folder."),
 ) -> None:
     """Write synthetic Korean dialogues in the competition format: train, dev, test, test_gold CSV."""
     from dialsum.samplegen import make_sample as write
 
-    for line in write(out, seed=seed, train=train, dev=dev, test=test):
+    for line in write(out, seed=seed, train=train, dev=dev, test=test, force=force):
         typer.echo(line)
 
 

@@ -72,7 +72,7 @@ class ModelSection(_Section):
     tiny_d_model: int = Field(128, ge=16, le=1024, description="Hidden size of tiny models")
     tiny_layers: int = Field(2, ge=1, le=12, description="Encoder and decoder layers of tiny models")
     tiny_lr_scale: float = Field(
-        10.0, gt=0, description="Learning-rate multiplier for tiny models, which train from scratch"
+        30.0, gt=0, description="Learning-rate multiplier for tiny models, which train from scratch"
     )
 
 
@@ -85,6 +85,7 @@ class TokenizerSection(_Section):
     )
 
 
+BestMetric = Literal["final", "rouge1", "rouge2", "rougeL", "loss"]
 Scheduler = Literal[
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
 ]
@@ -95,10 +96,12 @@ class TrainingSection(_Section):
     per_device_eval_batch_size: int = Field(16, ge=1, description="Batch for evaluation")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step")
     num_train_epochs: float = Field(3.0, gt=0, description="Epochs to train")
-    max_steps: int = Field(-1, description="Stop after N optimizer steps (-1: use epochs)")
+    max_steps: int = Field(-1, ge=-1, description="Stop after N optimizer steps (-1: use epochs)")
     learning_rate: float = Field(5e-5, gt=0, le=1.0, description="Peak learning rate")
     lr_scheduler_type: Scheduler = Field("linear", description="Learning-rate schedule")
-    warmup_ratio: float = Field(0.0, ge=0, le=1, description="Fraction of steps used for warm-up")
+    warmup_ratio: float = Field(
+        0.0, ge=0, lt=1, description="Fraction of steps used for warm-up (below 1: the peak rate must be reached)"
+    )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm")
     label_smoothing_factor: float = Field(0.0, ge=0, lt=1, description="Label smoothing")
@@ -121,17 +124,30 @@ class TrainingSection(_Section):
     logging_steps: int = Field(10, ge=1, description="Steps between log lines")
     early_stopping_patience: int | None = Field(None, ge=1, description="Evaluations without gain before stop")
     load_best_model_at_end: bool = Field(True, description="Keep the checkpoint with the best dev score")
-    metric_for_best_model: str = Field("final", description="Metric that picks the best checkpoint")
+    metric_for_best_model: BestMetric = Field(
+        "final", description="Dev metric that picks the best checkpoint (loss: lowest wins; others: highest)"
+    )
     eval_max_samples: int | None = Field(
         200, ge=1, description="Dev rows scored during training (all rows are scored at the end)"
     )
-    optim: str = Field("adamw_torch", description="Optimizer name as transformers knows it")
+    optim: str = Field("adamw_torch", description="Optimizer name as transformers knows it (checked by validate)")
     report_to: list[str] = Field(default_factory=lambda: ["tensorboard"], description="Loggers")
 
     @field_validator("eval_strategy", "save_strategy", mode="before")
     @classmethod
     def _yaml_no(cls, value: Any) -> Any:
         return "no" if value is False else value  # YAML 1.1 reads a bare `no` as false
+
+    @field_validator("metric_for_best_model", mode="before")
+    @classmethod
+    def _metric_name(cls, value: Any) -> Any:
+        return value.removeprefix("eval_") if isinstance(value, str) else value  # transformers' spelling
+
+    @model_validator(mode="after")
+    def _steps(self) -> TrainingSection:
+        if self.max_steps == 0:
+            raise ValueError("training.max_steps=0 trains nothing; use -1 (train num_train_epochs) or a step count")
+        return self
 
     @model_validator(mode="after")
     def _strategies(self) -> TrainingSection:
@@ -166,6 +182,11 @@ class LoraSection(_Section):
     def _qlora(self) -> LoraSection:
         if self.load_in_4bit and not (self.use_qlora or self.use_lora):
             raise ValueError("lora.load_in_4bit=true needs lora.use_qlora=true (4-bit weights cannot train)")
+        if self.use_qlora and not self.load_in_4bit:
+            if "load_in_4bit" in self.model_fields_set:
+                raise ValueError("lora.use_qlora=true means LoRA over a 4-bit model, but load_in_4bit=false; "
+                                 "set load_in_4bit=true, or use_lora=true for LoRA without 4-bit")
+            self.load_in_4bit = True
         return self
 
     @property
@@ -215,7 +236,7 @@ class SpeedSection(_Section):
     sdpa: bool = Field(True, description="Scaled-dot-product attention kernels where supported")
     torch_compile: bool = Field(False, description="torch.compile the model (CUDA)")
     cpu_threads: int | None = Field(
-        None, ge=1, description="CPU threads for torch (default: 1 for tiny models on a CPU, else torch's)"
+        None, ge=1, description="CPU threads for torch (default: 2 for tiny models on a CPU, else torch's)"
     )
 
 
@@ -285,11 +306,27 @@ def read_yaml_mapping(path: Path, what: str, shape: str) -> dict:
         raise DialsumError(f"{path}: {what} file not found; check the path")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError:
+        raise DialsumError(f"{path}: not UTF-8 text; re-save the file as UTF-8") from None
+    except yaml.MarkedYAMLError as err:
+        raise DialsumError(f"{path}{_yaml_problem(err)}") from None
+    except yaml.YAMLError as err:
         raise DialsumError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise DialsumError(f"{path}: expected {shape}")
     return data
+
+
+def _yaml_problem(err: yaml.MarkedYAMLError) -> str:
+    """`:4:1: not valid YAML: expected ',' or '}' (while parsing a flow mapping that starts at line 3)`."""
+    mark = err.problem_mark or err.context_mark
+    where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+    problem = err.problem or "syntax error"
+    context = ""
+    if err.context:
+        starts = f" that starts at line {err.context_mark.line + 1}" if err.context_mark else ""
+        context = f" ({err.context}{starts})"
+    return f"{where}: not valid YAML: {problem}{context}; fix the file there"
 
 
 def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
@@ -415,3 +452,34 @@ def load(path: str | Path, overrides: list[str] | None = None) -> ExperimentConf
 
 def to_yaml(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), allow_unicode=True, sort_keys=False)
+
+
+INITS: tuple[str, ...] = ModelSection.model_fields["init"].annotation.__args__  # type: ignore[union-attr]
+
+
+def check_init(init: str | None) -> str | None:
+    """`--init` as given (None: the config's model.init), refused unless it is a known source."""
+    if init is not None and init not in INITS:
+        raise DialsumError(f"--init {init}: choose {', '.join(INITS[:-1])} or {INITS[-1]}")
+    return init
+
+
+def check_max_steps(max_steps: int | None, one_epoch: bool | None = None) -> int | None:
+    """`--max-steps` as given (None: train the configured epochs); 0 or less trains nothing."""
+    if max_steps is not None and max_steps < 1:
+        raise DialsumError(f"--max-steps {max_steps}: must be at least 1; leave it out to train the configured epochs")
+    if max_steps is not None and one_epoch:
+        raise DialsumError("--one-epoch and --max-steps: choose one of them")
+    return max_steps
+
+
+def differences(before: ExperimentConfig, after: ExperimentConfig, keys: tuple[str, ...]) -> list[str]:
+    """`section.key: A before, B now` for each setting under `keys` (sections or section.key) that differs."""
+    old, new = _flat(before), _flat(after)
+    chosen = [k for k in old if any(k == p or k.startswith(p + ".") for p in keys)]
+    return [f"{k}: {old[k]!r} in the run, {new[k]!r} now" for k in chosen if old[k] != new[k]]
+
+
+def _flat(cfg: ExperimentConfig) -> dict[str, Any]:
+    return {f"{section}.{key}": value for section, values in cfg.model_dump(mode="json").items()
+            for key, value in values.items()}

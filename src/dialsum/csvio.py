@@ -1,4 +1,4 @@
-"""CSV input and atomic output in the competition format (`fname,dialogue,summary,topic`).
+"""CSV input in the competition format (`fname,dialogue,summary,topic`), JSON input, atomic output.
 
 Exercised by every command that reads or writes a CSV: `dialsum score`, `dialsum train`,
 `dialsum predict`, `dialsum make-sample`.
@@ -109,3 +109,16 @@ def atomic_write_rows(path: str | Path, header: Sequence[str], rows: Iterable[Se
     writer.writerow(header)
     writer.writerows(rows)
     return atomic_write_text(path, buf.getvalue())
+
+
+def read_json(path: str | Path, fix: str) -> Any:
+    """A JSON file dialsum wrote; a missing, truncated or non-UTF-8 one is an error naming it and `fix`."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DialsumError(f"{path}: not found; {fix}") from None
+    except UnicodeDecodeError:
+        raise DialsumError(f"{path}: not UTF-8 text; {fix}") from None
+    except json.JSONDecodeError as err:
+        raise DialsumError(f"{path}: not valid JSON (line {err.lineno}: {err.msg}); {fix}") from None

@@ -14,7 +14,7 @@ from typing import Any
 
 from dialsum.config import GenerationSection
 from dialsum.csvio import atomic_write_rows
-from dialsum.metrics import clean_summary
+from dialsum.metrics import DEFAULT_DECODER_TOKENS, clean_summary
 
 
 def token_budget_batches(lengths: list[int], budget: int, beams: int, sort: bool = True,
@@ -79,4 +79,6 @@ def generate(model: Any, tokenizer: Any, inputs: list[list[int]], gen: Generatio
 
 
 def write_submission(path: str | Path, fnames: list[str], summaries: list[str]) -> Path:
-    return atomic_write_rows(path, ["fname", "summary"], zip(fnames, summaries, strict=True))
+    """`fname,summary` in the given order; decoder tokens never reach the file (the leaderboard would score them)."""
+    clean = [clean_summary(s, DEFAULT_DECODER_TOKENS) for s in summaries]
+    return atomic_write_rows(path, ["fname", "summary"], zip(fnames, clean, strict=True))

@@ -35,6 +35,7 @@ def _chunk_loss_sum(
     lm_head: LmHead,
     logit_scale: float | None,
     logit_bias: Tensor | None,
+    label_smoothing: float,
 ) -> Tensor:
     """Summed float32 cross-entropy of a few labelled rows: head, upcast, optional bias, log-softmax."""
     if logit_scale is not None:
@@ -42,7 +43,7 @@ def _chunk_loss_sum(
     logits = lm_head(hidden_rows).float()
     if logit_bias is not None:
         logits = logits + logit_bias.to(device=logits.device, dtype=torch.float32)
-    return F.cross_entropy(logits, label_rows, reduction="sum")
+    return F.cross_entropy(logits, label_rows, reduction="sum", label_smoothing=label_smoothing)
 
 
 def _empty_loss(hidden: Tensor, lm_head: LmHead) -> Tensor:
@@ -60,12 +61,15 @@ def chunked_lm_loss(
     logit_scale: float | None = None,
     logit_bias: Tensor | None = None,
     ignore_index: int = -100,
+    label_smoothing: float = 0.0,
 ) -> Tensor:
     """Mean cross-entropy over non-ignored tokens, never holding more than `chunk_tokens` rows of logits.
 
     `hidden` is (..., d_model) and `labels` has the same leading shape. `lm_head` is called on chunks of
     hidden rows (plain, LoRA-wrapped or 4-bit Linear alike). `logit_scale` multiplies hidden before the
     head (tied-embedding T5); `logit_bias` is added to the logits (BART's `final_logits_bias`).
+    `label_smoothing` mixes the uniform distribution into the targets exactly as transformers'
+    `label_smoothing_factor` does.
     Returns a float32 scalar; with no valid token, a zero still connected to `hidden`.
     """
     if chunk_tokens < 1:
@@ -87,9 +91,10 @@ def chunked_lm_loss(
     for start in range(0, n_valid, chunk_tokens):
         args = (rows[start : start + chunk_tokens], targets[start : start + chunk_tokens])
         if use_checkpoint:
-            part = checkpoint(_chunk_loss_sum, *args, lm_head, logit_scale, logit_bias, use_reentrant=False)
+            part = checkpoint(_chunk_loss_sum, *args, lm_head, logit_scale, logit_bias, label_smoothing,
+                              use_reentrant=False)
         else:
-            part = _chunk_loss_sum(*args, lm_head, logit_scale, logit_bias)
+            part = _chunk_loss_sum(*args, lm_head, logit_scale, logit_bias, label_smoothing)
         total = total + part
     return total / n_valid
 
@@ -186,7 +191,8 @@ def _t5_logit_scale(model: nn.Module, arch: str) -> float | None:
     return model.model_dim**-0.5 if scale else None
 
 
-def seq2seq_loss(model: nn.Module, batch: Mapping[str, Tensor], *, chunk_tokens: int = 1024) -> Tensor:
+def seq2seq_loss(model: nn.Module, batch: Mapping[str, Tensor], *, chunk_tokens: int = 1024,
+                 label_smoothing: float = 0.0) -> Tensor:
     """`model(**batch).loss` for BART/T5/mT5 (bare or peft), computed with `chunked_lm_loss`."""
     base = _unwrap(model)
     arch = _architecture(base)
@@ -201,5 +207,6 @@ def seq2seq_loss(model: nn.Module, batch: Mapping[str, Tensor], *, chunk_tokens:
         hidden = _t5_hidden(base, batch)
         scale, bias = _t5_logit_scale(base, arch), None
     return chunked_lm_loss(
-        hidden, base.lm_head, batch["labels"], chunk_tokens=chunk_tokens, logit_scale=scale, logit_bias=bias
+        hidden, base.lm_head, batch["labels"], chunk_tokens=chunk_tokens, logit_scale=scale, logit_bias=bias,
+        label_smoothing=label_smoothing,
     )

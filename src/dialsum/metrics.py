@@ -60,6 +60,7 @@ class Scores:
     tokenize: str
     per_dialogue: list[Triple] = field(default_factory=list, repr=False)
     names: list[str] | None = field(default=None, repr=False)
+    decoder_token_rows: int = field(default=0, repr=False)  # predictions that hold <s>, </s>, <pad>, ...
 
     @classmethod
     def from_per_dialogue(cls, rows: list[Triple], tokenize: str) -> Scores:
@@ -375,8 +376,10 @@ def score_files(
 ) -> Scores:
     """Score a `fname,summary` prediction CSV against a gold CSV, matching rows by fname.
 
-    Gold holds one reference per row (`summary`) or several (`summary1` .. `summaryN`). `rows_out`
-    gets one row per dialogue (scores, prediction, references) for error analysis.
+    Predictions are scored exactly as written, as the leaderboard scores a submission; the rows
+    that hold decoder tokens (`<s>`, `</s>`, `<pad>`, ...) are counted for a warning. Gold holds one
+    reference per row (`summary`) or several (`summary1` .. `summaryN`). `rows_out` gets one row per
+    dialogue (scores, prediction, references) for error analysis.
     """
     if tokenize not in TOKENIZATIONS:
         raise DialsumError(f"--tokenize {tokenize!r} is not known; use one of {', '.join(TOKENIZATIONS)}")
@@ -387,10 +390,12 @@ def score_files(
     pred_by_name = {str(n).strip(): str(s) for n, s in zip(pred["fname"], pred["summary"], strict=True)}
     _check_same_names(names, list(pred_by_name), pred_path, gold_path)
     references = _gold_references(gold, columns, names, gold_path)
-    predictions = [clean_summary(pred_by_name[n], DEFAULT_DECODER_TOKENS) for n in names]
-    result = replace(score(predictions, references, tokenize), names=names)
+    predictions = [pred_by_name[n] for n in names]
+    flagged = sum(any(t in p for t in DEFAULT_DECODER_TOKENS) for p in predictions)
+    result = replace(score(predictions, references, tokenize), names=names, decoder_token_rows=flagged)
     if json_out is not None:
-        extra = {"references_per_dialogue": len(columns), "pred": str(pred_path), "gold": str(gold_path)}
+        extra = {"references_per_dialogue": len(columns), "pred": str(pred_path), "gold": str(gold_path),
+                 "decoder_token_rows": flagged}
         atomic_write_json(json_out, {**result.to_dict(), **extra})
     if rows_out is not None:
         header = ["fname", "final", "rouge1", "rouge2", "rougeL", "prediction", "references"]
@@ -444,6 +449,15 @@ def _gold_references(
                     f"{gold_path}: empty reference in column {column} for fname {name}; fill it or drop the row"
                 )
     return references
+
+
+def special_token_warning(result: Scores, pred_path: str | Path) -> str | None:
+    """A warning when predictions hold decoder tokens, which the leaderboard scores as text."""
+    if not result.decoder_token_rows:
+        return None
+    return (f"{pred_path}: {result.decoder_token_rows} of {result.n} predictions hold decoder tokens "
+            f"({', '.join(DEFAULT_DECODER_TOKENS)}); they are scored as written, as the leaderboard would; "
+            "remove them before submitting")
 
 
 def format_scores(result: Scores) -> str:

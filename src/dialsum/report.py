@@ -51,6 +51,7 @@ RESULT_COLUMNS = [
     "parameters", "trainable_parameters", "micro_batch", "grad_accum", "effective_batch",
     "learning_rate", "epochs", "steps",
     *[f"{tok}_{key}" for tok in TOKENIZATIONS for key in SCORE_KEYS], "dev_n",
+    *[f"baseline_{tok}_final" for tok in TOKENIZATIONS],
     "train_minutes", "wall_minutes", "expected_minutes", "attempts",
     "peak_memory_mb", "memory_kind", "memory_source", "tokens_per_second", "loss_cv",
     "submission", "run_dir", "config", "adaptations", "notes",
@@ -373,7 +374,18 @@ def score_columns(metrics: dict[str, Any]) -> dict[str, Any]:
         columns.update({f"{tok}_{key}": to_number(scores.get(key)) for key in SCORE_KEYS})
     morpheme = dev.get("morpheme") if isinstance(dev.get("morpheme"), dict) else {}
     columns["dev_n"] = morpheme.get("n")
+    baseline = metrics.get("baseline") if isinstance(metrics.get("baseline"), dict) else {}
+    columns.update({f"baseline_{tok}_final": to_number(baseline.get(tok)) for tok in TOKENIZATIONS})
     return columns
+
+
+def reference(rows: list[dict[str, Any]]) -> dict[str, float] | None:
+    """The longest-turn baseline's finals when every experiment that has one scored the same dev rows."""
+    found = {tuple(row[f"baseline_{tok}_final"] for tok in TOKENIZATIONS) for row in rows
+             if row["baseline_morpheme_final"] is not None}
+    if len(found) != 1:
+        return None
+    return dict(zip(TOKENIZATIONS, found.pop(), strict=True))
 
 
 def adaptations(exp: Experiment) -> list[str]:
@@ -554,6 +566,7 @@ def report_blocks(
         )
     ]
     blocks += [("h", 2, "Comparison"), comparison_table(rows)]
+    blocks += reference_blocks(rows)
     blocks += recommendation_blocks(rows, recs)
     blocks += failure_blocks(experiments)
     blocks += adaptation_blocks(experiments)
@@ -596,7 +609,23 @@ def comparison_table(rows: list[dict[str, Any]]) -> Block:
         ]
         for i, row in enumerate(rows)
     ]
+    ref = reference(rows)
+    if ref is not None:
+        body.append(["ref", "Longest turn (extractive)", "-", "-", "-", "-", "-", fmt_float(ref["morpheme"]), "-",
+                     fmt_float(ref["whitespace"]), "-", "-", "-", "reference"])
     return ("table", TABLE_HEADER, body)
+
+
+def reference_blocks(rows: list[dict[str, Any]]) -> list[Block]:
+    ref = reference(rows)
+    if ref is not None:
+        return [("p", f"Reference: the longest turn of each dialogue copied as its summary scores "
+                      f"{ref['morpheme']:.2f} (morpheme) / {ref['whitespace']:.2f} (whitespace) on the same dev rows; "
+                      "a model below it has not learned to read the dialogue.")]
+    if any(row["baseline_morpheme_final"] is not None for row in rows):
+        return [("p", "Reference: the experiments scored different dev rows; each one's longest-turn baseline "
+                      "is in results.csv (baseline_morpheme_final).")]
+    return []
 
 
 def batch_text(row: dict[str, Any]) -> str:
@@ -763,6 +792,7 @@ def results_document(
         "generated": generated,
         "final_tokenization": "morpheme",
         "stability_definition": STABILITY_DEFINITION,
+        "reference": {"name": "longest turn", "final": reference(rows)},
         "experiments": rows,
         "recommendations": recs,
     }
@@ -909,11 +939,18 @@ def final_scores_figure(experiments: list[Experiment], rows: list[dict[str, Any]
         rotation=20 if len(rows) > 3 else 0,
         ha="right" if len(rows) > 3 else "center",
     )
+    ref = reference(rows)
+    handles = [legend_patch("morpheme final (leaderboard)", ""), legend_patch("whitespace final", "//")]
+    if ref is not None:
+        for tok, style in (("morpheme", "--"), ("whitespace", ":")):
+            handles.append(ax.axhline(ref[tok], color="black", linestyle=style, linewidth=1.2,
+                                      label=f"longest turn, {tok} ({ref[tok]:.1f})"))
+        top = max(top, ref["morpheme"])
     ax.set_ylim(0, top * 1.15)
     finish_axes(ax, "Final dev score by experiment (mean of R1, R2, RL x 100)", "", "final score")
     ax.grid(axis="x", visible=False)
     ax.legend(
-        handles=[legend_patch("morpheme final (leaderboard)", ""), legend_patch("whitespace final", "//")],
+        handles=handles,
         loc="upper left",
         bbox_to_anchor=(1.01, 1.0),
         fontsize="small",

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dialsum import modeling
+from dialsum import modeling, train_args
 from dialsum.config import ExperimentConfig
 from dialsum.gpu import DeviceInfo
 
@@ -60,9 +60,11 @@ def _spec_from_config(c: Any) -> modeling.ArchSpec:
                              gated=modeling.is_gated(c), tied=not modeling.wants_untied_head(c))
 
 
-def plan_experiment(cfg: ExperimentConfig, init: str, device: DeviceInfo,
+def plan_experiment(cfg: ExperimentConfig, init: str | None, device: DeviceInfo,
                     vocab_size: int | None = None) -> Plan:
+    """The adapted config and everything decided about it; `init` None keeps the config's model.init."""
     cfg = cfg.model_copy(deep=True)
+    init = init or cfg.model.init
     cfg.model.init = init  # type: ignore[assignment]
     hf_config, source = architecture(cfg, init, vocab_size)
     plan = Plan(cfg, hf_config, source, modeling.family_of(hf_config),
@@ -70,9 +72,20 @@ def plan_experiment(cfg: ExperimentConfig, init: str, device: DeviceInfo,
     _clamp_lengths(plan)
     _adapt_init(plan, init)
     _adapt_hardware(plan, device)
+    _adapt_evaluation(plan)
+    _adapt_generation(plan)
     _adapt_family(plan)
     _adapt_loggers(plan)
     _resolve_lora(plan)
+    return plan
+
+
+def plan_and_check(cfg: ExperimentConfig, init: str | None, device: DeviceInfo,
+                   vocab_size: int | None = None) -> Plan:
+    """`plan_experiment` on this machine, plus what transformers would refuse at training time."""
+    plan = plan_experiment(cfg, init, device, vocab_size)
+    if plan.ok:
+        plan.errors += train_args.problems(plan.cfg, four_bit=plan.four_bit, device=plan.device)
     return plan
 
 
@@ -123,19 +136,76 @@ def _adapt_hardware(plan: Plan, dev: DeviceInfo) -> None:
              f"cores; using {dev.cpu_cores}")
         t.dataloader_num_workers = dev.cpu_cores
     if t.dataloader_persistent_workers and t.dataloader_num_workers == 0:
+        note("training.dataloader_persistent_workers=true: with dataloader_num_workers=0 there is no worker "
+             "to keep; off")
         t.dataloader_persistent_workers = False
     if t.dataloader_pin_memory and plan.device == "cpu":
+        note("training.dataloader_pin_memory=true: pinned memory speeds copies to a GPU only; off on the CPU")
         t.dataloader_pin_memory = False
     if lora.load_in_4bit and not dev.bitsandbytes_available:
         note("lora.load_in_4bit=true: bitsandbytes is not installed; loading the base model unquantized "
              "(LoRA only); `pip install bitsandbytes` for QLoRA")
-        lora.load_in_4bit = False
+        lora.use_lora, lora.use_qlora, lora.load_in_4bit = True, False, False
     plan.four_bit = lora.load_in_4bit
-    for key in ("fused_adamw", "torch_compile"):
-        if getattr(sp, key) and plan.device == "cpu":
-            setattr(sp, key, False)
-            if key == "torch_compile":
-                note("speed.torch_compile=true: compiling pays off on CUDA only; running eagerly")
+    _adapt_optimizer(plan)
+    if sp.cpu_threads and sp.cpu_threads > dev.cpu_cores:
+        note(f"speed.cpu_threads={sp.cpu_threads} exceeds the {dev.cpu_cores} CPU cores; using {dev.cpu_cores}")
+        sp.cpu_threads = dev.cpu_cores
+    if sp.torch_compile and plan.device == "cpu":
+        note("speed.torch_compile=true: compiling pays off on CUDA only; running eagerly")
+        sp.torch_compile = False
+
+
+def _adapt_optimizer(plan: Plan) -> None:
+    """speed.fused_adamw turns adamw_torch into its fused CUDA kernel, and nothing else."""
+    t, sp = plan.cfg.training, plan.cfg.speed
+    if not sp.fused_adamw or t.optim == "adamw_torch_fused":
+        return
+    if t.optim != "adamw_torch":
+        plan.adaptations.append(f"speed.fused_adamw=true applies to adamw_torch only; training.optim={t.optim} "
+                                "is kept")
+    elif plan.device == "cuda":
+        plan.adaptations.append("training.optim=adamw_torch: using its fused CUDA kernel, adamw_torch_fused "
+                                "(speed.fused_adamw)")
+        t.optim = "adamw_torch_fused"
+        return
+    else:
+        plan.adaptations.append("speed.fused_adamw=true: the fused AdamW kernel is used on CUDA only; plain "
+                                "adamw_torch on the CPU")
+    sp.fused_adamw = False
+
+
+def _adapt_evaluation(plan: Plan) -> None:
+    """Settings that only act with dev evaluations during training are switched off, with a notice."""
+    t = plan.cfg.training
+    if t.eval_steps is not None and t.eval_strategy != "steps":
+        plan.adaptations.append(f"training.eval_steps={t.eval_steps} acts with eval_strategy=steps only "
+                                f"(eval_strategy={t.eval_strategy}); unused")
+        t.eval_steps = None
+    evaluating = t.eval_strategy != "no" and t.load_best_model_at_end
+    if t.early_stopping_patience and not evaluating:
+        why = "no dev evaluation during training" if t.eval_strategy == "no" else "load_best_model_at_end=false"
+        plan.adaptations.append(f"training.early_stopping_patience={t.early_stopping_patience}: {why}, so no "
+                                "early stopping")
+        t.early_stopping_patience = None
+    if t.load_best_model_at_end and t.eval_strategy == "no":
+        plan.adaptations.append("training.load_best_model_at_end=true: no dev evaluation during training, so "
+                                "the last step's model is kept")
+        t.load_best_model_at_end = False
+
+
+def _adapt_generation(plan: Plan) -> None:
+    """Beam-search settings mean nothing to greedy decoding, and transformers refuses to save them."""
+    gen = plan.cfg.generation
+    if gen.num_beams > 1:
+        return
+    if gen.early_stopping:
+        plan.adaptations.append("generation.early_stopping=true acts in beam search only; off with num_beams=1")
+        gen.early_stopping = False
+    if gen.length_penalty != 1.0:
+        plan.adaptations.append(f"generation.length_penalty={gen.length_penalty:g} acts in beam search only; "
+                                "unused with num_beams=1 (1.0)")
+        gen.length_penalty = 1.0
 
 
 def _adapt_family(plan: Plan) -> None:

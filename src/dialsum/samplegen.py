@@ -1,6 +1,6 @@
 """Synthetic Korean dialogue-summarization data in the competition format (`data/sample/`).
 
-    dialsum make-sample --out data/sample                      # regenerate the shipped sample
+    dialsum make-sample --out data/sample --force              # regenerate the shipped sample
     dialsum make-sample --out /tmp/s --seed 7 --train 100 --dev 20 --test 20
     pytest tests/test_samplegen.py
 
@@ -26,6 +26,7 @@ from typing import TypeVar
 
 from dialsum.csvio import atomic_write_rows
 from dialsum.errors import DialsumError
+from dialsum.paths import check_folder
 
 T = TypeVar("T")
 
@@ -1765,12 +1766,20 @@ def check_args(seed: int, train: int, dev: int, test: int) -> None:
         raise DialsumError(f"make-sample: {train + dev + test} rows in all; ask for at most {MAX_ROWS}")
 
 
-def write_sample(out: str | Path, seed: int, train: int, dev: int, test: int) -> dict[str, Path]:
-    """Generate the four competition-format CSV files into `out`; return their paths by name."""
+OUTPUT_FILES = ("train.csv", "dev.csv", "test.csv", "test_gold.csv")
+
+
+def write_sample(out: str | Path, seed: int, train: int, dev: int, test: int, force: bool = False) -> dict[str, Path]:
+    """Generate the four competition-format CSV files into `out`; return their paths by name.
+
+    Files already there are replaced only with `force`: a user's competition CSVs are never lost.
+    """
     check_args(seed, train, dev, test)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DialsumError(f"{out}: exists and is not a folder; pass --out a folder path")
+    out = check_folder(out, "--out")
+    existing = [name for name in OUTPUT_FILES if (out / name).exists()]
+    if existing and not force:
+        raise DialsumError(f"--out {out}: already holds {', '.join(existing)}; add --force to replace them, "
+                           "or choose another folder")
     rng = random.Random(f"summaries-{seed}")
     splits = generate(seed, train, dev, test)
     paths = {}
@@ -1799,12 +1808,13 @@ def make_sample(
     train: int | None = None,
     dev: int | None = None,
     test: int | None = None,
+    force: bool = False,
 ) -> list[str]:
     """The `dialsum make-sample` command: unset arguments take the shipped sample's values."""
     args = {
         k: v if v is not None else SAMPLE_ARGS[k]
         for k, v in (("seed", seed), ("train", train), ("dev", dev), ("test", test))
     }
-    paths = write_sample(out if out is not None else SAMPLE_DIR, **args)
+    paths = write_sample(out if out is not None else SAMPLE_DIR, **args, force=force)
     counts = {"train": args["train"], "dev": args["dev"], "test": args["test"], "test_gold": args["test"]}
     return [f"wrote {path} ({counts[name]} rows)" for name, path in paths.items()]

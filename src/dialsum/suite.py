@@ -40,14 +40,14 @@ from typing import Any
 import psutil
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dialsum import config
+from dialsum import config, preflight, rundir
 from dialsum.csvio import atomic_write_json
 from dialsum.errors import DialsumError
+from dialsum.paths import check_folder
 
 STATE_FILE = "suite_state.json"
 LOCK_FILE = "suite.lock"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-INITS = ("pretrained", "random", "tiny")
 POLL_S = 0.5
 REFRESH_S = 2.0
 LOG_TAIL_BYTES = 64 * 1024
@@ -167,7 +167,7 @@ def select_names(names: list[str], only: list[str] | None, skip: list[str] | Non
 class TrainArgs:
     """What every experiment of the suite trains with; saved in the state file for --resume."""
 
-    init: str = "pretrained"
+    init: str | None = None  # None: each config's model.init
     one_epoch: bool = False
     max_steps: int | None = None
     sets: list[str] = field(default_factory=list)
@@ -180,30 +180,47 @@ class TrainArgs:
 
 
 def check_train_args(args: TrainArgs) -> TrainArgs:
-    if args.init not in INITS:
-        raise DialsumError(f"--init {args.init}: choose pretrained, random or tiny")
-    if args.one_epoch and args.max_steps:
-        raise DialsumError("--one-epoch and --max-steps: choose one of them")
-    if args.max_steps is not None and args.max_steps < 1:
-        raise DialsumError(f"--max-steps {args.max_steps}: must be at least 1")
+    config.check_init(args.init)
+    config.check_max_steps(args.max_steps, args.one_epoch)
     return args
 
 
 def load_configs(suite: SuiteFile, chosen: list[str], args: TrainArgs) -> dict[str, config.ExperimentConfig]:
     """Load every chosen experiment's config as its run will; all bad configs reported at once."""
-    loaded, problems = {}, []
+    loaded, problems = {}, {}
     for name in chosen:
         entry = suite.entry(name)
         try:
             loaded[name] = config.load(entry.config, args.overrides(entry))
         except DialsumError as err:
-            problems.append(f"{name}: {str(err).replace(chr(10), chr(10) + '    ')}")
-    if problems:
-        raise DialsumError(
-            f"{len(problems)} of {len(chosen)} experiment config(s) invalid; nothing was run. Fix them first:\n"
-            + "\n".join(f"  - {p}" for p in problems)
-        )
+            problems[name] = [str(err)]
+    refuse_problems(problems, len(chosen), "have an invalid config")
     return loaded
+
+
+def check_experiments(suite: SuiteFile, chosen: list[str], args: TrainArgs) -> None:
+    """What each chosen experiment's `train` would refuse (plan, transformers, data), all at once."""
+    request = {
+        "options": {"init": args.init, "one_epoch": args.one_epoch, "max_steps": args.max_steps},
+        "experiments": [{"name": n, "config": suite.entry(n).config, "sets": args.overrides(suite.entry(n))}
+                        for n in chosen],
+    }
+    refuse_problems(preflight.run_check(request), len(chosen), "cannot run")
+
+
+def refuse_problems(problems: dict[str, list[str]], total: int, what: str) -> None:
+    """One error listing every problem once, with the experiments it concerns (a shared data file once)."""
+    if not problems:
+        return
+    by_text: dict[str, list[str]] = {}
+    for name, items in problems.items():
+        for item in items:
+            by_text.setdefault(item.replace("\n", "\n    "), []).append(name)
+    lines = [f"{', '.join(names)}: {text}" for text, names in by_text.items()]
+    raise DialsumError(
+        f"{len(problems)} of {total} experiment(s) {what}; nothing was run. Fix them first:\n"
+        + "\n".join(f"  - {line}" for line in lines)
+    )
 
 
 # ---------------------------------------------------------------- failure classification
@@ -368,13 +385,18 @@ class SuiteLock:
             return self
         raise DialsumError(f"{self.path}: cannot take the lock; remove the file if no suite is running")
 
-    def _take_over_if_stale(self) -> None:
+    def refuse_if_held(self) -> None:
+        """A live suite holds the lock: refused before any up-front work is done."""
         pid = self.owner()
         if pid is not None and pid_alive(pid):
             raise DialsumError(
                 f"{self.path}: another suite (pid {pid}) is running on this output directory; "
                 "wait for it, stop it, or choose another --out"
             )
+
+    def _take_over_if_stale(self) -> None:
+        self.refuse_if_held()
+        pid = self.owner()
         shown = f"pid {pid} is not running" if pid is not None else "it names no pid"
         self.say(f"notice: taking over the stale lock {self.path} ({shown})")
         self.path.unlink(missing_ok=True)
@@ -416,33 +438,37 @@ def merge_records(suite: SuiteFile, old: list[dict[str, Any]]) -> list[dict[str,
     return records + list(by_name.values())
 
 
-def next_action(rec: dict[str, Any]) -> str:
-    """skip (finished), resume (from its last checkpoint) or fresh (start over in a cleared run dir)."""
+def next_action(rec: dict[str, Any], out: Path) -> str:
+    """skip (finished), resume (from its last checkpoint) or fresh (start over in a cleared run dir).
+
+    Only a run directory that holds a run can be resumed: one killed before it wrote its config
+    starts fresh.
+    """
     state, failure = rec.get("state"), rec.get("failure") or {}
     if state == "finished":
         return "skip"
-    started = bool(rec.get("run_dir"))
+    started = bool(rec.get("run_dir")) and rundir.is_run(out / str(rec["run_dir"]))
     if started and (state in ("running", "interrupted") or failure.get("kind") in RESUMABLE_KINDS):
         return "resume"
     return "fresh"
 
 
-def resume_args(stored: dict[str, Any] | None, given: dict[str, Any]) -> TrainArgs:
-    """The stored options, where --resume was given none or the same; a different one is an error."""
+def resume_args(stored: dict[str, Any] | None, given: dict[str, Any]) -> tuple[TrainArgs, list[str]]:
+    """The stored options, with those given again on --resume replacing them; and each change, in words.
+
+    An option saved in the state never locks the user out: a corrected --data, --set or --init is
+    taken and recorded. Experiments that continue from a checkpoint still refuse a change that
+    reshapes their model (`train --resume` compares the settings).
+    """
     base = TrainArgs(**stored) if stored else TrainArgs()
-    conflicts = []
+    changes = []
     for key, value in given.items():
         if value is None or value == []:
             continue
         if stored and value != getattr(base, key):
-            conflicts.append(f"{key}: {getattr(base, key)!r} at the start, {value!r} now")
+            changes.append(f"--{key.replace('_', '-')}: {getattr(base, key)!r} at the start, {value!r} now")
         setattr(base, key, value)
-    if conflicts:
-        raise DialsumError(
-            "--resume continues with the options the suite started with; "
-            f"drop the differing ones or choose another --out ({'; '.join(conflicts)})"
-        )
-    return base
+    return base, changes
 
 
 @dataclass
@@ -452,12 +478,14 @@ class SuiteState:
     suite_file: str
     args: TrainArgs
     records: list[dict[str, Any]]
+    option_changes: list[str] = field(default_factory=list)
 
     def save(self) -> None:
         atomic_write_json(
             self.path,
             {
                 "suite": self.suite, "suite_file": self.suite_file, "train_args": asdict(self.args),
+                "option_changes": self.option_changes,
                 "updated": datetime.now().astimezone().isoformat(timespec="seconds"), "records": self.records,
             },
         )  # fmt: skip
@@ -682,10 +710,10 @@ def check_no_orphan(rec: dict[str, Any]) -> None:
 
 
 def clear_partial_checkpoints(run_dir: Path) -> list[str]:
-    """Remove checkpoint-N folders without trainer_state.json (written last): a kill mid-save."""
+    """Remove incomplete checkpoint-N folders (a kill mid-save; see `rundir.checkpoint_complete`)."""
     removed = []
     for ckpt in sorted((run_dir / "checkpoints").glob("checkpoint-*")):
-        if ckpt.is_dir() and not (ckpt / "trainer_state.json").is_file():
+        if ckpt.is_dir() and not rundir.checkpoint_complete(ckpt):
             shutil.rmtree(ckpt, ignore_errors=True)
             removed.append(ckpt.name)
     return removed
@@ -694,17 +722,9 @@ def clear_partial_checkpoints(run_dir: Path) -> list[str]:
 def train_command(
     entry: SuiteEntry, args: TrainArgs, run_dir: Path, extra: list[str], resume: bool
 ) -> list[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "dialsum.cli",
-        "train",
-        entry.config,
-        "--init",
-        args.init,
-        "--run-dir",
-        str(run_dir),
-    ]
+    cmd = [sys.executable, "-m", "dialsum.cli", "train", entry.config, "--run-dir", str(run_dir)]
+    if args.init:
+        cmd += ["--init", args.init]
     if args.one_epoch:
         cmd.append("--one-epoch")
     if args.max_steps:
@@ -786,7 +806,7 @@ class SuiteRunner:
     # -- one experiment
 
     def run_experiment(self, rec: dict[str, Any], entry: SuiteEntry) -> None:
-        action = next_action(rec)
+        action = next_action(rec, self.out)
         if action == "skip":
             self.display.event(f"{rec['name']}: already finished; skipped (its run is kept)")
             return
@@ -1023,24 +1043,38 @@ def results_table(records: list[dict[str, Any]], out: Path) -> str:
 # ---------------------------------------------------------------- entry point
 
 
-def open_state(opts: SuiteOptions, suite: SuiteFile, out: Path, given: dict[str, Any]) -> SuiteState:
-    """A new state, or (with --resume) the stored one merged with the suite file."""
+def suite_args(opts: SuiteOptions, suite: SuiteFile, out: Path, given: dict[str, Any]) -> tuple[TrainArgs, list[str]]:
+    """The options this suite run trains with (with --resume: the stored ones, updated) and the changes."""
     path = out / STATE_FILE
-    suite_file = str(Path(opts.suite_file).resolve())
     if path.exists() and not opts.resume:
         raise DialsumError(
             f"{path}: a suite already ran in {out}; continue it with --resume, or choose another --out"
         )
     if not path.exists():
-        args = check_train_args(resume_args(None, given))
-        return SuiteState(path, suite.name, suite_file, args, merge_records(suite, []))
+        return check_train_args(resume_args(None, given)[0]), []
     stored = read_state(path)
     if stored.get("suite") not in (None, suite.name):
         raise DialsumError(
             f"{path}: holds suite {stored.get('suite')!r}, not {suite.name!r}; pass its suite file or another --out"
         )
-    args = check_train_args(resume_args(stored.get("train_args"), given))
-    return SuiteState(path, suite.name, suite_file, args, merge_records(suite, stored["records"]))
+    args, changes = resume_args(stored.get("train_args"), given)
+    return check_train_args(args), changes
+
+
+def open_state(opts: SuiteOptions, suite: SuiteFile, out: Path, args: TrainArgs, changes: list[str]) -> SuiteState:
+    """A new state, or the stored one merged with the suite file; option changes are recorded in it."""
+    path = out / STATE_FILE
+    suite_file = str(Path(opts.suite_file).resolve())
+    stored = read_state(path) if path.exists() else {}
+    state = SuiteState(path, suite.name, suite_file, args, merge_records(suite, stored.get("records") or []),
+                       list(stored.get("option_changes") or []))
+    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+    for change in changes:
+        state.option_changes.append(f"{stamp} --resume {change}")
+        for rec in state.records:
+            if rec.get("state") != "finished":
+                rec.setdefault("adaptations", []).append(f"suite: resumed with {change}")
+    return state
 
 
 def given_args(opts: SuiteOptions) -> dict[str, Any]:
@@ -1054,14 +1088,19 @@ def run_suite(opts: SuiteOptions) -> int:
     suite = load_suite(opts.suite_file)
     chosen = select_names([e.name for e in suite.experiments], opts.only, opts.skip)
     given = given_args(opts)
-    check_train_args(resume_args(None, given))  # bad flags fail before anything is written
-    out = Path(opts.out) if opts.out else Path("runs") / "suites" / suite.name
+    check_train_args(resume_args(None, given)[0])  # bad flags fail before anything is written
+    out = check_folder(opts.out or Path("runs") / "suites" / suite.name, "--out")
+    SuiteLock(out / LOCK_FILE).refuse_if_held()
+    args, changes = suite_args(opts, suite, out, given)
+    configs = load_configs(suite, chosen, args)
+    check_experiments(suite, chosen, args)  # nothing is written before every experiment could run
     live = sys.stdout.isatty() if opts.live is None else opts.live
     display: Any = LineDisplay()
     out.mkdir(parents=True, exist_ok=True)
     with SuiteLock(out / LOCK_FILE, say=display.event):
-        state = open_state(opts, suite, out, given)
-        configs = load_configs(suite, chosen, state.args)
+        state = open_state(opts, suite, out, args, changes)
+        for change in changes:
+            display.event(f"--resume {change}: taken, and recorded in {STATE_FILE}")
         for rec in state.records:
             if rec["name"] not in chosen and rec.get("state") == "pending":
                 rec["state"] = "skipped"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +16,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from dialsum.data import LengthBucketSampler, Seq2SeqCollator
 from dialsum.losses import seq2seq_loss, supports_chunked_loss
+from dialsum.meter import TrainingMeter
 
 if TYPE_CHECKING:
     from dialsum.training import Run
@@ -27,7 +27,8 @@ OOM_ABOVE_BATCH_ENV = "DIALSUM_FAULT_OOM_ABOVE_BATCH"
 
 
 class DialsumTrainer(Seq2SeqTrainer):
-    """Length-bucketed batches, loss per micro-batch (chunked over the vocabulary when enabled), token count."""
+    """Length-bucketed batches, loss per micro-batch (chunked over the vocabulary when enabled), and a
+    `TrainingMeter` that counts real tokens and stops its clock while evaluating."""
 
     def __init__(self, *args: Any, chunk_tokens: int | None, oom_above_batch: int | None,
                  length_buckets: bool, **kwargs: Any):
@@ -35,9 +36,18 @@ class DialsumTrainer(Seq2SeqTrainer):
         self.length_buckets = length_buckets
         self.chunk_tokens = chunk_tokens
         self.oom_above_batch = oom_above_batch
-        self.real_tokens = 0
+        self.add_callback(TrainingMeter())
         # Each micro-batch loss is a mean; the Trainer divides by the accumulation steps.
         self.model_accepts_loss_kwargs = False
+
+    @property
+    def meter(self) -> TrainingMeter:
+        """The meter now in use: on --resume transformers replaces it by one rebuilt from the checkpoint."""
+        return next(cb for cb in self.callback_handler.callbacks if isinstance(cb, TrainingMeter))
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        with self.meter.paused():
+            return super().evaluate(*args, **kwargs)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         if not self.length_buckets:
@@ -51,7 +61,8 @@ class DialsumTrainer(Seq2SeqTrainer):
         if model.training:
             self._count(inputs)
         if self.chunk_tokens and not return_outputs:
-            return seq2seq_loss(model, inputs, chunk_tokens=self.chunk_tokens)
+            return seq2seq_loss(model, inputs, chunk_tokens=self.chunk_tokens,
+                                label_smoothing=self.args.label_smoothing_factor)
         return super().compute_loss(model, inputs, return_outputs=return_outputs)
 
     def _count(self, inputs: dict[str, Any]) -> None:
@@ -60,7 +71,7 @@ class DialsumTrainer(Seq2SeqTrainer):
             raise torch.OutOfMemoryError(
                 f"CUDA out of memory (injected: micro-batch {batch} > {self.oom_above_batch})"
             )
-        self.real_tokens += int(inputs["attention_mask"].sum()) + int((inputs["labels"] != -100).sum())
+        self.meter.tokens += int(inputs["attention_mask"].sum()) + int((inputs["labels"] != -100).sum())
 
 
 class JsonlLog(TrainerCallback):
@@ -69,11 +80,11 @@ class JsonlLog(TrainerCallback):
     def __init__(self, path: Path, trainer: DialsumTrainer):
         self.path = path
         self.trainer = trainer
-        self.started = time.time()
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        meter = self.trainer.meter
         row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4),
-               "time_s": round(time.time() - self.started, 2), "real_tokens": self.trainer.real_tokens}
+               "train_seconds": round(meter.seconds, 2), "real_tokens": meter.total_tokens}
         row.update({k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))})
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
@@ -85,14 +96,11 @@ class Progress(TrainerCallback):
     def __init__(self, trainer: DialsumTrainer):
         self.trainer = trainer
         self.bar: Any = None
-        self.started = 0.0
-        self.tokens0 = 0
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", dynamic_ncols=True)
-        self.started, self.tokens0 = time.time(), self.trainer.real_tokens
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self.bar is not None:
@@ -102,8 +110,8 @@ class Progress(TrainerCallback):
         logs = logs or {}
         if self.bar is None:
             return
-        elapsed = max(time.time() - self.started, 1e-9)
-        post = {"tok/s": f"{(self.trainer.real_tokens - self.tokens0) / elapsed:,.0f}"}
+        meter = self.trainer.meter
+        post = {"tok/s": f"{meter.tokens / max(meter.process_seconds(), 1e-9):,.0f}"}
         if "loss" in logs:
             post["loss"] = f"{logs['loss']:.3f}"
         if "learning_rate" in logs:

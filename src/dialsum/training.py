@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import os
 import platform
-import resource
 import sys
 import time
 import warnings
@@ -22,19 +22,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dialsum import data, generation, modeling
+from dialsum import baselines, config, data, generation, modeling, paths, rundir, train_args
 from dialsum.config import ExperimentConfig, to_yaml
-from dialsum.csvio import atomic_write_json, atomic_write_rows, atomic_write_text
+from dialsum.csvio import atomic_write_json, atomic_write_rows, atomic_write_text, read_json
 from dialsum.errors import DialsumError
 from dialsum.gpu import DeviceInfo, free_memory, probe
-from dialsum.resolve import Plan, plan_experiment
+from dialsum.resolve import Plan, plan_and_check
 
 log = logging.getLogger("dialsum")
 
 
 @dataclass
 class RunOptions:
-    init: str = "pretrained"
+    init: str | None = None  # None: the config's model.init
     run_dir: Path | None = None
     max_steps: int | None = None
     one_epoch: bool = False
@@ -57,12 +57,15 @@ class Run:
     strip_tokens: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    log_buffer: Any = None
 
 
 def run_experiment(cfg: ExperimentConfig, opts: RunOptions) -> dict[str, Any]:
     run = _setup_run(cfg, opts)
     try:
         _setup_data(run)  # first, before the heavy imports: bad data fails within a second
+        _setup_plan(run)  # every check that can fail before training; nothing is written before it
+        _open_run_dir(run)
         _setup_model(run)
         train(run)
         evaluate(run)
@@ -77,39 +80,65 @@ def run_experiment(cfg: ExperimentConfig, opts: RunOptions) -> dict[str, Any]:
 
 
 def _setup_run(cfg: ExperimentConfig, opts: RunOptions) -> Run:
+    """Apply the command-line options and check the run directory; nothing is written yet."""
+    if opts.resume and opts.run_dir is None:
+        raise DialsumError("--resume needs --run-dir: the run directory to continue")
+    apply_options(cfg, opts)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = opts.run_dir or Path(cfg.experiment.output_dir) / cfg.experiment.name / stamp
+    rundir.check_target(run_dir, opts.resume)
+    run = Run(cfg, opts, run_dir)
+    _setup_logging(run)
+    return run
+
+
+def apply_options(cfg: ExperimentConfig, opts: RunOptions) -> None:
+    """--init, --one-epoch and --max-steps, checked, onto the config."""
+    config.check_init(opts.init)
+    config.check_max_steps(opts.max_steps, opts.one_epoch)
     if opts.one_epoch:
         cfg.training.num_train_epochs = 1
     if opts.max_steps:
         cfg.training.max_steps = opts.max_steps
-    cfg.model.init = opts.init  # type: ignore[assignment]
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = opts.run_dir or Path(cfg.experiment.output_dir) / cfg.experiment.name / stamp
-    if (run_dir / "metrics.json").exists() and not opts.resume:
-        raise DialsumError(f"{run_dir}: already holds a finished run; choose another --run-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _setup_logging(run_dir)
-    log.info("run directory: %s", run_dir)
-    return Run(cfg, opts, run_dir)
+    if opts.init:
+        cfg.model.init = opts.init  # type: ignore[assignment]
 
 
-def _setup_logging(run_dir: Path) -> None:
+def _setup_logging(run: Run) -> None:
+    """The log goes to stderr at once, and to train.log from the moment the run directory exists."""
     log.setLevel(logging.INFO)
     for handler in list(log.handlers):
         log.removeHandler(handler)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    for handler in (logging.FileHandler(run_dir / "train.log", encoding="utf-8"), logging.StreamHandler(sys.stderr)):
-        handler.setFormatter(fmt)
+        handler.close()
+    run.log_buffer = logging.handlers.MemoryHandler(capacity=10_000, flushLevel=logging.CRITICAL + 1)
+    stderr = logging.StreamHandler(sys.stderr)
+    for handler in (stderr, run.log_buffer):
+        handler.setFormatter(LOG_FORMAT)
         log.addHandler(handler)
     log.propagate = False
     quiet_libraries()
 
 
+def _log_to_file(run: Run) -> None:
+    """train.log gets the lines logged so far, then every later one."""
+    file = logging.FileHandler(run.dir / "train.log", encoding="utf-8")
+    file.setFormatter(LOG_FORMAT)
+    run.log_buffer.setTarget(file)
+    run.log_buffer.flush()
+    log.removeHandler(run.log_buffer)
+    log.addHandler(file)
+
+
+LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+
+
 def quiet_libraries() -> None:
     """Library chatter (deprecation notices, shard progress bars) stays out of the user's log."""
-    for noisy in ("transformers", "peft", "bitsandbytes"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
     from transformers.utils import logging as hf_logging
 
+    hf_logging.set_verbosity_error()  # configures the library's logger first, so the level holds
+    for noisy in ("peft", "bitsandbytes"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="peft")
@@ -149,45 +178,94 @@ def _setup_data(run: Run) -> None:
     log.info("data: %d train, %d dev, %d test rows from %s", len(train_df), len(dev_df), len(test_df), cfg.data.dir)
 
 
+TINY_CPU_THREADS = 2
+
+
 def _set_cpu_threads(run: Run) -> None:
-    """Tiny models gain nothing from intra-op threads, and lose much when another process shares the cores."""
+    """Tiny models gain little beyond two intra-op threads (1.5x over one, measured on 2 cores), and lose
+    much when more threads than free cores compete; larger models keep torch's default."""
     import torch
 
+    assert run.device is not None
     threads = run.cfg.speed.cpu_threads
     if threads is None and run.cfg.model.init == "tiny" and not run.device.cuda_available:
-        threads = 1
+        threads = min(TINY_CPU_THREADS, run.device.cpu_cores)
     if threads:
         torch.set_num_threads(threads)
         log.info("torch CPU threads: %d (speed.cpu_threads)", threads)
 
 
 def _tokenizer(run: Run) -> Any:
+    """The hub tokenizer; for tiny and random builds the one saved with the run, else one trained on the data."""
     cfg = run.cfg
+    hf_config, _ = modeling.resolve_hf_config(cfg.model.name)  # a missing or broken checkpoint, said plainly
     if cfg.model.init == "pretrained":
         return modeling.load_tokenizer(cfg.model.name)
-    hf_config, _ = modeling.resolve_hf_config(cfg.model.name)
+    saved = run.dir / "base_model"
+    if run.opts.resume and (saved / "tokenizer_config.json").is_file():
+        return modeling.load_tokenizer(str(saved))
     return modeling.tokenizer_from_data(run.frames["train"], modeling.family_of(hf_config), cfg.tokenizer.prefix,
                                         cfg.model.tiny_vocab_size, cfg.tokenizer.special_tokens)
 
 
-def _setup_model(run: Run) -> None:
+def _setup_plan(run: Run) -> None:
+    """Tokenizer, adaptations and every check against this machine and transformers; on --resume, the
+    check that the settings still describe the model in the run's checkpoints."""
     import torch
 
-    cfg = run.cfg
     run.device = probe()
     _set_cpu_threads(run)
-    atomic_write_json(run.dir / "environment.json", _environment(run.device))
-    torch.manual_seed(cfg.experiment.seed)
+    torch.manual_seed(run.cfg.experiment.seed)
+    if run.opts.resume:  # the model source first: a different one cannot even load the run's tokenizer
+        _check_same_model(run.dir, run.cfg, ("model.init", "model.name"))
     tokenizer = _tokenizer(run)
-    added = modeling.add_keep_whole_tokens(tokenizer, cfg.tokenizer.special_tokens)
-    run.plan = plan = plan_experiment(cfg, cfg.model.init, run.device, vocab_size=len(tokenizer))
+    run.metrics["added_tokens"] = modeling.add_keep_whole_tokens(tokenizer, run.cfg.tokenizer.special_tokens)
+    plan = plan_and_check(run.cfg, None, run.device, vocab_size=len(tokenizer))
     if not plan.ok:
         raise DialsumError("; ".join(plan.errors))
-    run.cfg = cfg = plan.cfg
-    for line in plan.adaptations:
+    if run.opts.resume:
+        _check_same_model(run.dir, plan.cfg, FIXED_ON_RESUME, len(tokenizer))
+    run.plan, run.cfg, run.tokenizer = plan, plan.cfg, tokenizer
+
+
+# Settings that must not change on --resume: they shape the model, its tokens, or the data position
+# stored in the checkpoint.
+FIXED_ON_RESUME = ("model", "tokenizer", "lora", "training.per_device_train_batch_size",
+                   "training.gradient_accumulation_steps")
+
+
+def _check_same_model(run_dir: Path, cfg: ExperimentConfig, keys: tuple[str, ...],
+                      vocab_size: int | None = None) -> None:
+    saved = config.load(run_dir / "config.yaml")
+    diffs = config.differences(saved, cfg, keys)
+    info_path = run_dir / "model_info.json"
+    if vocab_size is not None and info_path.is_file():
+        info = read_json(info_path, "delete the run directory to start over")
+        if info.get("vocab_size") not in (None, vocab_size):
+            diffs.append(f"vocabulary size: {info['vocab_size']} in the run, {vocab_size} now")
+    if diffs:
+        raise DialsumError(
+            f"--resume {run_dir}: the settings differ from the run's where they shape the model it continues "
+            f"({'; '.join(diffs)}); resume with the run's settings, or start a new --run-dir"
+        )
+
+
+def _open_run_dir(run: Run) -> None:
+    """The run directory, its log and its resolved config: written only once every check has passed."""
+    assert run.plan is not None and run.device is not None
+    run.dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.dir / "config.yaml", to_yaml(run.cfg))
+    atomic_write_json(run.dir / "adaptations.json", run.plan.adaptations)
+    _log_to_file(run)
+    log.info("run directory: %s", run.dir)
+    atomic_write_json(run.dir / "environment.json", _environment(run.device))
+    for line in run.plan.adaptations:
         log.warning("adapted: %s", line)
-    atomic_write_text(run.dir / "config.yaml", to_yaml(cfg))
-    atomic_write_json(run.dir / "adaptations.json", plan.adaptations)
+
+
+def _setup_model(run: Run) -> None:
+    cfg, plan, tokenizer = run.cfg, run.plan, run.tokenizer
+    assert plan is not None
     model, base = _base_model(run, tokenizer)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
@@ -197,14 +275,14 @@ def _setup_model(run: Run) -> None:
             dropout=cfg.lora.lora_dropout, quantized=plan.four_bit,
             gradient_checkpointing=cfg.training.gradient_checkpointing,
         )
-    run.tokenizer, run.model = tokenizer, model
+    run.model = model
     from dialsum.metrics import decoder_tokens_to_strip
 
     run.strip_tokens = decoder_tokens_to_strip(tokenizer)
     run.encoder = data.Encoder(tokenizer, plan.family, cfg.tokenizer.prefix, cfg.tokenizer.encoder_max_len,
                                cfg.tokenizer.decoder_max_len)
     total, trainable = modeling.count_parameters(model)
-    run.metrics.update(parameters=total, trainable_parameters=trainable, added_tokens=added)
+    run.metrics.update(parameters=total, trainable_parameters=trainable)
     atomic_write_json(run.dir / "model_info.json", {
         "base": base, "family": plan.family, "vocab_size": len(tokenizer), "adapter": cfg.lora.enabled,
         "four_bit": plan.four_bit, "init": cfg.model.init, "model_name": cfg.model.name,
@@ -230,6 +308,7 @@ def _base_model(run: Run, tokenizer: Any) -> tuple[Any, str]:
         base = str(run.dir / "base_model")
         if not (Path(base) / "config.json").exists():
             fresh.save_pretrained(base)
+            tokenizer.save_pretrained(base)  # a resumed run tokenizes exactly as this one
         if not plan.four_bit:
             return fresh, base
     return modeling.load_pretrained_model(base, four_bit=plan.four_bit, compute_dtype=dtype,
@@ -239,78 +318,68 @@ def _base_model(run: Run, tokenizer: Any) -> tuple[Any, str]:
 # ---------------------------------------------------------------- train
 
 
-def _training_args(run: Run) -> Any:
-    from transformers import Seq2SeqTrainingArguments
-
-    t, cfg = run.cfg.training, run.cfg
-    best = t.load_best_model_at_end and t.eval_strategy != "no"
-    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run.dir / "tensorboard"))
-    return Seq2SeqTrainingArguments(
-        output_dir=str(run.dir / "checkpoints"),
-        per_device_train_batch_size=t.per_device_train_batch_size,
-        per_device_eval_batch_size=t.per_device_eval_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        num_train_epochs=t.num_train_epochs, max_steps=t.max_steps,
-        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler_type, warmup_steps=t.warmup_ratio,
-        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
-        label_smoothing_factor=t.label_smoothing_factor,
-        bf16=t.bf16, tf32=t.tf32 or None,
-        dataloader_num_workers=t.dataloader_num_workers, dataloader_pin_memory=t.dataloader_pin_memory,
-        dataloader_persistent_workers=t.dataloader_persistent_workers,
-        gradient_checkpointing=t.gradient_checkpointing and not run.plan.four_bit,
-        eval_strategy=t.eval_strategy, eval_steps=t.eval_steps,
-        save_strategy=t.save_strategy, save_steps=t.save_steps, save_total_limit=t.save_total_limit,
-        logging_steps=t.logging_steps, logging_first_step=True,
-        load_best_model_at_end=best, metric_for_best_model=t.metric_for_best_model if best else None,
-        greater_is_better=True if best else None,
-        predict_with_generate=True, generation_max_length=cfg.generation.max_length,
-        generation_num_beams=cfg.generation.num_beams,
-        optim="adamw_torch_fused" if run.cfg.speed.fused_adamw else t.optim,
-        report_to=[r for r in t.report_to if r != "none"] or "none",
-        seed=cfg.experiment.seed, remove_unused_columns=False, disable_tqdm=True,
-        torch_compile=cfg.speed.torch_compile,
-    )
-
-
 def train(run: Run) -> None:
+    from dialsum.meter import TrainingMeter
     from dialsum.trainer import build_trainer
 
-    cfg = run.cfg
-    assert run.encoder is not None
+    cfg, plan = run.cfg, run.plan
+    assert run.encoder is not None and plan is not None
     train_set = run.encoder.examples(run.frames["train"])
     eval_df = run.frames["dev"]
     if cfg.training.eval_max_samples:
         eval_df = eval_df.head(cfg.training.eval_max_samples)
-    trainer = build_trainer(run, _training_args(run), train_set, run.encoder.examples(eval_df))
-    resume = _last_checkpoint(run.dir / "checkpoints") if run.opts.resume else None
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.dir / "tensorboard")  # read when the trainer is built
+    args = train_args.training_arguments(cfg, output_dir=str(run.dir / "checkpoints"), four_bit=plan.four_bit)
+    trainer = build_trainer(run, args, train_set, run.encoder.examples(eval_df))
+    resume = rundir.last_checkpoint(run.dir / "checkpoints") if run.opts.resume else None
     if run.opts.resume:
         log.info("resuming from %s", resume or "the start (no checkpoint yet)")
-    _reset_peak_memory()
-    started = time.time()
+    measured = resume is None or _meter_state(resume) is not None
     if resume and _training_done(resume, cfg):
         # transformers would still take one more step from a checkpoint saved at the last one
         log.info("%s already reached the end of training; evaluating it", resume.name)
         _load_checkpoint(trainer, resume)
-        result = None
+        result, meter = None, TrainingMeter(**(_meter_state(resume) or {}))
     else:
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    seconds = time.time() - started
-    tokens = trainer.real_tokens
+        meter = trainer.meter
+    meter.close()
     run.model = trainer.model
     final_dir = run.dir / "model"
     trainer.save_model(str(final_dir))
     run.tokenizer.save_pretrained(str(final_dir))
     run.metrics.update(
-        train_seconds=round(seconds, 2), steps=trainer.state.global_step,
-        epochs=round(trainer.state.epoch or 0.0, 3), train_loss=result.training_loss if result else None,
-        train_tokens_per_second=round(tokens / seconds, 1) if seconds else None,
-        best_checkpoint=trainer.state.best_model_checkpoint,
+        steps=trainer.state.global_step, epochs=round(trainer.state.epoch or 0.0, 3),
+        train_loss=result.training_loss if result else None, best_checkpoint=trainer.state.best_model_checkpoint,
     )
-    run.metrics.update(_peak_memory(run))
+    run.metrics.update(_measurements(meter) if measured else _unmeasured(resume))
+
+
+def _measurements(meter: Any) -> dict[str, Any]:
+    peak, kind = meter.peak()
+    return {"train_seconds": round(meter.seconds, 2), "train_tokens": meter.total_tokens,
+            "train_tokens_per_second": meter.tokens_per_second(), "peak_memory_mb": peak, "memory_kind": kind}
+
+
+def _unmeasured(checkpoint: Path | None) -> dict[str, Any]:
+    log.warning("%s holds no training measurements (saved by an older dialsum): training time, tokens per "
+                "second and peak memory are not reported for this run", checkpoint)
+    return dict.fromkeys(("train_seconds", "train_tokens", "train_tokens_per_second", "peak_memory_mb",
+                          "memory_kind"))
+
+
+def _meter_state(checkpoint: Path) -> dict[str, Any] | None:
+    state = _trainer_state(checkpoint).get("stateful_callbacks") or {}
+    stored = state.get("TrainingMeter")
+    return stored.get("args") if isinstance(stored, dict) else None
+
+
+def _trainer_state(checkpoint: Path) -> dict[str, Any]:
+    return read_json(checkpoint / "trainer_state.json", f"delete {checkpoint} to resume from the one before")
 
 
 def _training_done(checkpoint: Path, cfg: ExperimentConfig) -> bool:
-    state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    state = _trainer_state(checkpoint)
     t = cfg.training
     if t.max_steps > 0:
         return state.get("global_step", 0) >= t.max_steps
@@ -322,28 +391,6 @@ def _load_checkpoint(trainer: Any, checkpoint: Path) -> None:
 
     trainer._load_from_checkpoint(str(checkpoint))
     trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
-
-
-def _last_checkpoint(path: Path) -> Path | None:
-    """Newest complete checkpoint: one killed mid-save has no trainer_state.json and is passed over."""
-    done = [p for p in path.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
-
-
-def _reset_peak_memory() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-
-
-def _peak_memory(run: Run) -> dict[str, Any]:
-    import torch
-
-    if run.plan and run.plan.device == "cuda":
-        return {"peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1), "memory_kind": "cuda"}
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"peak_memory_mb": round(rss_kb / 1024, 1), "memory_kind": "rss"}
 
 
 # ---------------------------------------------------------------- evaluate and predict
@@ -374,9 +421,10 @@ def evaluate(run: Run) -> None:
                       zip(dev["fname"], preds, dev["summary"],
                           [round(sum(t) / 3 * 100, 2) for t in scores["morpheme"].per_dialogue], strict=True))
     run.metrics["dev"] = {tok: s.to_dict() for tok, s in scores.items()}
+    run.metrics["baseline"] = baseline = baselines.longest_turn_scores(list(dev["dialogue"]), list(dev["summary"]))
     m = scores["morpheme"]
-    log.info("dev (morpheme, the leaderboard's tokenization): R1 %.4f R2 %.4f RL %.4f final %.2f",
-             m.rouge1, m.rouge2, m.rougeL, m.final)
+    log.info("dev (morpheme, the leaderboard's tokenization): R1 %.4f R2 %.4f RL %.4f final %.2f "
+             "(the longest turn as the summary: %.2f)", m.rouge1, m.rouge2, m.rougeL, m.final, baseline["morpheme"])
 
 
 def predict(run: Run) -> None:
@@ -407,6 +455,9 @@ def cleanup(run: Run) -> None:
     free_memory()
     for handler in list(log.handlers):
         handler.flush()
+        if isinstance(handler, (logging.FileHandler, logging.handlers.MemoryHandler)):
+            log.removeHandler(handler)  # a second run in this process logs into its own train.log
+            handler.close()
 
 
 def summarize_metrics(metrics: dict[str, Any]) -> str:
@@ -424,7 +475,7 @@ def load_run_model(run_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
     info_path, model_dir = run_dir / "model_info.json", run_dir / "model"
     if not info_path.is_file() or not model_dir.is_dir():
         raise DialsumError(f"{run_dir}: not a finished run (no model_info.json or model/); train it first")
-    info = json.loads(info_path.read_text(encoding="utf-8"))
+    info = read_json(info_path, "train the run again")
     tokenizer = modeling.load_tokenizer(str(model_dir))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if not info["adapter"]:
@@ -440,10 +491,10 @@ def load_run_model(run_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
 
 
 def predict_file(run_dir: str | Path, input_path: str | Path, out: str | Path | None) -> Path:
-    from dialsum import config
     from dialsum.metrics import decoder_tokens_to_strip
 
     run_dir = Path(run_dir)
+    target = paths.check_file(out, "--out") if out else run_dir / "predictions.csv"
     cfg = config.load(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
     if cfg is None:
         raise DialsumError(f"{run_dir}: no config.yaml; is this a dialsum run directory?")
@@ -455,7 +506,7 @@ def predict_file(run_dir: str | Path, input_path: str | Path, out: str | Path | 
                            cfg.tokenizer.decoder_max_len)
     preds = generation.generate(model, tokenizer, encoder.inputs(list(df["dialogue"])), cfg.generation,
                                 decoder_tokens_to_strip(tokenizer))
-    return generation.write_submission(Path(out) if out else run_dir / "predictions.csv", list(df["fname"]), preds)
+    return generation.write_submission(target, list(df["fname"]), preds)
 
 
 def _cuda() -> bool:

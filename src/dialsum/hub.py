@@ -1,0 +1,99 @@
+"""Where a checkpoint's config comes from: a local directory, the hub cache, or a download.
+
+    dialsum validate CONFIG --set model.name=gogamza/kobart-base-v2     # downloads config.json when online
+    HF_HUB_OFFLINE=1 dialsum validate configs/experiments/*.yaml         # the hub cache only
+    pytest tests/test_hub.py
+
+`checkpoint_config(name)` resolves `config.json` the way transformers does, through huggingface_hub:
+a local directory is read in place; a hub id is taken from the cache or downloaded, honouring
+`HF_HUB_OFFLINE`, `HF_HOME`/`HF_HUB_CACHE` and `HF_TOKEN`. Only "this file is not there" (no such
+directory or repository, no cached copy while offline or unreachable) returns None, so that the
+caller may fall back to the built-in architecture table; a gated repository or a config.json that
+is not valid JSON is an error that names the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dialsum.errors import DialsumError
+
+CONFIG_NAME = "config.json"
+
+
+def config_file(name: str) -> Path | None:
+    """The checkpoint's config.json on disk (downloaded if need be), or None when there is none."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HFValidationError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    local = Path(name).expanduser()
+    if local.is_dir():
+        path = local / CONFIG_NAME
+        return path if path.is_file() else None
+    try:
+        return Path(hf_hub_download(repo_id=name, filename=CONFIG_NAME))
+    except GatedRepoError:
+        raise DialsumError(
+            f"model.name={name!r}: a gated repository; accept its terms on the hub and set HF_TOKEN "
+            "(or `hf auth login`)"
+        ) from None
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError, HFValidationError):
+        return None  # no such repository or file, no cached copy (offline or unreachable), not an id
+
+
+def read_config_json(path: Path) -> dict[str, Any]:
+    """The parsed config.json; a truncated or non-JSON file is an error naming it and the line."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DialsumError(f"{path}: not UTF-8 text; re-download or repair the checkpoint") from None
+    except json.JSONDecodeError as err:
+        raise DialsumError(
+            f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); "
+            "re-download or repair the checkpoint"
+        ) from None
+    if not isinstance(data, dict) or "model_type" not in data:
+        raise DialsumError(f"{path}: no model_type; not a transformers model config")
+    return data
+
+
+def checkpoint_config(name: str) -> Any | None:
+    """The transformers config of checkpoint `name`, or None when no config.json can be found."""
+    import transformers as tf
+
+    path = config_file(name)
+    if path is None:
+        return None
+    read_config_json(path)
+    try:
+        return tf.AutoConfig.from_pretrained(path.parent)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DialsumError(
+            f"{path}: transformers cannot read this config ({str(err).splitlines()[0][:160]}); "
+            "upgrade transformers or use another checkpoint"
+        ) from None
+
+
+def offline() -> bool:
+    """True when huggingface_hub will not download (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE set)."""
+    from huggingface_hub import constants
+
+    return constants.is_offline_mode()
+
+
+def not_found_message(name: str) -> str:
+    """Why `name` could not be resolved, and what to do, for a one-line error."""
+    where = "not a local directory with config.json"
+    if offline():
+        return (f"model.name={name!r}: {where}, and not in the hub cache (HF_HUB_OFFLINE=1: nothing is "
+                "downloaded); run once online, or point model.name at a local checkpoint directory")
+    return (f"model.name={name!r}: {where}, and not found on the hub (check the id and your connection; "
+            "a private model needs HF_TOKEN)")

@@ -1,0 +1,88 @@
+"""Checkpoint configs from a local directory, the hub cache, or a download (monkeypatched: no network).
+
+    pytest tests/test_hub.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError
+
+from dialsum import hub, modeling
+from dialsum.errors import DialsumError
+
+HUB_ID = "gogamza/kobart-base-v2"  # outside the built-in table
+
+
+def bart_checkpoint(folder: Path) -> Path:
+    """A small BART config, saved the way a hub snapshot holds it."""
+    spec = modeling.tiny_spec(modeling.KNOWN_ARCHS["digit82/kobart-summarization"], 64, 1, 500)
+    modeling.config_from_spec(spec).save_pretrained(folder)
+    return folder
+
+
+def fake_download(files: dict[str, Path], calls: list[tuple[str, str]]):
+    def download(repo_id: str, filename: str, **kwargs):
+        calls.append((repo_id, filename))
+        if repo_id not in files:
+            raise LocalEntryNotFoundError("not cached, and the hub is out of reach")
+        return str(files[repo_id] / filename)
+
+    return download
+
+
+def test_a_hub_id_outside_the_table_resolves_through_the_download(tmp_path, monkeypatch):
+    calls: list[tuple[str, str]] = []
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_download({HUB_ID: bart_checkpoint(tmp_path)}, calls))
+    hf_config, source = modeling.resolve_hf_config(HUB_ID)
+    assert source == "checkpoint config" and hf_config.model_type == "bart" and hf_config.d_model == 64
+    assert calls == [(HUB_ID, "config.json")]
+
+
+def test_the_table_is_the_fallback_for_seed_models_only(tmp_path, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_download({}, []))
+    hf_config, source = modeling.resolve_hf_config("digit82/kobart-summarization")
+    assert source == "built-in architecture table" and hf_config.d_model == 768
+    with pytest.raises(DialsumError, match=f"model.name='{HUB_ID}': not a local directory"):
+        modeling.resolve_hf_config(HUB_ID)
+
+
+def test_a_corrupt_cached_config_is_not_read_as_missing(tmp_path, monkeypatch):
+    """A seed model whose cached config.json is truncated must not fall back to the table silently."""
+    (tmp_path / "config.json").write_text('{"model_type": "bart", "d_mo', encoding="utf-8")
+    monkeypatch.setattr("huggingface_hub.hf_hub_download",
+                        fake_download({"digit82/kobart-summarization": tmp_path}, []))
+    with pytest.raises(DialsumError, match=r"config.json: not valid JSON \(line 1, column"):
+        modeling.resolve_hf_config("digit82/kobart-summarization")
+
+
+def test_a_gated_repository_says_how_to_get_access(monkeypatch):
+    def gated(repo_id: str, filename: str, **kwargs):
+        import httpx2 as httpx
+
+        request = httpx.Request("HEAD", f"https://huggingface.co/{repo_id}/resolve/main/{filename}")
+        raise GatedRepoError("access to this repository is restricted", response=httpx.Response(401, request=request))
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", gated)
+    with pytest.raises(DialsumError, match="gated repository; accept its terms on the hub and set HF_TOKEN"):
+        modeling.resolve_hf_config("upstage/SOLAR-10.7B-Instruct-v1.0")
+
+
+def test_local_directories_are_read_in_place(tmp_path):
+    hf_config, source = modeling.resolve_hf_config(str(bart_checkpoint(tmp_path / "ckpt")))
+    assert source == "checkpoint config" and hf_config.encoder_layers == 1
+    (tmp_path / "empty").mkdir()
+    assert hub.config_file(str(tmp_path / "empty")) is None
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps({"d_model": 3}), encoding="utf-8")
+    with pytest.raises(DialsumError, match="no model_type; not a transformers model config"):
+        modeling.resolve_hf_config(str(tmp_path / "ckpt"))
+
+
+def test_the_offline_message_names_the_variable(monkeypatch):
+    monkeypatch.setattr(hub, "offline", lambda: True)
+    assert "HF_HUB_OFFLINE=1: nothing is downloaded" in hub.not_found_message("a/b")
+    monkeypatch.setattr(hub, "offline", lambda: False)
+    assert "not found on the hub" in hub.not_found_message("a/b")
