@@ -363,7 +363,7 @@ def test_cli_missing_state_file_is_one_line_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [
-        ('{"records": [', "broken JSON at line 1"),
+        ('{"records": [', r"not valid JSON \(line 1"),
         ("[]", '"records" list'),
         ('{"records": [{"state": "x"}]}', "record 0"),
     ],

@@ -112,7 +112,7 @@ def atomic_write_rows(path: str | Path, header: Sequence[str], rows: Iterable[Se
 
 
 def read_json(path: str | Path, fix: str) -> Any:
-    """A JSON file dialsum wrote; a missing, truncated or non-UTF-8 one is an error naming it and `fix`."""
+    """A JSON file; a missing, truncated or non-UTF-8 one is an error naming it, the line and `fix`."""
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -121,4 +121,6 @@ def read_json(path: str | Path, fix: str) -> Any:
     except UnicodeDecodeError:
         raise DialsumError(f"{path}: not UTF-8 text; {fix}") from None
     except json.JSONDecodeError as err:
-        raise DialsumError(f"{path}: not valid JSON (line {err.lineno}: {err.msg}); {fix}") from None
+        raise DialsumError(
+            f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); {fix}"
+        ) from None

@@ -14,10 +14,10 @@ is not valid JSON is an error that names the file.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from dialsum.csvio import read_json
 from dialsum.errors import DialsumError
 
 CONFIG_NAME = "config.json"
@@ -51,15 +51,7 @@ def config_file(name: str) -> Path | None:
 
 def read_config_json(path: Path) -> dict[str, Any]:
     """The parsed config.json; a truncated or non-JSON file is an error naming it and the line."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise DialsumError(f"{path}: not UTF-8 text; re-download or repair the checkpoint") from None
-    except json.JSONDecodeError as err:
-        raise DialsumError(
-            f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); "
-            "re-download or repair the checkpoint"
-        ) from None
+    data = read_json(path, "re-download or repair the checkpoint")
     if not isinstance(data, dict) or "model_type" not in data:
         raise DialsumError(f"{path}: no model_type; not a transformers model config")
     return data

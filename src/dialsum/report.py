@@ -27,7 +27,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dialsum.csvio import atomic_write_bytes, atomic_write_json, atomic_write_rows, atomic_write_text
+from dialsum.csvio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_rows,
+    atomic_write_text,
+    read_json,
+)
 from dialsum.errors import DialsumError
 
 TOKENIZATIONS = ("morpheme", "whitespace")
@@ -142,14 +148,7 @@ def load_suite_state(path: Path) -> dict[str, Any]:
     """Read and check a suite state file; every problem is a one-line DialsumError."""
     if not path.is_file():
         raise DialsumError(f"{path}: suite state file not found; pass the directory a suite run wrote")
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise DialsumError(f"{path}: not UTF-8; rerun the suite to rewrite the state file") from None
-    except json.JSONDecodeError as err:
-        raise DialsumError(
-            f"{path}: broken JSON at line {err.lineno} ({err.msg}); rerun the suite to rewrite it"
-        ) from None
+    state = read_json(path, "rerun the suite to rewrite it")
     if not isinstance(state, dict) or not isinstance(state.get("records"), list):
         raise DialsumError(f'{path}: expected an object with a "records" list; rerun the suite to rewrite it')
     check_records(state["records"], where=str(path))
