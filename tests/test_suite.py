@@ -657,6 +657,8 @@ def test_resume_reuses_the_stored_options_and_takes_new_ones() -> None:
     assert S.resume_args(stored, {**none_given, "init": "tiny", "max_steps": 5}) == (S.TrainArgs(**stored), [])
     args, changes = S.resume_args(stored, {**none_given, "data": "/fixed"})
     assert args.data == "/fixed" and changes == ["--data: '/d' at the start, '/fixed' now"]
+    args, _ = S.resume_args(stored, {**none_given, "one_epoch": True})  # replaces the stored --max-steps
+    assert S.check_train_args(args) == S.TrainArgs("tiny", True, None, ["a.b=1"], "/d")
 
 
 def test_train_command_orders_overrides_by_precedence(tmp_path: Path) -> None:

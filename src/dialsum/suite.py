@@ -468,6 +468,11 @@ def resume_args(stored: dict[str, Any] | None, given: dict[str, Any]) -> tuple[T
         if stored and value != getattr(base, key):
             changes.append(f"--{key.replace('_', '-')}: {getattr(base, key)!r} at the start, {value!r} now")
         setattr(base, key, value)
+    # the two ways to shorten training exclude each other: the one given now replaces the stored one
+    if given.get("max_steps") is not None:
+        base.one_epoch = False
+    elif given.get("one_epoch"):
+        base.max_steps = None
     return base, changes
 
 

@@ -30,6 +30,7 @@ from dialsum.gpu import DeviceInfo, free_memory, probe
 from dialsum.resolve import Plan, plan_and_check
 
 log = logging.getLogger("dialsum")
+LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
 
 
 @dataclass
@@ -127,9 +128,6 @@ def _log_to_file(run: Run) -> None:
     run.log_buffer.flush()
     log.removeHandler(run.log_buffer)
     log.addHandler(file)
-
-
-LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
 
 
 def quiet_libraries() -> None:
