@@ -85,7 +85,7 @@ class Setup:
 def load_setup(args: argparse.Namespace) -> Setup:
     """Config, tokenizer trained on the training text, random KoBART-shaped model, encoded dev inputs."""
     from dialsum import config, data, modeling
-    from dialsum.metrics import decoder_tokens_to_strip
+    from dialsum.generation import decoder_tokens_to_strip
 
     cfg = config.load(args.config)
     train = data.read_split(Path(cfg.data.dir) / cfg.data.train_file, with_summary=True)
@@ -119,8 +119,7 @@ def fixed_batch_generate(setup: Setup, gen: Any, batch_size: int, pad_to: int | 
     """Batches of `batch_size` in input order, padded to `pad_to` or else to each batch's longest input."""
     import torch
 
-    from dialsum.generation import generation_kwargs
-    from dialsum.metrics import clean_summary
+    from dialsum.generation import clean_summary, generation_kwargs
 
     tok, model = setup.tokenizer, setup.model
     device = next(model.parameters()).device

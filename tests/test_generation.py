@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from dialsum import generation, modeling
 from dialsum.config import GenerationSection
+from dialsum.generation import clean_summary, decode_clean, decoder_tokens_to_strip, make_compute_metrics
+from dialsum.metrics import score
 
 
 @given(st.lists(st.integers(1, 300), min_size=1, max_size=80), st.integers(1, 8), st.integers(64, 5000))
@@ -61,3 +64,71 @@ def test_write_submission_is_atomic_and_ordered(tmp_path):
     text = path.read_text(encoding="utf-8")
     assert text.startswith("fname,summary\ntest_1,요약 하나\ntest_0,")
     assert not list(tmp_path.glob(".*tmp"))
+
+
+# ----------------------------------------------------------------------------- decoding for the Trainer's metric
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.WordLevelTrainer(special_tokens=["<pad>", "<s>", "</s>", "<unk>", "<usr>"])
+    raw.train_from_iterator(["은 학교에 갔다 .", "는 집에 왔다 .", "은 친구를 만났다 ."], trainer)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=raw, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    tok.add_special_tokens({"additional_special_tokens": ["#Person1#", "#Person2#"]})
+    return tok
+
+
+def test_decoder_tokens_exclude_masks_and_include_usr(tokenizer) -> None:
+    strip = decoder_tokens_to_strip(tokenizer)
+    assert {"<s>", "</s>", "<pad>", "<unk>", "<usr>"} <= set(strip)
+    assert "#Person1#" not in strip and "#Person2#" not in strip
+    assert (
+        clean_summary("<usr><s>#Person1#은  학교에\n갔다.</s><pad><pad>", strip) == "#Person1#은 학교에 갔다."
+    )
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    return [tokenizer.convert_tokens_to_ids(t) for t in text.split()]
+
+
+def test_compute_metrics_decodes_padding_and_strips_decoder_tokens(tokenizer) -> None:
+    t = tokenizer.convert_tokens_to_ids
+    labels = [
+        _ids(tokenizer, "#Person1# 은 학교에 갔다 . </s>"),
+        _ids(tokenizer, "#Person2# 는 집에 왔다 . </s>"),
+    ]
+    preds = [
+        [t("<usr>"), t("<s>")] + _ids(tokenizer, "#Person1# 은 학교에 갔다 . </s>"),
+        [t("<usr>"), t("<s>")] + _ids(tokenizer, "#Person2# 는 학교에 갔다 </s> <pad>"),
+    ]
+    width = max(map(len, labels + preds)) + 2
+    label_ids = np.array([row + [-100] * (width - len(row)) for row in labels])
+    pred_ids = np.array([row + [-100] * (width - len(row)) for row in preds])
+    strip = decoder_tokens_to_strip(tokenizer)
+    assert decode_clean(tokenizer, pred_ids, strip) == [
+        "#Person1# 은 학교에 갔다 .",
+        "#Person2# 는 학교에 갔다",
+    ]
+
+    from transformers import EvalPrediction
+
+    for tokenize in ("whitespace", "morpheme"):
+        got = make_compute_metrics(tokenizer, tokenize)(
+            EvalPrediction(predictions=pred_ids, label_ids=label_ids)
+        )
+        expected = score(
+            ["#Person1# 은 학교에 갔다 .", "#Person2# 는 학교에 갔다"],
+            [["#Person1# 은 학교에 갔다 ."], ["#Person2# 는 집에 왔다 ."]],
+            tokenize,
+        )
+        assert set(got) == {"rouge1", "rouge2", "rougeL", "final"}
+        assert all(type(v) is float for v in got.values())
+        assert got["final"] == pytest.approx(expected.final, abs=1e-9)
+        assert 0 < got["rouge1"] < 1

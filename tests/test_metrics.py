@@ -12,7 +12,6 @@ import json
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import run_cli
 from hypothesis import given, settings
@@ -21,17 +20,7 @@ from rouge import Rouge
 from rouge import rouge_score as oracle_score
 
 from dialsum import metrics
-from dialsum.metrics import (
-    Scores,
-    clean_summary,
-    decode_clean,
-    decoder_tokens_to_strip,
-    lcs_words,
-    make_compute_metrics,
-    morphemes,
-    rouge_pair,
-    score,
-)
+from dialsum.metrics import Scores, lcs_words, morphemes, rouge_pair, score
 
 WORDS = [
     "#Person1#은", "#Person2#는", "#Person1#", "#PhoneNumber#", "학교에", "집에", "갔다", "왔다", "친구를",
@@ -206,74 +195,6 @@ def test_morpheme_cache_returns_the_same_analysis() -> None:
     assert metrics.morpheme_texts([text])[text] == first
     metrics.clear_morpheme_cache()
     assert metrics.morpheme_texts([text])[text] == first
-
-
-# ----------------------------------------------------------------------------- decoding for the trainer
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    raw = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    trainer = trainers.WordLevelTrainer(special_tokens=["<pad>", "<s>", "</s>", "<unk>", "<usr>"])
-    raw.train_from_iterator(["은 학교에 갔다 .", "는 집에 왔다 .", "은 친구를 만났다 ."], trainer)
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=raw, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
-    )
-    tok.add_special_tokens({"additional_special_tokens": ["#Person1#", "#Person2#"]})
-    return tok
-
-
-def test_decoder_tokens_exclude_masks_and_include_usr(tokenizer) -> None:
-    strip = decoder_tokens_to_strip(tokenizer)
-    assert {"<s>", "</s>", "<pad>", "<unk>", "<usr>"} <= set(strip)
-    assert "#Person1#" not in strip and "#Person2#" not in strip
-    assert (
-        clean_summary("<usr><s>#Person1#은  학교에\n갔다.</s><pad><pad>", strip) == "#Person1#은 학교에 갔다."
-    )
-
-
-def _ids(tokenizer, text: str) -> list[int]:
-    return [tokenizer.convert_tokens_to_ids(t) for t in text.split()]
-
-
-def test_compute_metrics_decodes_padding_and_strips_decoder_tokens(tokenizer) -> None:
-    t = tokenizer.convert_tokens_to_ids
-    labels = [
-        _ids(tokenizer, "#Person1# 은 학교에 갔다 . </s>"),
-        _ids(tokenizer, "#Person2# 는 집에 왔다 . </s>"),
-    ]
-    preds = [
-        [t("<usr>"), t("<s>")] + _ids(tokenizer, "#Person1# 은 학교에 갔다 . </s>"),
-        [t("<usr>"), t("<s>")] + _ids(tokenizer, "#Person2# 는 학교에 갔다 </s> <pad>"),
-    ]
-    width = max(map(len, labels + preds)) + 2
-    label_ids = np.array([row + [-100] * (width - len(row)) for row in labels])
-    pred_ids = np.array([row + [-100] * (width - len(row)) for row in preds])
-    strip = decoder_tokens_to_strip(tokenizer)
-    assert decode_clean(tokenizer, pred_ids, strip) == [
-        "#Person1# 은 학교에 갔다 .",
-        "#Person2# 는 학교에 갔다",
-    ]
-
-    from transformers import EvalPrediction
-
-    for tokenize in ("whitespace", "morpheme"):
-        got = make_compute_metrics(tokenizer, tokenize)(
-            EvalPrediction(predictions=pred_ids, label_ids=label_ids)
-        )
-        expected = score(
-            ["#Person1# 은 학교에 갔다 .", "#Person2# 는 학교에 갔다"],
-            [["#Person1# 은 학교에 갔다 ."], ["#Person2# 는 집에 왔다 ."]],
-            tokenize,
-        )
-        assert set(got) == {"rouge1", "rouge2", "rougeL", "final"}
-        assert all(type(v) is float for v in got.values())
-        assert got["final"] == pytest.approx(expected.final, abs=1e-9)
-        assert 0 < got["rouge1"] < 1
 
 
 # ----------------------------------------------------------------------------- files and the CLI

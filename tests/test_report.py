@@ -17,6 +17,11 @@ from conftest import run_cli
 
 from dialsum import report
 from dialsum.errors import DialsumError
+from dialsum.report.inputs import Experiment, load_experiment
+from dialsum.report.plots import final_scores_figure, plot_label
+from dialsum.report.render import code_fence, fmt_count, fmt_minutes, reference_blocks
+from dialsum.report.results import fmt_memory, loss_points, loss_stability, recommend, reference, result_row
+from dialsum.suite.state import ExperimentRecord
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLOTS = ("plot_loss.png", "plot_dev_score.png", "plot_final_scores.png", "plot_memory.png")
@@ -104,6 +109,10 @@ def write_run(root: Path, name: str, spec: dict[str, Any]) -> Path:
     return run_dir
 
 
+def typed(records: list[dict[str, Any]]) -> list[ExperimentRecord]:
+    return [ExperimentRecord.model_validate(rec) for rec in records]
+
+
 def make_records(root: Path) -> list[dict[str, Any]]:
     mt5_memory = write_memory_csv(root / "mt5_memory.csv", 24100.0)
     records = [{
@@ -126,7 +135,7 @@ def make_records(root: Path) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("suite")
-    records = make_records(root)
+    records = typed(make_records(root))
     out_dir = root / "report"
     paths = report.write_report(out_dir, records, title="Experiment comparison: main5")
     return {"root": root, "out": out_dir, "records": records, "paths": paths}
@@ -163,7 +172,7 @@ def test_plots_are_real_png_images(suite: dict[str, Any], name: str) -> None:
 
 def test_results_csv_has_one_row_per_experiment_with_its_values(suite: dict[str, Any]) -> None:
     rows = read_csv_rows(suite["out"] / "results.csv")
-    assert [r["name"] for r in rows] == [rec["name"] for rec in suite["records"]]
+    assert [r["name"] for r in rows] == [rec.name for rec in suite["records"]]
     by_name = {r["name"]: r for r in rows}
     for name, spec in EXPERIMENTS.items():
         row = by_name[name]
@@ -187,7 +196,7 @@ def test_results_json_matches_the_csv(suite: dict[str, Any]) -> None:
     csv_rows = read_csv_rows(suite["out"] / "results.csv")
     assert doc["final_tokenization"] == "morpheme"
     assert [e["name"] for e in doc["experiments"]] == [r["name"] for r in csv_rows]
-    assert doc["experiments"][0]["adaptations"] == suite["records"][0]["adaptations"]
+    assert doc["experiments"][0]["adaptations"] == suite["records"][0].adaptations
 
 
 def test_truncated_log_line_is_skipped_and_noted(suite: dict[str, Any]) -> None:
@@ -259,7 +268,7 @@ def test_single_experiment_gets_every_recommendation(tmp_path: Path) -> None:
     spec = EXPERIMENTS["kobart_baseline"]
     record = {"name": "kobart_baseline", "label": spec["label"], "state": "finished", "expected_minutes": 45,
               "wall_seconds": 400.0, "run_dir": str(write_run(tmp_path, "kobart_baseline", spec))}  # fmt: skip
-    paths = report.write_report(tmp_path / "out", [record])
+    paths = report.write_report(tmp_path / "out", typed([record]))
     doc = json.loads(paths["results_json"].read_text(encoding="utf-8"))
     assert {rec["name"] for rec in doc["recommendations"]} == {"kobart_baseline"}
     assert len(doc["recommendations"]) == 4
@@ -279,7 +288,7 @@ def test_report_without_any_finished_run_still_written(tmp_path: Path) -> None:
     stale = tmp_path / "out" / "plot_loss.png"  # from an earlier report that had a training log
     stale.parent.mkdir()
     stale.write_bytes(PNG_SIGNATURE)
-    paths = report.write_report(tmp_path / "out", records)
+    paths = report.write_report(tmp_path / "out", typed(records))
     md = paths["report_md"].read_text(encoding="utf-8")
     assert not stale.exists() and "Training loss: no data recorded" in md
     assert "nothing to recommend" in md and "### mt5_qlora: config" in md
@@ -295,7 +304,7 @@ def test_unreadable_inputs_become_notes(tmp_path: Path) -> None:
     memory = tmp_path / "memory.csv"
     memory.write_text("time_s,kind,used_mb,total_mb,util_pct,temp_c\nx,gpu,,24576,,\n", encoding="utf-8")
     record = {"name": "broken", "state": "finished", "run_dir": str(run_dir), "memory_csv": str(memory)}
-    paths = report.write_report(tmp_path / "out", [record])
+    paths = report.write_report(tmp_path / "out", typed([record]))
     row = json.loads(paths["results_json"].read_text(encoding="utf-8"))["experiments"][0]
     assert row["notes"] == ["metrics.json unreadable (JSONDecodeError)"]
     assert row["morpheme_final"] is None and row["peak_memory_mb"] is None
@@ -306,15 +315,15 @@ def test_loss_stability_is_the_coefficient_of_variation_of_the_second_half() -> 
     tail = [2.0, 3.0, 1.0]  # steps past 60 / 2
     mean = sum(tail) / len(tail)
     expected = math.sqrt(sum((v - mean) ** 2 for v in tail) / len(tail)) / mean
-    assert report.loss_stability(points) == pytest.approx(expected)
-    assert report.loss_stability(points[:4]) is None  # one point past the half: too few
-    assert report.loss_stability([]) is None
+    assert loss_stability(points) == pytest.approx(expected)
+    assert loss_stability(points[:4]) is None  # one point past the half: too few
+    assert loss_stability([]) is None
 
 
 def test_loss_points_skip_eval_lines_and_keep_the_last_value_of_a_repeated_step() -> None:
     log = [{"step": 10, "loss": 3.0}, {"step": 10, "eval_loss": 9.0}, {"step": 20, "loss": 2.0},
            {"step": 10, "loss": 2.5}, {"loss": 1.0}, {"step": 30, "loss": "nan"}]  # fmt: skip
-    assert report.loss_points(log) == [(10, 2.5), (20, 2.0)]
+    assert loss_points(log) == [(10, 2.5), (20, 2.0)]
 
 
 def test_least_memory_is_compared_within_one_memory_kind() -> None:
@@ -322,7 +331,7 @@ def test_least_memory_is_compared_within_one_memory_kind() -> None:
         return {"name": name, "label": name, "state": "finished", "morpheme_final": None, "train_minutes": None,
                 "peak_memory_mb": mb, "memory_kind": kind, "loss_cv": None, "dev_n": None}  # fmt: skip
 
-    recs = report.recommend([row("a", 900.0, "rss"), row("b", 1500.0, "cuda"), row("c", 1200.0, "cuda")])
+    recs = recommend([row("a", 900.0, "rss"), row("b", 1500.0, "cuda"), row("c", 1200.0, "cuda")])
     assert {rec["key"]: rec["name"] for rec in recs} == {"least_memory_cuda": "c", "least_memory_rss": "a"}
 
 
@@ -330,24 +339,24 @@ def test_least_memory_is_compared_within_one_memory_kind() -> None:
     ("value", "text"), [(123_859_968, "124M"), (2_359_296, "2.4M"), (582_401_280, "582M"), (1.2e9, "1.2B")]
 )
 def test_parameter_counts_are_short(value: float, text: str) -> None:
-    assert report.fmt_count(value) == text
+    assert fmt_count(value) == text
 
 
 def test_memory_and_time_formats() -> None:
-    assert report.fmt_memory(1840.5) == "1.8 GB" and report.fmt_memory(512) == "512 MB"
-    assert report.fmt_minutes(2.08, 45) == "2.1 / 45 min" and report.fmt_minutes(None, 45) == "- / 45 min"
+    assert fmt_memory(1840.5) == "1.8 GB" and fmt_memory(512) == "512 MB"
+    assert fmt_minutes(2.08, 45) == "2.1 / 45 min" and fmt_minutes(None, 45) == "- / 45 min"
 
 
 def test_plot_labels_fall_back_to_ascii() -> None:
-    exp = report.Experiment(index=2, record={"name": "kobart_baseline", "label": "KoBART 기본"}, run_dir=None)
-    assert report.plot_label(exp) == "kobart_baseline"
-    exp.record["name"] = "기본"
-    assert report.plot_label(exp) == "experiment 3"
+    exp = Experiment(index=2, record=ExperimentRecord(name="kobart_baseline", label="KoBART 기본"), run_dir=None)
+    assert plot_label(exp) == "kobart_baseline"
+    exp.record.name = "기본"
+    assert plot_label(exp) == "experiment 3"
 
 
 def test_code_fence_outgrows_backticks_in_the_log() -> None:
-    assert report.code_fence(["plain"]) == "```"
-    assert report.code_fence(["a ```` b"]) == "`````"
+    assert code_fence(["plain"]) == "```"
+    assert code_fence(["a ```` b"]) == "`````"
 
 
 # ---------------------------------------------------------------- suite state and the CLI
@@ -364,8 +373,8 @@ def test_cli_missing_state_file_is_one_line_error(tmp_path: Path) -> None:
     ("content", "fragment"),
     [
         ('{"records": [', r"not valid JSON \(line 1"),
-        ("[]", '"records" list'),
-        ('{"records": [{"state": "x"}]}', "record 0"),
+        ("[]", "not a suite state this dialsum can read"),
+        ('{"suite": "s", "records": [{"state": "x"}]}', r"records\.0\.name: Field required"),
     ],
 )
 def test_broken_state_file_is_a_dialsum_error(tmp_path: Path, content: str, fragment: str) -> None:
@@ -392,9 +401,9 @@ def test_the_longest_turn_is_a_reference_row_and_a_line_on_the_score_plot(suite:
     assert "scores 21.56 (morpheme) / 10.51 (whitespace) on the same dev rows" in text
     doc = json.loads((suite["out"] / "results.json").read_text(encoding="utf-8"))
     assert doc["reference"] == {"name": "longest turn", "final": {"morpheme": 21.56, "whitespace": 10.51}}
-    rows = [report.result_row(report.load_experiment(i, rec, suite["out"]), suite["out"])
+    rows = [result_row(load_experiment(i, rec, suite["out"]), suite["out"])
             for i, rec in enumerate(suite["records"])]
-    fig = report.final_scores_figure([report.load_experiment(i, r, suite["out"]) for i, r in enumerate(suite["records"])], rows)
+    fig = final_scores_figure([load_experiment(i, r, suite["out"]) for i, r in enumerate(suite["records"])], rows)
     levels = {line.get_ydata()[0] for line in fig.axes[0].get_lines()}
     assert {21.56, 10.51} <= levels
 
@@ -403,6 +412,6 @@ def test_no_reference_line_when_the_dev_rows_differ() -> None:
     rows = [{"baseline_morpheme_final": 21.5, "baseline_whitespace_final": 10.0},
             {"baseline_morpheme_final": 19.0, "baseline_whitespace_final": 9.0},
             {"baseline_morpheme_final": None, "baseline_whitespace_final": None}]
-    assert report.reference(rows) is None
-    assert "scored different dev rows" in report.reference_blocks(rows)[0][1]
-    assert report.reference(rows[:1] + rows[2:]) == {"morpheme": 21.5, "whitespace": 10.0}
+    assert reference(rows) is None
+    assert "scored different dev rows" in reference_blocks(rows)[0][1]
+    assert reference(rows[:1] + rows[2:]) == {"morpheme": 21.5, "whitespace": 10.0}

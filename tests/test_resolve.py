@@ -9,7 +9,7 @@ import torch
 from conftest import CONFIGS, EXPERIMENTS, assert_clean_error, run_cli
 
 from dialsum import config, modeling
-from dialsum.gpu import DeviceInfo
+from dialsum.device import DeviceInfo
 from dialsum.resolve import plan_experiment
 
 

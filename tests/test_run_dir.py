@@ -16,7 +16,7 @@ import pytest
 from conftest import FAST, assert_clean_error, run_cli
 
 from dialsum import config, rundir
-from dialsum.training import RunOptions, run_experiment
+from dialsum.recipe import RunOptions, run_experiment
 
 BATCH_OPT = "configs/experiments/04_batch_optimization_rtx3090.yaml"
 FAST_ARGS = ["--init", "tiny", *[a for item in FAST for a in ("--set", item)]]

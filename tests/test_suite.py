@@ -28,8 +28,10 @@ from conftest import FAST as FAST_SETS
 from conftest import assert_clean_error, run_cli
 
 from dialsum import rundir
-from dialsum import suite as S
 from dialsum.errors import DialsumError
+from dialsum.suite import checks, display, failures, lock, process, runner, schema
+from dialsum.suite import state as suite_state
+from dialsum.suite.state import ExperimentRecord
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "configs" / "experiments"
@@ -151,7 +153,7 @@ def test_suite_runs_each_experiment_in_its_own_process(resumed: dict[str, Any]) 
     assert rec["memory"]["peak_mb"] == max(float(row["used_mb"]) for row in memory)
     log = (out / "done" / "suite.log").read_text(encoding="utf-8")
     assert "-m dialsum.cli train" in log and f"--run-dir {out.resolve() / 'done' / 'run'}" in log
-    assert "pid" not in rec  # kept only while it runs
+    assert rec["pid"] is None and rec["slot"] == "cpu0"  # the pid is kept only while it runs
 
 
 @pytest.mark.slow
@@ -165,8 +167,8 @@ def test_failure_in_the_middle_is_classified_and_the_next_one_runs(resumed: dict
     assert "## Failures" in before["report"] and "Broken (broken): data" in before["report"]
     assert "train_broken.csv" in before["report"]
     lines = resumed["first_output"].splitlines()
-    assert any(re.search(r"done: finished in [\d.]+ min \(expected 1\), 4 steps", ln) for ln in lines)
-    assert any("broken: FAILED (data)" in ln for ln in lines)
+    assert any(re.search(r"done: finished on cpu0 in [\d.]+ min \(expected 1\), 4 steps", ln) for ln in lines)
+    assert any("broken: FAILED (data) on cpu0" in ln for ln in lines)
 
 
 @pytest.mark.slow
@@ -177,7 +179,7 @@ def test_resume_skips_finished_and_continues_killed_from_checkpoint(resumed: dic
     assert killed_before["state"] in ("running", "failed")  # the suite may or may not have noticed
     if killed_before["state"] == "failed":
         assert killed_before["failure"]["kind"] == "killed"
-    assert not S.pid_alive(before["child"])
+    assert not process.pid_alive(before["child"])
     recs = records(out)
     assert recs["done"]["state"] == "finished" and recs["done"]["attempts"] == 1
     assert (out / "done" / "run" / "metrics.json").stat().st_mtime_ns == before["done_mtime"]
@@ -193,10 +195,10 @@ def test_resume_skips_finished_and_continues_killed_from_checkpoint(resumed: dic
 
 
 @pytest.mark.slow
-def test_resume_takes_over_the_stale_lock_and_rewrites_the_report(resumed: dict[str, Any]) -> None:
+def test_resume_after_a_kill_finds_the_lock_free_and_rewrites_the_report(resumed: dict[str, Any]) -> None:
     result, out = resumed["result"], resumed["out"]
-    assert "taking over the stale lock" in result.stdout
-    assert not (out / "suite.lock").exists()
+    assert "stale" not in result.stdout  # the OS released the killed suite's lock
+    assert not (out / "suite.pid").exists()
     index = list(csv.DictReader((out / "experiment_index.csv").open(encoding="utf-8")))
     assert [row["name"] for row in index] == ["done", "killed"]
     assert "2 finished, 1 failed" in (out / "report.md").read_text(encoding="utf-8")
@@ -254,7 +256,7 @@ def test_a_suite_that_finishes_everything_exits_0_with_its_report(oom: tuple[Any
         assert (out / report_file).is_file(), report_file
     index = list(csv.DictReader((out / "experiment_index.csv").open(encoding="utf-8")))
     assert [row["name"] for row in index] == ["oomy"]
-    assert not (out / "suite.lock").exists()
+    assert not (out / "suite.pid").exists()  # the lock was released
 
 
 # ---------------------------------------------------------------- Ctrl-C
@@ -279,9 +281,9 @@ def test_sigint_stops_the_child_and_marks_it_interrupted(tmp_path: Path, small_d
     recs = records(out)
     assert recs["one"]["state"] == "interrupted" and "--resume" in recs["one"]["message"]
     assert recs["two"]["state"] == "pending"
-    assert not S.pid_alive(child)
-    assert (out / "report.md").is_file() and not (out / "suite.lock").exists()
-    assert S.next_action(recs["one"], out) == "resume"
+    assert not process.pid_alive(child)
+    assert (out / "report.md").is_file() and not (out / "suite.pid").exists()
+    assert suite_state.next_action(ExperimentRecord.model_validate(recs["one"]), out) == "resume"
 
 
 # ---------------------------------------------------------------- time-outs
@@ -299,29 +301,34 @@ def test_experiment_time_out_stops_it_and_the_suite_goes_on(tmp_path: Path, smal
     assert rec["state"] == "failed" and rec["failure"]["kind"] == "timeout"
     assert "time-out of 0.3 min" in rec["failure"]["message"] and 18 <= rec["wall_seconds"] < 80
     assert rundir.is_run(out / "slow" / "run")  # it had started training: --resume continues it
-    assert S.next_action(rec, out) == "resume"
+    assert suite_state.next_action(ExperimentRecord.model_validate(rec), out) == "resume"
     assert "slow: stopping (time-out)" in result.stdout
 
 
 def test_gpu_wait_time_out_fails_each_experiment_without_starting_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from dialsum import gpu
+    from dialsum.suite import monitor
 
-    calls: list[float] = []
+    class BusyGpus:  # NVML as a machine whose two GPUs stay full
+        reason = ""
 
-    def busy_gpu(max_used_mb: float, **kw: Any) -> gpu.WaitResult:
-        calls.append(max_used_mb)
-        return gpu.WaitResult(12.0, 20000.0, False, "GPU still busy after 12s: 20000 MB used")
+        def available(self) -> bool:
+            return True
 
-    monkeypatch.setattr(gpu, "wait_for_free_gpu", busy_gpu)
-    suite_file = write_suite(tmp_path / "busy.yaml", [entry("a", BATCH_OPT), entry("b", HIGH_LR)])
-    code = S.run_suite(S.SuiteOptions(str(suite_file), init="tiny", out=str(tmp_path / "out"), live=False))
-    assert code == 1 and calls == [2048, 2048]
+        def sample(self, index: int = 0) -> monitor.GpuSample:
+            return monitor.GpuSample(20000.0, 24000.0)
+
+    monkeypatch.setattr(monitor, "NvmlReader", BusyGpus)
+    suite_file = write_suite(tmp_path / "busy.yaml", [entry("a", BATCH_OPT), entry("b", HIGH_LR)],
+                             gpu_wait_timeout_minutes=0.01, gpu_wait_poll_seconds=0.1)
+    opts = runner.SuiteOptions(str(suite_file), init="tiny", out=str(tmp_path / "out"), gpus="0,1", live=False)
+    assert runner.run_suite(opts) == 1
     recs = records(tmp_path / "out")
     for name in ("a", "b"):
         assert recs[name]["state"] == "failed" and recs[name]["attempts"] == 0
         assert recs[name]["failure"]["kind"] == "timeout" and "still busy" in recs[name]["failure"]["message"]
+        assert "20000 MB of 24000 MB used" in recs[name]["failure"]["message"]
         assert not (tmp_path / "out" / name / "run").exists()
     assert "a: FAILED (timeout)" in capsys.readouterr().out
     assert "timeout" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
@@ -334,36 +341,30 @@ def test_second_suite_on_the_same_out_refuses(tmp_path: Path, small_data: Path) 
     suite_file = write_suite(tmp_path / "lock.yaml", [entry("one", BATCH_OPT)])
     out = tmp_path / "out"
     out.mkdir()
-    (out / "suite.lock").write_text(f"{os.getpid()}\n")  # this test process: alive
-    result = run_cli(*suite_args(suite_file, out, small_data))
+    with lock.SuiteLock(out):  # this test process holds the OS lock, as a running suite would
+        result = run_cli(*suite_args(suite_file, out, small_data))
     assert_clean_error(result, f"another suite (pid {os.getpid()}) is running", str(out / "suite.lock"))
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (out / "suite_state.json").exists()
-    assert (out / "suite.lock").read_text().strip() == str(os.getpid())
 
 
-def dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
-@pytest.mark.parametrize("content", ["DEAD", "not a pid\n"])
-def test_stale_lock_is_taken_over_with_a_notice(tmp_path: Path, content: str) -> None:
-    path = tmp_path / "suite.lock"
-    path.write_text(content.replace("DEAD", str(dead_pid())))
-    notices: list[str] = []
-    with S.SuiteLock(path, say=notices.append):
-        assert path.read_text().strip() == str(os.getpid())
-    assert len(notices) == 1 and "taking over the stale lock" in notices[0]
-    assert not path.exists()
-
-
-def test_lock_refuses_a_live_owner_in_process(tmp_path: Path) -> None:
-    path = tmp_path / "suite.lock"
-    with S.SuiteLock(path), pytest.raises(DialsumError, match=f"pid {os.getpid()}"):
-        S.SuiteLock(path).acquire()
-    assert not path.exists()
+def test_a_killed_suite_leaves_no_lock_held(tmp_path: Path) -> None:
+    """The OS releases the lock with its holder: no stale-lock file to take over."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from dialsum.suite.lock import SuiteLock\n"
+         f"with SuiteLock(Path({str(tmp_path)!r})):\n    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, env=child_env(),
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DialsumError, match=f"another suite \\(pid {holder.pid}\\) is running"):
+            lock.SuiteLock(tmp_path).refuse_if_held()
+    finally:
+        holder.kill()
+        holder.wait()
+    with lock.SuiteLock(tmp_path):
+        assert (tmp_path / "suite.pid").read_text().strip() == str(os.getpid())
+    assert not (tmp_path / "suite.pid").exists()
 
 
 # ---------------------------------------------------------------- failure classifier
@@ -398,7 +399,7 @@ TRACEBACK = [
     ],
 )  # fmt: skip
 def test_classify_failure(code: int, tail: list[str], kind: str, message: str) -> None:
-    failure = S.classify_failure(code, tail)
+    failure = failures.classify_failure(code, tail)
     assert failure is not None
     assert failure.kind == kind
     assert failure.message.startswith(message)
@@ -407,22 +408,22 @@ def test_classify_failure(code: int, tail: list[str], kind: str, message: str) -
 
 def test_classify_failure_keeps_the_error_line_and_a_few_before() -> None:
     before = [f"12:00:0{i} INFO line {i}" for i in range(8)]
-    failure = S.classify_failure(1, [*before, *TRACEBACK, "torch.OutOfMemoryError: CUDA out of memory"])
+    failure = failures.classify_failure(1, [*before, *TRACEBACK, "torch.OutOfMemoryError: CUDA out of memory"])
     assert failure is not None
     assert failure.lines[-1] == "torch.OutOfMemoryError: CUDA out of memory"
     assert failure.lines[:-1] == [*before[-1:], *TRACEBACK[1:]]  # CONTEXT_LINES before, bar dropped
-    assert len(failure.lines) == S.CONTEXT_LINES + 1
+    assert len(failure.lines) == failures.CONTEXT_LINES + 1
 
 
 def test_classify_config_error_keeps_every_problem_line() -> None:
     tail = ["error: x.yaml: 2 problems:", "  - training.lr: unknown key", "  - model.name: required", "done"]
-    failure = S.classify_failure(2, tail)
+    failure = failures.classify_failure(2, tail)
     assert failure is not None and failure.kind == "config"
     assert failure.lines == tail[:3]
 
 
 def test_success_is_no_failure() -> None:
-    assert S.classify_failure(0, ["error: something printed but it exited 0"]) is None
+    assert failures.classify_failure(0, ["error: something printed but it exited 0"]) is None
 
 
 def test_read_log_tail_reads_from_the_attempt_start(tmp_path: Path) -> None:
@@ -431,8 +432,8 @@ def test_read_log_tail_reads_from_the_attempt_start(tmp_path: Path) -> None:
     start = log.stat().st_size
     with log.open("a", encoding="utf-8") as fh:
         fh.write("new attempt\r50%|bar\nValueError: new\n")
-    assert S.read_log_tail(log, start) == ["new attempt", "50%|bar", "ValueError: new"]
-    assert S.read_log_tail(tmp_path / "missing.log") == []
+    assert failures.read_log_tail(log, start) == ["new attempt", "50%|bar", "ValueError: new"]
+    assert failures.read_log_tail(tmp_path / "missing.log") == []
 
 
 # ---------------------------------------------------------------- suite file validation
@@ -447,10 +448,10 @@ def suite_doc(**changes: Any) -> dict[str, Any]:
     return doc
 
 
-def load_doc(tmp_path: Path, doc: Any) -> S.SuiteFile:
+def load_doc(tmp_path: Path, doc: Any) -> schema.SuiteFile:
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
-    return S.load_suite(path)
+    return schema.load_suite(path)
 
 
 def test_valid_suite_file_loads_with_defaults(tmp_path: Path) -> None:
@@ -490,10 +491,10 @@ def test_suite_file_reports_every_problem_at_once(tmp_path: Path) -> None:
 
 def test_missing_or_broken_suite_file(tmp_path: Path) -> None:
     with pytest.raises(DialsumError, match="suite file not found"):
-        S.load_suite(tmp_path / "nope.yaml")
+        schema.load_suite(tmp_path / "nope.yaml")
     (tmp_path / "bad.yaml").write_text("name: [unclosed\n", encoding="utf-8")
     with pytest.raises(DialsumError, match="not valid YAML"):
-        S.load_suite(tmp_path / "bad.yaml")
+        schema.load_suite(tmp_path / "bad.yaml")
 
 
 def test_config_paths_resolve_beside_the_suite_file(tmp_path: Path) -> None:
@@ -569,7 +570,7 @@ def test_existing_state_needs_resume(tmp_path: Path, small_data: Path) -> None:
 
 
 def test_shipped_main5_suite_is_the_seed_order_and_its_configs_validate() -> None:
-    suite = S.load_suite(MAIN5)
+    suite = schema.load_suite(MAIN5)
     names = [Path(e.config).name for e in suite.experiments]
     assert names == [
         "01_mt5_xlsum_ultimate_korean_qlora.yaml", "02_eenzeenee_t5_rtx3090.yaml",
@@ -577,7 +578,7 @@ def test_shipped_main5_suite_is_the_seed_order_and_its_configs_validate() -> Non
         "04_batch_optimization_rtx3090.yaml",
     ]  # fmt: skip
     assert [e.expected_minutes for e in suite.experiments] == [60, 40, 45, 35, 40]
-    configs = S.load_configs(suite, [e.name for e in suite.experiments], S.TrainArgs())
+    configs = checks.load_configs(suite, [e.name for e in suite.experiments], suite_state.TrainArgs())
     assert [configs[e.name].experiment.name for e in suite.experiments] == [e.name for e in suite.experiments]
 
 
@@ -605,23 +606,23 @@ NAMES = ["mt5", "t5", "kobart", "high_lr", "batch"]
     ],
 )
 def test_only_and_skip_select_in_suite_order(only: list[str], skip: list[str], expected: list[str]) -> None:
-    assert S.select_names(NAMES, only, skip) == expected
+    assert schema.select_names(NAMES, only, skip) == expected
 
 
 def test_selection_errors() -> None:
     with pytest.raises(DialsumError, match="unknown experiment.*kobert.*the suite has mt5"):
-        S.select_names(NAMES, ["kobert"], [])
+        schema.select_names(NAMES, ["kobert"], [])
     with pytest.raises(DialsumError, match="leave no experiment"):
-        S.select_names(NAMES, ["t5"], ["t5"])
+        schema.select_names(NAMES, ["t5"], ["t5"])
 
 
 def test_halving_keeps_the_effective_batch() -> None:
-    retry = S.halve_micro_batch(16, 3)
+    retry = failures.halve_micro_batch(16, 3)
     assert retry is not None and (retry.micro_batch, retry.grad_accum) == (8, 6)
     assert retry.text == "suite: out of memory at micro-batch 16 x 3; retried with 8 x 6 (effective 48 kept)"
-    odd = S.halve_micro_batch(5, 2)
+    odd = failures.halve_micro_batch(5, 2)
     assert odd is not None and (odd.micro_batch, odd.grad_accum) == (2, 4) and "10 -> 8" in odd.text
-    assert S.halve_micro_batch(1, 8) is None
+    assert failures.halve_micro_batch(1, 8) is None
 
 
 @pytest.mark.parametrize(
@@ -630,9 +631,9 @@ def test_halving_keeps_the_effective_batch() -> None:
         ({"state": "finished", "run_dir": "a/run"}, "skip"),
         ({"state": "running", "run_dir": "a/run"}, "resume"),
         ({"state": "interrupted", "run_dir": "a/run"}, "resume"),
-        ({"state": "failed", "run_dir": "a/run", "failure": {"kind": "killed"}}, "resume"),
-        ({"state": "failed", "run_dir": "a/run", "failure": {"kind": "data"}}, "fresh"),
-        ({"state": "failed", "run_dir": None, "failure": {"kind": "timeout"}}, "fresh"),
+        ({"state": "failed", "run_dir": "a/run", "failure": {"kind": "killed", "message": "-9"}}, "resume"),
+        ({"state": "failed", "run_dir": "a/run", "failure": {"kind": "data", "message": "x.csv"}}, "fresh"),
+        ({"state": "failed", "run_dir": None, "failure": {"kind": "timeout", "message": "wait"}}, "fresh"),
         ({"state": "pending", "run_dir": None}, "fresh"),
         ({"state": "skipped", "run_dir": None}, "fresh"),
     ],
@@ -642,29 +643,32 @@ def test_next_action(rec: dict[str, Any], action: str, tmp_path: Path) -> None:
     run.mkdir(parents=True)
     for name in ("config.yaml", "adaptations.json"):  # what every run writes first
         (run / name).write_text("{}")
-    assert S.next_action(rec, tmp_path) == action
+    assert suite_state.next_action(ExperimentRecord.model_validate({"name": "a", **rec}), tmp_path) == action
 
 
 def test_a_run_killed_before_it_wrote_its_config_starts_fresh(tmp_path: Path) -> None:
     (tmp_path / "a" / "run").mkdir(parents=True)
-    assert S.next_action({"state": "interrupted", "run_dir": "a/run"}, tmp_path) == "fresh"
+    rec = ExperimentRecord(name="a", state="interrupted", run_dir="a/run")
+    assert suite_state.next_action(rec, tmp_path) == "fresh"
 
 
 def test_resume_reuses_the_stored_options_and_takes_new_ones() -> None:
-    stored = {"init": "tiny", "one_epoch": False, "max_steps": 5, "sets": ["a.b=1"], "data": "/d"}
+    TrainArgs = suite_state.TrainArgs
+    stored = TrainArgs(init="tiny", one_epoch=False, max_steps=5, sets=["a.b=1"], data="/d")
     none_given = {"init": None, "one_epoch": None, "max_steps": None, "sets": [], "data": None}
-    assert S.resume_args(stored, none_given) == (S.TrainArgs("tiny", False, 5, ["a.b=1"], "/d"), [])
-    assert S.resume_args(stored, {**none_given, "init": "tiny", "max_steps": 5}) == (S.TrainArgs(**stored), [])
-    args, changes = S.resume_args(stored, {**none_given, "data": "/fixed"})
+    assert suite_state.resume_args(stored, none_given) == (stored, [])
+    assert suite_state.resume_args(stored, {**none_given, "init": "tiny", "max_steps": 5}) == (stored, [])
+    args, changes = suite_state.resume_args(stored, {**none_given, "data": "/fixed"})
     assert args.data == "/fixed" and changes == ["--data: '/d' at the start, '/fixed' now"]
-    args, _ = S.resume_args(stored, {**none_given, "one_epoch": True})  # replaces the stored --max-steps
-    assert S.check_train_args(args) == S.TrainArgs("tiny", True, None, ["a.b=1"], "/d")
+    args, _ = suite_state.resume_args(stored, {**none_given, "one_epoch": True})  # replaces the stored --max-steps
+    assert checks.check_train_args(args) == TrainArgs(init="tiny", one_epoch=True, sets=["a.b=1"], data="/d")
+    assert stored.max_steps == 5  # the stored options are not changed in place
 
 
 def test_train_command_orders_overrides_by_precedence(tmp_path: Path) -> None:
-    e = S.SuiteEntry(name="a", config="c.yaml", expected_minutes=1, set=["training.x=entry"])
-    args = S.TrainArgs(init="tiny", max_steps=3, sets=["training.x=cli"], data="/d")
-    cmd = S.train_command(e, args, tmp_path / "run", ["training.x=retry"], resume=True)
+    args = suite_state.TrainArgs(init="tiny", max_steps=3, sets=["training.x=cli"], data="/d")
+    cmd = process.train_command("c.yaml", ["training.x=entry"], args, tmp_path / "run", ["training.x=retry"],
+                                resume=True)
     assert cmd[:5] == [sys.executable, "-m", "dialsum.cli", "train", "c.yaml"]
     assert cmd[cmd.index("--run-dir") + 1] == str(tmp_path / "run") and "--resume" in cmd
     assert cmd[cmd.index("--max-steps") + 1] == "3" and "--one-epoch" not in cmd
@@ -677,11 +681,11 @@ def test_merge_records_keeps_old_state_and_follows_the_suite_order(tmp_path: Pat
         {"name": "a", "config": BATCH_OPT, "expected_minutes": 1, "label": "A"},
         {"name": "b", "config": BATCH_OPT, "expected_minutes": 2},
     ]))  # fmt: skip
-    old = [{"name": "b", "state": "finished", "attempts": 1}, {"name": "gone", "state": "failed"}]
-    merged = S.merge_records(suite, old)
-    assert [r["name"] for r in merged] == ["a", "b", "gone"]
-    assert merged[0]["state"] == "pending" and merged[0]["label"] == "A"
-    assert merged[1]["state"] == "finished" and merged[1]["expected_minutes"] == 2
+    old = [ExperimentRecord(name="b", state="finished", attempts=1), ExperimentRecord(name="gone", state="failed")]
+    merged = suite_state.merge_records(suite, old)
+    assert [r.name for r in merged] == ["a", "b", "gone"]
+    assert merged[0].state == "pending" and merged[0].label == "A"
+    assert merged[1].state == "finished" and merged[1].expected_minutes == 2 and merged[1].attempts == 1
 
 
 # ---------------------------------------------------------------- progress and checkpoints
@@ -691,7 +695,7 @@ def test_train_progress_follows_the_growing_log(tmp_path: Path) -> None:
     jsonl, log = tmp_path / "train_log.jsonl", tmp_path / "suite.log"
     log.write_text("train:  25%|██▌       | 1/4 [00:01<00:03]\r", encoding="utf-8")
     jsonl.write_text(json.dumps({"step": 1, "loss": 5.5}) + "\n" + '{"step": 2, "lo', encoding="utf-8")
-    progress = S.TrainProgress(jsonl, log, 0)
+    progress = display.TrainProgress(jsonl, log, 0)
     progress.poll()
     assert (progress.step, progress.max_steps, progress.loss) == (1, 4, 5.5)
     with jsonl.open("a", encoding="utf-8") as fh:
@@ -706,5 +710,5 @@ def test_partial_checkpoints_are_removed_before_resume(tmp_path: Path) -> None:
     (ckpts / "checkpoint-1" / "trainer_state.json").write_text("{}")
     (ckpts / "checkpoint-2").mkdir()
     (ckpts / "checkpoint-2" / "model.safetensors").write_text("half")
-    assert S.clear_partial_checkpoints(tmp_path) == ["checkpoint-2"]
+    assert suite_state.clear_partial_checkpoints(tmp_path) == ["checkpoint-2"]
     assert (ckpts / "checkpoint-1").is_dir() and not (ckpts / "checkpoint-2").exists()

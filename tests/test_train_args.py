@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from dialsum import config, train_args
-from dialsum.gpu import probe
+from dialsum.device import probe
 from dialsum.resolve import plan_experiment
 
 BATCH_OPT = "configs/experiments/04_batch_optimization_rtx3090.yaml"

@@ -74,7 +74,7 @@ def validate(
 ) -> None:
     """Resolve configs against their architecture, this machine and transformers, without training."""
     from dialsum.config import check_init
-    from dialsum.gpu import probe
+    from dialsum.device import probe
     from dialsum.resolve import describe_plan, plan_and_check
 
     check_init(init)
@@ -106,7 +106,7 @@ def train(
     from pathlib import Path
 
     from dialsum.config import check_init, check_max_steps
-    from dialsum.training import RunOptions, run_experiment, summarize_metrics
+    from dialsum.recipe import RunOptions, run_experiment, summarize_metrics
 
     check_init(init)
     check_max_steps(max_steps, one_epoch)
@@ -122,7 +122,7 @@ def predict(
     out: str | None = typer.Option(None, "--out", help="Submission path (default RUN_DIR/predictions.csv)."),
 ) -> None:
     """Summarize a CSV with a trained run (LoRA adapters included), same generation settings."""
-    from dialsum.training import predict_file
+    from dialsum.recipe import predict_file
 
     typer.echo(f"wrote {predict_file(run_dir, input_path, out)}")
 
@@ -155,11 +155,16 @@ def suite(
     out: str | None = typer.Option(None, "--out", help="Suite directory (default runs/suites/<suite name>)."),
     sets: list[str] = Sets,
     data_dir: str | None = Data,
+    gpus: str | None = typer.Option(None, "--gpus", help="GPUs to run on, one experiment each: 0,1,2,3 "
+                                    "(default: every visible GPU)."),
+    slots: int | None = typer.Option(None, "--slots", help="CPU only: experiments side by side, each with "
+                                     "its share of the cores (default 1)."),
 ) -> None:
-    """Run a suite of experiments, each in its own process: GPU wait, monitor, retry, resume, report."""
+    """Run a suite of experiments, each in its own process: slots, GPU wait, monitor, retry, resume, report."""
     from dialsum.suite import SuiteOptions, run_suite
 
-    opts = SuiteOptions(suite_file, init, one_epoch, max_steps, resume, only, skip, out, list(sets), data_dir)
+    opts = SuiteOptions(suite_file, init, one_epoch, max_steps, resume, only, skip, out, list(sets), data_dir,
+                        gpus, slots)
     raise typer.Exit(run_suite(opts))
 
 

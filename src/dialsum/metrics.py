@@ -27,7 +27,7 @@ import functools
 import gc
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -133,66 +133,6 @@ def rouge_pair(prediction: str, reference: str, tokenize: str = "whitespace") ->
     """ROUGE-1, ROUGE-2, ROUGE-L F1 of one prediction against one reference."""
     result = score([prediction], [[reference]], tokenize)
     return result.per_dialogue[0]
-
-
-def decoder_tokens_to_strip(tokenizer: Any) -> list[str]:
-    """The tokenizer's special tokens minus mask tokens, plus `<usr>` and the usual BART tokens.
-
-    Longest first, so that a token containing another is removed whole.
-    """
-    declared = set(getattr(tokenizer, "all_special_tokens", []) or [])
-    for added in (getattr(tokenizer, "added_tokens_decoder", {}) or {}).values():
-        if getattr(added, "special", False):
-            declared.add(str(added.content))
-    tokens = {t for t in declared | set(DEFAULT_DECODER_TOKENS) if t and not MASK_TOKEN_RE.fullmatch(t)}
-    return sorted(tokens, key=lambda t: (-len(t), t))
-
-
-def clean_summary(text: str, strip_tokens: Sequence[str]) -> str:
-    """Replace each strip token by a space, collapse whitespace, strip (mask tokens are kept)."""
-    pattern = _strip_pattern(tuple(strip_tokens))
-    if pattern is not None:
-        text = pattern.sub(" ", text)
-    return " ".join(text.split())
-
-
-@functools.lru_cache(maxsize=64)
-def _strip_pattern(tokens: tuple[str, ...]) -> re.Pattern[str] | None:
-    ordered = sorted((t for t in tokens if t), key=len, reverse=True)
-    return re.compile("|".join(re.escape(t) for t in ordered)) if ordered else None
-
-
-def make_compute_metrics(tokenizer: Any, tokenize: str = "morpheme") -> Callable[[Any], dict[str, float]]:
-    """A `compute_metrics` for `Seq2SeqTrainer(predict_with_generate=True)`.
-
-    Decodes generated ids and labels (negative ids such as -100 padding dropped) without skipping
-    special tokens, removes the decoder tokens, keeps mask tokens, and scores.
-    """
-    _check_tokenize(tokenize)
-    strip = decoder_tokens_to_strip(tokenizer)
-
-    def compute_metrics(eval_pred: Any) -> dict[str, float]:
-        preds, labels = eval_pred.predictions, eval_pred.label_ids
-        if isinstance(preds, tuple):
-            preds = preds[0]
-        pred_texts = decode_clean(tokenizer, preds, strip)
-        label_texts = decode_clean(tokenizer, labels, strip)
-        result = score(pred_texts, [[t] for t in label_texts], tokenize)
-        return {k: float(getattr(result, k)) for k in ("rouge1", "rouge2", "rougeL", "final")}
-
-    return compute_metrics
-
-
-def decode_clean(tokenizer: Any, ids: Any, strip_tokens: Sequence[str]) -> list[str]:
-    """Decode a batch of id rows (logits are arg-maxed; negative ids dropped) into clean summaries."""
-    import numpy as np
-
-    array = np.asarray(ids)
-    if array.ndim == 3:
-        array = array.argmax(-1)
-    rows = [[int(t) for t in row if t >= 0] for row in array.reshape(len(array), -1)]
-    texts = tokenizer.batch_decode(rows, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-    return [clean_summary(t, strip_tokens) for t in texts]
 
 
 # ----------------------------------------------------------------------------- rouge==1.0.1 semantics

@@ -15,7 +15,7 @@ from typing import Any
 
 from dialsum import modeling, train_args
 from dialsum.config import ExperimentConfig
-from dialsum.gpu import DeviceInfo
+from dialsum.device import DeviceInfo
 
 
 @dataclass

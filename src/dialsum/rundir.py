@@ -79,3 +79,21 @@ def last_checkpoint(checkpoints: Path) -> Path | None:
     done = [p for p in checkpoints.glob("checkpoint-*")
             if p.name.split("-")[-1].isdigit() and checkpoint_complete(p)]
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def load_metrics(run_dir: Path) -> tuple[dict, str | None]:
+    """A run's metrics.json and, when it is missing or unreadable, why ({} then)."""
+    path = run_dir / FINISHED
+    if not path.is_file():
+        return {}, f"{FINISHED} missing"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return {}, f"{FINISHED} unreadable ({type(err).__name__})"
+    return (data, None) if isinstance(data, dict) else ({}, f"{FINISHED} is not an object")
+
+
+def dev_final(metrics: dict) -> float | None:
+    """The run's dev score: morpheme final, the leaderboard's number."""
+    value = ((metrics.get("dev") or {}).get("morpheme") or {}).get("final")
+    return float(value) if isinstance(value, (int, float)) else None

@@ -1,12 +1,11 @@
-"""Tests for dialsum.gpu: NVML is faked through the `reader=` seam (or a fake `pynvml` module).
+"""The suite's memory monitor and wait: NVML is faked through the `reader=` seam (or a fake `pynvml`).
 
-.venv/bin/pytest tests/test_gpu.py
+.venv/bin/pytest tests/test_monitor.py
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -15,9 +14,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from dialsum import gpu
 from dialsum.errors import DialsumError
-from dialsum.gpu import GpuSample, MemoryMonitor, NvmlReader, wait_for_free_gpu
+from dialsum.suite import monitor
+from dialsum.suite.monitor import GpuSample, MemoryMonitor, NvmlReader, SmartWait
 
 NO_THREAD = 3600.0  # interval long enough that the background thread never samples; tests call tick()
 
@@ -57,15 +56,9 @@ class BrokenReader:
 class FakeClock:
     def __init__(self) -> None:
         self.now = 100.0
-        self.sleeps: list[float] = []
 
     def __call__(self) -> float:
         return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds > 0
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def mb(used: float, total: float = 1000.0) -> GpuSample:
@@ -89,7 +82,7 @@ def test_monitor_writes_gpu_rows_tracks_peak_and_warns_once_per_crossing(tmp_pat
         for _ in used[1:-1]:
             mon.tick()
     rows = read_rows(path)
-    assert list(rows[0].keys()) == list(gpu.CSV_HEADER)
+    assert list(rows[0].keys()) == list(monitor.CSV_HEADER)
     assert [float(r["used_mb"]) for r in rows] == used
     assert {r["kind"] for r in rows} == {"gpu"} and mon.kind == "gpu" and mon.note == ""
     assert rows[0]["util_pct"] == "50.0" and rows[0]["temp_c"] == "60.0"
@@ -122,7 +115,7 @@ def test_monitor_appends_to_existing_file_without_second_header(tmp_path: Path) 
         with MemoryMonitor(path, interval_s=NO_THREAD, reader=ScriptedReader([mb(5)])):
             pass
     lines = path.read_text(encoding="utf-8").splitlines()
-    assert lines[0] == ",".join(gpu.CSV_HEADER)
+    assert lines[0] == ",".join(monitor.CSV_HEADER)
     assert len(lines) == 1 + 4 and lines.count(lines[0]) == 1
 
 
@@ -164,15 +157,15 @@ def test_process_rss_counts_children() -> None:
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-        alone = gpu.process_rss_mb(os.getpid(), include_children=False)
-        tree = gpu.process_rss_mb(os.getpid())
+        alone = monitor.process_rss_mb(os.getpid(), include_children=False)
+        tree = monitor.process_rss_mb(os.getpid())
         assert alone > 1
         assert tree - alone > 80  # the child's 80 MB buffer plus its interpreter
-        assert gpu.process_rss_mb(child.pid) == pytest.approx(tree - alone, abs=5)
+        assert monitor.process_rss_mb(child.pid) == pytest.approx(tree - alone, abs=5)
     finally:
         child.kill()
         child.wait()
-    assert gpu.process_rss_mb(child.pid) == 0.0  # reaped: no such process
+    assert monitor.process_rss_mb(child.pid) == 0.0  # reaped: no such process
 
 
 def test_monitor_rejects_missing_pid_and_bad_settings(tmp_path: Path) -> None:
@@ -311,177 +304,75 @@ def test_nvml_reader_without_gpu_reports_reason() -> None:
 # --------------------------------------------------------------------------- smart wait
 
 
-def test_wait_returns_at_once_when_free() -> None:
-    clock, logs = FakeClock(), []
-    res = wait_for_free_gpu(
-        500, timeout_s=60, reader=ScriptedReader([mb(200)]), log=logs.append, sleep=clock.sleep, clock=clock
-    )
-    assert res.ok and res.used_mb == 200 and res.waited_s == 0
-    assert clock.sleeps == [] and logs == []
-    assert "200 MB" in res.message and "500 MB" in res.message
+class PerGpuReader:
+    """A scripted used-MB sequence per GPU index (the last value repeats)."""
+
+    reason = ""
+
+    def __init__(self, used: dict[int, list[float]]) -> None:
+        self.used = {i: list(v) for i, v in used.items()}
+
+    def available(self) -> bool:
+        return True
+
+    def sample(self, index: int = 0) -> GpuSample:
+        seq = self.used[index]
+        return mb(seq.pop(0) if len(seq) > 1 else seq[0], 24000)
 
 
-def test_wait_polls_through_busy_samples_and_logs_sparingly() -> None:
-    busy = [mb(900)] * 20 + [mb(100)]  # free at the 21st poll: 100 s later with 5 s polls
-    clock, logs = FakeClock(), []
-    reader = ScriptedReader(busy)
-    res = wait_for_free_gpu(
-        500, timeout_s=600, poll_s=5, reader=reader, log=logs.append, sleep=clock.sleep, clock=clock
-    )
-    assert res.ok and res.used_mb == 100 and res.waited_s == pytest.approx(100)
-    assert reader.calls == 21 and clock.sleeps == [5] * 20
-    assert len(logs) == 4  # at 0, 30, 60, 90 s: not every poll
-    assert "900 MB used > 500 MB" in logs[0]
+def test_wait_answers_free_at_once_when_every_gpu_is_free() -> None:
+    wait = SmartWait(500, 60, reader=PerGpuReader({0: [200], 1: [100]}), clock=FakeClock())
+    status = wait.check("a", [0, 1])
+    assert (status.outcome, status.waited_s) == ("free", 0.0) and "500 MB" in status.message
 
 
-def test_wait_times_out_with_threshold_and_usage_in_message() -> None:
-    clock, logs = FakeClock(), []
-    res = wait_for_free_gpu(
-        2000,
-        timeout_s=12,
-        poll_s=5,
-        reader=ScriptedReader([mb(7500, 24000)]),
-        log=logs.append,
-        sleep=clock.sleep,
-        clock=clock,
-    )
-    assert res.ok is False and res.used_mb == 7500
-    assert res.waited_s == pytest.approx(12)
-    assert clock.sleeps == [5, 5, 2]  # never sleeps past the timeout
-    assert "2000 MB" in res.message and "7500 MB" in res.message and "12s" in res.message
-
-
-def test_wait_zero_timeout_fails_at_once_when_busy() -> None:
+def test_wait_holds_while_any_gpu_is_busy_and_never_blocks() -> None:
     clock = FakeClock()
-    res = wait_for_free_gpu(
-        10, timeout_s=0, reader=ScriptedReader([mb(50)]), log=lambda m: None, sleep=clock.sleep, clock=clock
-    )
-    assert res.ok is False and clock.sleeps == []
+    wait = SmartWait(500, 600, reader=PerGpuReader({0: [100], 1: [900, 900, 100]}), clock=clock)
+    first = wait.check("a", [0, 1])
+    assert first.outcome == "busy" and "GPU 1: 900 MB of 24000 MB used" in first.message and "GPU 0" not in first.message
+    clock.now += 40
+    assert wait.check("a", [0, 1]).outcome == "busy"
+    clock.now += 20
+    free = wait.check("a", [0, 1])
+    assert (free.outcome, free.waited_s) == ("free", 60.0)
+
+
+def test_wait_samples_at_most_every_poll_interval() -> None:
+    clock, reader = FakeClock(), PerGpuReader({0: [900, 100]})
+    wait = SmartWait(500, 600, poll_s=10, reader=reader, clock=clock)
+    assert wait.check("a", [0]).outcome == "busy"
+    clock.now += 5
+    assert wait.check("a", [0]).outcome == "busy"  # not sampled again yet: the GPU is free by now
+    clock.now += 5
+    assert wait.check("a", [0]).outcome == "free"
+
+
+def test_wait_times_out_per_experiment_with_usage_and_threshold() -> None:
+    clock = FakeClock()
+    wait = SmartWait(2000, 12, reader=PerGpuReader({0: [7500]}), clock=clock)
+    assert wait.check("a", [0]).outcome == "busy"
+    clock.now += 5
+    assert wait.check("b", [0]).outcome == "busy"  # b's wait starts now, not with a's
+    clock.now += 7
+    timeout = wait.check("a", [0])
+    assert timeout.outcome == "timeout" and timeout.waited_s == 12.0
+    assert "7500 MB" in timeout.message and "2000 MB allowed" in timeout.message
+    assert wait.check("b", [0]).outcome == "busy"
 
 
 @pytest.mark.parametrize("fail_available", [True, False])
 def test_wait_without_gpu_or_with_nvml_errors_continues(fail_available: bool) -> None:
-    clock = FakeClock()
-    res = wait_for_free_gpu(
-        10,
-        timeout_s=60,
-        reader=BrokenReader(fail_available),
-        log=lambda m: None,
-        sleep=clock.sleep,
-        clock=clock,
-    )
-    assert res.ok and res.used_mb is None and "no GPU" in res.message and clock.sleeps == []
+    status = SmartWait(10, 60, reader=BrokenReader(fail_available), clock=FakeClock()).check("a", [0])
+    assert status.outcome == "no-gpu" and "no GPU" in status.message
 
 
 def test_wait_on_this_machine_with_real_reader_does_not_block() -> None:
-    clock = FakeClock()
-    res = wait_for_free_gpu(10**9, timeout_s=1, sleep=clock.sleep, clock=clock, log=lambda m: None)
-    assert res.ok and clock.sleeps == []
+    assert SmartWait(10**9, 1).check("a", [0]).outcome in ("no-gpu", "free")
 
 
 def test_wait_rejects_bad_arguments() -> None:
-    with pytest.raises(DialsumError, match="poll_s"):
-        wait_for_free_gpu(1, timeout_s=1, poll_s=0, reader=ScriptedReader([mb(0)]))
+    with pytest.raises(DialsumError, match="timeout_s"):
+        SmartWait(1, -1, reader=ScriptedReader([mb(0)]))
 
 
-# --------------------------------------------------------------------------- probe and clean-up
-
-
-def test_probe_on_this_machine() -> None:
-    info = gpu.probe()
-    assert info.cpu_cores >= 1
-    assert info.cpu_cores == len(os.sched_getaffinity(0))
-    data = json.loads(json.dumps(info.to_dict()))
-    assert set(data) >= {
-        "cuda_available",
-        "device_name",
-        "device_count",
-        "total_memory_mb",
-        "compute_capability",
-        "bf16_supported",
-        "tf32_supported",
-        "cpu_cores",
-        "bitsandbytes_available",
-    }
-    import torch
-
-    assert info.cuda_available == torch.cuda.is_available()
-    if not info.cuda_available:
-        assert info.device_count == 0 and not info.bf16_supported and not info.tf32_supported
-        assert "no CUDA GPU" in info.summary()
-
-
-def _fake_torch(major: int, minor: int, bf16: bool) -> SimpleNamespace:
-    props = SimpleNamespace(name="Fake GPU", total_memory=24 * 2**30, major=major, minor=minor)
-    cuda = SimpleNamespace(
-        is_available=lambda: True,
-        device_count=lambda: 1,
-        get_device_properties=lambda i: props,
-        is_bf16_supported=lambda: bf16,
-    )
-    return SimpleNamespace(cuda=cuda, __version__="9.9", version=SimpleNamespace(cuda="12.8"))
-
-
-@pytest.fixture
-def imports(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record (and skip) the real bitsandbytes import that a CUDA probe makes."""
-    seen: list[str] = []
-
-    def fake_import(name: str) -> object:
-        seen.append(name)
-        if name == "bitsandbytes" and os.environ.get("FAKE_BNB_BROKEN"):
-            raise OSError("libcudart.so.12: cannot open shared object file")
-        return SimpleNamespace()
-
-    monkeypatch.setattr(gpu.importlib, "import_module", fake_import)
-    return seen
-
-
-@pytest.mark.parametrize(("major", "minor", "tf32"), [(8, 6, True), (9, 0, True), (7, 5, False)])
-def test_probe_reads_capabilities_from_cuda(major: int, minor: int, tf32: bool, imports: list[str]) -> None:
-    info = gpu._probe_from(_fake_torch(major, minor, bf16=major >= 8))
-    assert imports == ["bitsandbytes"] and info.bitsandbytes_available and info.notes == []
-    assert info.cuda_available and info.device_name == "Fake GPU" and info.device_count == 1
-    assert info.total_memory_mb == 24576.0 and info.compute_capability == f"{major}.{minor}"
-    assert info.tf32_supported is tf32 and info.bf16_supported is (major >= 8)
-    assert info.cuda_version == "12.8" and "Fake GPU x1" in info.summary()
-
-
-def test_probe_reports_an_unimportable_bitsandbytes(
-    imports: list[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("FAKE_BNB_BROKEN", "1")
-    info = gpu._probe_from(_fake_torch(8, 6, bf16=True))
-    assert info.bitsandbytes_available is False
-    assert any("bitsandbytes" in n and "libcudart" in n for n in info.notes)
-
-
-def test_probe_survives_a_broken_cuda() -> None:
-    fake = _fake_torch(8, 0, True)
-    fake.cuda.get_device_properties = lambda i: (_ for _ in ()).throw(RuntimeError("driver mismatch"))
-    info = gpu._probe_from(fake)
-    assert info.cuda_available is False and any("driver mismatch" in n for n in info.notes)
-
-
-def test_free_memory_collects_garbage_and_returns_none_without_cuda() -> None:
-    import gc
-    import weakref
-
-    class Node:
-        pass
-
-    a, b = Node(), Node()
-    a.other, b.other = b, a  # a cycle only the collector frees
-    ref = weakref.ref(a)
-    gc.disable()
-    try:
-        del a, b
-        assert ref() is not None
-        freed = gpu.free_memory()
-    finally:
-        gc.enable()
-    assert ref() is None
-    import torch
-
-    if not torch.cuda.is_available():
-        assert freed is None

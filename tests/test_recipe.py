@@ -12,7 +12,7 @@ import pytest
 from conftest import EXPERIMENTS, FAST, assert_clean_error, run_cli
 
 from dialsum import config
-from dialsum.training import RunOptions, run_experiment
+from dialsum.recipe import RunOptions, run_experiment
 
 DECODER_TOKENS = ("<s>", "</s>", "<pad>", "<usr>", "<unk>")
 # A tiny model learns from scratch: its encoder comes into use only after several hundred steps, so
@@ -216,9 +216,9 @@ def test_tokens_per_second_count_training_only(small_data, tmp_path, monkeypatch
     """Evaluation with generation during training is not training time."""
     import time
 
-    from dialsum import metrics as metrics_module
+    from dialsum import generation as generation_module
 
-    real = metrics_module.make_compute_metrics
+    real = generation_module.make_compute_metrics
 
     def slow(tokenizer, tokenize="morpheme"):
         compute = real(tokenizer, tokenize)
@@ -228,7 +228,7 @@ def test_tokens_per_second_count_training_only(small_data, tmp_path, monkeypatch
             return compute(eval_pred)
         return compute_slowly
 
-    monkeypatch.setattr(metrics_module, "make_compute_metrics", slow)
+    monkeypatch.setattr(generation_module, "make_compute_metrics", slow)
     metrics = train_tiny(BATCH_OPT, small_data, tmp_path / "run", "training.eval_strategy=steps",
                          "training.eval_steps=1", "training.save_strategy=steps", "training.save_steps=1",
                          "training.per_device_train_batch_size=4", "training.gradient_accumulation_steps=1")

@@ -1,27 +1,22 @@
-"""Device probing, GPU memory monitoring, the "smart wait" before an experiment, and clean-up.
+"""GPU memory as the suite watches it: NVML readings, the memory monitor, the wait for free memory.
 
-    .venv/bin/pytest tests/test_gpu.py
-    .venv/bin/python -c "from dialsum.gpu import probe; print(probe().summary())"
-    .venv/bin/python -c "from dialsum.gpu import wait_for_free_gpu as w; print(w(2000, timeout_s=60))"
+    pytest tests/test_monitor.py
 
 NVML (`pynvml`, from nvidia-ml-py) is read through one small class, `NvmlReader`; anything that
 samples takes a `reader=` so tests can script it. Every NVML failure means "no GPU" with a reason,
 never a crash: the monitor then records the RSS of the watched process tree instead, and the wait
-returns at once.
+returns at once. The suite's process imports no torch for any of this.
 """
 
 from __future__ import annotations
 
 import csv
-import gc
 import importlib
-import importlib.util
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,116 +27,6 @@ from dialsum.errors import DialsumError
 MB = 1024 * 1024
 CSV_HEADER = ("time_s", "kind", "used_mb", "total_mb", "util_pct", "temp_c")
 RSS_NOTE = "no GPU: recording process RSS instead"
-
-
-# --------------------------------------------------------------------------- device probe
-
-
-@dataclass
-class DeviceInfo:
-    """What this machine offers a training run; saved with every run as JSON."""
-
-    cuda_available: bool
-    device_name: str | None
-    device_count: int
-    total_memory_mb: float | None
-    compute_capability: str | None
-    bf16_supported: bool
-    tf32_supported: bool
-    cpu_cores: int
-    bitsandbytes_available: bool
-    torch_version: str | None = None
-    cuda_version: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def summary(self) -> str:
-        """One line for logs, e.g. `NVIDIA H200 x1 (143771 MB, cc 9.0, bf16, tf32); 16 CPU cores`."""
-        if self.cuda_available:
-            flags = ", ".join(
-                f for f, on in (("bf16", self.bf16_supported), ("tf32", self.tf32_supported)) if on
-            )
-            gpu = (
-                f"{self.device_name} x{self.device_count} ({self.total_memory_mb:.0f} MB, "
-                f"cc {self.compute_capability}{', ' + flags if flags else ''})"
-            )
-        else:
-            gpu = "no CUDA GPU"
-        bnb = "bitsandbytes" if self.bitsandbytes_available else "no bitsandbytes"
-        return f"{gpu}; {self.cpu_cores} CPU cores; {bnb}"
-
-
-def cpu_core_count() -> int:
-    """Cores this process may run on (affinity-aware where the OS reports it)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
-
-
-def probe() -> DeviceInfo:
-    """Describe the CUDA device (if any), CPU cores and bitsandbytes. Imports torch only here."""
-    try:
-        import torch
-    except ImportError as err:  # the package depends on torch; still never crash a probe
-        info = _probe_from(None)
-        info.notes.append(f"torch not importable ({err})")
-        return info
-    return _probe_from(torch)
-
-
-def _probe_from(torch: Any) -> DeviceInfo:
-    """Build a DeviceInfo from a torch module (or a stand-in with the same `cuda` API)."""
-    notes: list[str] = []
-    cuda = bool(torch is not None and torch.cuda.is_available())
-    name = total = cc = None
-    count, bf16, tf32 = 0, False, False
-    if cuda:
-        try:
-            count = int(torch.cuda.device_count())
-            props = torch.cuda.get_device_properties(0)
-            name, total = str(props.name), round(props.total_memory / MB, 1)
-            cc = f"{props.major}.{props.minor}"
-            bf16 = bool(torch.cuda.is_bf16_supported())
-            tf32 = int(props.major) >= 8
-        except Exception as err:  # a broken driver can report CUDA and then fail to describe it
-            notes.append(f"CUDA reported available but unusable ({type(err).__name__}: {err})")
-            cuda, count, name, total, cc, bf16, tf32 = False, 0, None, None, None, False, False
-    bnb_ok = _bitsandbytes_available(cuda, notes)
-    return DeviceInfo(
-        cuda_available=cuda,
-        device_name=name,
-        device_count=count,
-        total_memory_mb=total,
-        compute_capability=cc,
-        bf16_supported=bf16,
-        tf32_supported=tf32,
-        cpu_cores=cpu_core_count(),
-        bitsandbytes_available=bnb_ok,
-        torch_version=getattr(torch, "__version__", None),
-        cuda_version=getattr(getattr(torch, "version", None), "cuda", None),
-        notes=notes,
-    )
-
-
-def _bitsandbytes_available(cuda: bool, notes: list[str]) -> bool:
-    """Installed, and (on a CUDA machine, where 4-bit loading would use it) actually importable.
-
-    Without CUDA the import is skipped: it takes seconds, prints warnings, and 4-bit loading is
-    not possible there anyway.
-    """
-    if importlib.util.find_spec("bitsandbytes") is None:
-        return False
-    if not cuda:
-        return True
-    try:
-        importlib.import_module("bitsandbytes")
-    except Exception as err:  # any import-time failure (missing CUDA libs, ABI) means unusable
-        notes.append(f"bitsandbytes installed but not importable: {type(err).__name__}: {err}")
-        return False
-    return True
-
 
 # --------------------------------------------------------------------------- NVML
 
@@ -176,6 +61,7 @@ class NvmlReader:
         self._nvml = nvml
         self._ready: bool | None = None
         self.reason = ""
+        self.count = 0
 
     def available(self) -> bool:
         if self._ready is None:
@@ -194,7 +80,15 @@ class NvmlReader:
         if count < 1:
             self.reason = "NVML reports no GPU devices"
             return False
+        self.count = count
         return True
+
+    def visible_count(self) -> int:
+        """GPUs this process may use: CUDA_VISIBLE_DEVICES' entries when set, else every NVML device."""
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None:
+            return len([v for v in visible.split(",") if v.strip()])
+        return self.count if self.available() else 0
 
     def sample(self, index: int = 0) -> GpuSample:
         if not self.available():
@@ -225,6 +119,11 @@ class NvmlReader:
         if ident is None or ident.isdigit():
             return self._nvml.nvmlDeviceGetHandleByIndex(int(ident) if ident else index)
         return self._nvml.nvmlDeviceGetHandleByUUID(ident)
+
+
+def child_visible_devices(indices: list[int]) -> str:
+    """CUDA_VISIBLE_DEVICES for a child that gets these CUDA indices of this process ("" for none)."""
+    return ",".join(_visible_device(i) or str(i) for i in indices)
 
 
 def _visible_device(index: int) -> str | None:
@@ -448,94 +347,61 @@ def _cell(value: float | None) -> str | float:
 
 
 @dataclass(frozen=True)
-class WaitResult:
+class WaitStatus:
+    outcome: str  # free | busy | timeout | no-gpu
     waited_s: float
-    used_mb: float | None
-    ok: bool
     message: str
 
 
-def wait_for_free_gpu(
-    max_used_mb: float,
-    *,
-    timeout_s: float,
-    poll_s: float = 5.0,
-    reader: GpuReader | None = None,
-    log: Callable[[str], Any] = print,
-    sleep: Callable[[float], Any] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-    index: int = 0,
-    log_every_s: float = 30.0,
-) -> WaitResult:
-    """Hold until GPU `index` uses <= `max_used_mb`, or `timeout_s` passes (then ok=False).
+class SmartWait:
+    """Start an experiment only once each of its GPUs uses at most `max_used_mb`; fail it after `timeout_s`.
 
-    Logs when it starts waiting and then every `log_every_s`, not every poll. Without a GPU (or on
-    any NVML error) it returns at once with ok=True and a note: there is nothing to wait for.
+    `check(name, indices)` never blocks: the scheduler calls it on each pass and keeps watching its
+    other experiments meanwhile. Without a GPU (or on any NVML error) it answers `no-gpu` at once:
+    there is nothing to wait for.
     """
-    if timeout_s < 0 or poll_s <= 0:
-        raise DialsumError(f"wait_for_free_gpu: timeout_s={timeout_s} must be >= 0, poll_s={poll_s} > 0")
-    reader = reader if reader is not None else NvmlReader()
-    start = clock()
-    ok, reason = safe_available(reader)
-    if not ok:
-        return WaitResult(0.0, None, True, f"no GPU to wait for, continuing ({reason})")
-    next_log = start
-    while True:
-        sample, reason = safe_sample(reader, index)
-        now = clock()
-        waited = round(now - start, 1)
-        if sample is None:
-            return WaitResult(waited, None, True, f"no GPU to wait for, continuing ({reason})")
-        if sample.used_mb <= max_used_mb:
-            return WaitResult(waited, sample.used_mb, True, _free_message(sample, max_used_mb, waited))
-        if now - start >= timeout_s:
-            return WaitResult(waited, sample.used_mb, False, _timeout_message(sample, max_used_mb, waited))
-        if now >= next_log:
-            log(
-                f"waiting for GPU {index}: {sample.used_mb:.0f} MB used > {max_used_mb:.0f} MB allowed "
-                f"({waited:.0f}s of {timeout_s:.0f}s)"
-            )
-            next_log = now + log_every_s
-        sleep(min(poll_s, timeout_s - (now - start)))
 
+    def __init__(self, max_used_mb: float, timeout_s: float, poll_s: float = 0.0, reader: GpuReader | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if timeout_s < 0 or max_used_mb < 0 or poll_s < 0:
+            raise DialsumError(f"smart wait: max_used_mb={max_used_mb}, timeout_s={timeout_s} and poll_s={poll_s} "
+                               "must be >= 0")
+        self.max_used_mb, self.timeout_s, self.poll_s = max_used_mb, timeout_s, poll_s
+        self.reader = reader if reader is not None else NvmlReader()
+        self.clock = clock
+        self.since: dict[str, float] = {}
+        self.last: dict[str, tuple[float, WaitStatus]] = {}
 
-def _free_message(s: GpuSample, limit: float, waited: float) -> str:
-    after = f" after {waited:.0f}s" if waited > 0 else ""
-    return f"GPU free{after}: {s.used_mb:.0f} MB used <= {limit:.0f} MB allowed"
+    def check(self, name: str, indices: list[int]) -> WaitStatus:
+        """Free, busy, timeout or no-gpu; while busy, the GPUs are sampled at most every `poll_s`."""
+        sampled_at, status = self.last.get(name, (-1e18, None))
+        if status is not None and self.clock() - sampled_at < self.poll_s:
+            return status
+        status = self._sample(name, indices)
+        if status.outcome == "busy":
+            self.last[name] = (self.clock(), status)
+        else:
+            self.last.pop(name, None)
+        return status
 
-
-def _timeout_message(s: GpuSample, limit: float, waited: float) -> str:
-    return (
-        f"GPU still busy after {waited:.0f}s: {s.used_mb:.0f} MB of {s.total_mb:.0f} MB used, more than "
-        f"the {limit:.0f} MB allowed; stop the other GPU processes, or raise the wait's max_used_mb or timeout"
-    )
-
-
-# --------------------------------------------------------------------------- clean-up
-
-
-def free_memory() -> float | None:
-    """Collect garbage and release cached CUDA memory; MB released by the CUDA cache, else None.
-
-    Touches CUDA only if torch is already imported and CUDA already initialised in this process, so
-    a suite's parent process never creates a CUDA context (and its memory) just by cleaning up.
-    """
-    torch = sys.modules.get("torch")
-    gc.collect()
-    if not _cuda_in_use(torch):
-        return None
-    try:
-        before = torch.cuda.memory_reserved()
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.ipc_collect()
-        return round(max(0, before - torch.cuda.memory_reserved()) / MB, 1)
-    except Exception:  # a CUDA context poisoned by an earlier error: nothing more to release here
-        return None
-
-
-def _cuda_in_use(torch: Any) -> bool:
-    try:
-        return bool(torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized())
-    except Exception:
-        return False
+    def _sample(self, name: str, indices: list[int]) -> WaitStatus:
+        busy = []
+        for index in indices:
+            sample, reason = safe_sample(self.reader, index)
+            if sample is None:
+                self.since.pop(name, None)
+                return WaitStatus("no-gpu", 0.0, f"no GPU to wait for, continuing ({reason})")
+            if sample.used_mb > self.max_used_mb:
+                busy.append(f"GPU {index}: {sample.used_mb:.0f} MB of {sample.total_mb:.0f} MB used")
+        waited = round(self.clock() - self.since.setdefault(name, self.clock()), 1)
+        if not busy:
+            self.since.pop(name, None)
+            after = f" after {waited:.0f}s" if waited > 0 else ""
+            return WaitStatus("free", waited, f"GPU free{after}: at most {self.max_used_mb:.0f} MB used")
+        detail = f"{'; '.join(busy)}, more than the {self.max_used_mb:.0f} MB allowed"
+        if waited >= self.timeout_s:
+            self.since.pop(name, None)
+            return WaitStatus("timeout", waited, (
+                f"GPU still busy after {waited:.0f}s: {detail}; stop the other GPU processes, or raise the "
+                "suite's gpu_wait_max_used_mb or gpu_wait_timeout_minutes"))
+        return WaitStatus("busy", waited, f"waiting: {detail} ({waited:.0f}s of {self.timeout_s:.0f}s)")

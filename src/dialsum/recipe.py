@@ -1,4 +1,5 @@
-"""The recipe: one experiment from config to trained model, dev score and submission.
+"""The recipe: one experiment from config to trained model, dev score and submission; it assembles its
+own trainer from the parts in `dialsum.hf_trainer`.
 
     dialsum train configs/experiments/01_baseline_kobart_rtx3090.yaml --init tiny --one-epoch
     dialsum train CONFIG --run-dir runs/x/1 --resume        # continue from the last checkpoint
@@ -25,8 +26,8 @@ from typing import Any
 from dialsum import baselines, config, data, generation, modeling, paths, rundir, train_args
 from dialsum.config import ExperimentConfig, to_yaml
 from dialsum.csvio import atomic_write_json, atomic_write_rows, atomic_write_text, read_json
+from dialsum.device import DeviceInfo, free_memory, probe
 from dialsum.errors import DialsumError
-from dialsum.gpu import DeviceInfo, free_memory, probe
 from dialsum.resolve import Plan, plan_and_check
 
 log = logging.getLogger("dialsum")
@@ -274,7 +275,7 @@ def _setup_model(run: Run) -> None:
             gradient_checkpointing=cfg.training.gradient_checkpointing,
         )
     run.model = model
-    from dialsum.metrics import decoder_tokens_to_strip
+    from dialsum.generation import decoder_tokens_to_strip
 
     run.strip_tokens = decoder_tokens_to_strip(tokenizer)
     run.encoder = data.Encoder(tokenizer, plan.family, cfg.tokenizer.prefix, cfg.tokenizer.encoder_max_len,
@@ -318,7 +319,6 @@ def _base_model(run: Run, tokenizer: Any) -> tuple[Any, str]:
 
 def train(run: Run) -> None:
     from dialsum.meter import TrainingMeter
-    from dialsum.trainer import build_trainer
 
     cfg, plan = run.cfg, run.plan
     assert run.encoder is not None and plan is not None
@@ -328,7 +328,7 @@ def train(run: Run) -> None:
         eval_df = eval_df.head(cfg.training.eval_max_samples)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.dir / "tensorboard")  # read when the trainer is built
     args = train_args.training_arguments(cfg, output_dir=str(run.dir / "checkpoints"), four_bit=plan.four_bit)
-    trainer = build_trainer(run, args, train_set, run.encoder.examples(eval_df))
+    trainer = _build_trainer(run, args, train_set, run.encoder.examples(eval_df))
     resume = rundir.last_checkpoint(run.dir / "checkpoints") if run.opts.resume else None
     if run.opts.resume:
         log.info("resuming from %s", resume or "the start (no checkpoint yet)")
@@ -351,6 +351,35 @@ def train(run: Run) -> None:
         train_loss=result.training_loss if result else None, best_checkpoint=trainer.state.best_model_checkpoint,
     )
     run.metrics.update(_measurements(meter) if measured else _unmeasured(resume))
+
+
+def _build_trainer(run: Run, args: Any, train_set: list[dict], eval_set: list[dict]) -> Any:
+    """The Trainer with dialsum's loss, sampler and callbacks; transformers' console printers removed."""
+    from transformers import EarlyStoppingCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from dialsum.hf_trainer import DialsumTrainer, JsonlLog, Progress
+    from dialsum.losses import supports_chunked_loss
+
+    cfg = run.cfg
+    chunked = cfg.speed.chunked_loss and supports_chunked_loss(run.model)
+    run.model.generation_config.update(**generation.generation_kwargs(cfg.generation))
+    trainer = DialsumTrainer(
+        model=run.model, args=args, train_dataset=train_set,
+        eval_dataset=eval_set if args.eval_strategy != "no" else None,
+        data_collator=data.Seq2SeqCollator(run.tokenizer.pad_token_id),
+        processing_class=run.tokenizer,
+        compute_metrics=generation.make_compute_metrics(run.tokenizer, tokenize="morpheme"),
+        chunk_tokens=cfg.speed.chunk_tokens if chunked else None,
+        length_buckets=cfg.training.group_by_length,
+    )
+    for printer in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(printer)
+    trainer.add_callback(JsonlLog(run.dir / "train_log.jsonl", trainer))
+    trainer.add_callback(Progress(trainer))
+    if cfg.training.early_stopping_patience and args.load_best_model_at_end:
+        trainer.add_callback(EarlyStoppingCallback(cfg.training.early_stopping_patience))
+    return trainer
 
 
 def _measurements(meter: Any) -> dict[str, Any]:
@@ -489,7 +518,7 @@ def load_run_model(run_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
 
 
 def predict_file(run_dir: str | Path, input_path: str | Path, out: str | Path | None) -> Path:
-    from dialsum.metrics import decoder_tokens_to_strip
+    from dialsum.generation import decoder_tokens_to_strip
 
     run_dir = Path(run_dir)
     target = paths.check_file(out, "--out") if out else run_dir / "predictions.csv"

@@ -1,4 +1,5 @@
-"""The Seq2SeqTrainer as dialsum runs it: chunked loss, token counting, JSONL log, progress bar.
+"""The Seq2SeqTrainer as dialsum runs it, and its callbacks: chunked loss, training meter, JSONL log,
+progress bar. A leaf module: the recipe (`dialsum.recipe`) assembles a trainer from these parts.
 
     dialsum train configs/experiments/04_batch_optimization_rtx3090.yaml --init tiny --max-steps 20
 """
@@ -8,19 +9,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from transformers import EarlyStoppingCallback, Seq2SeqTrainer, TrainerCallback
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers import Seq2SeqTrainer, TrainerCallback
 
-from dialsum.data import LengthBucketSampler, Seq2SeqCollator
-from dialsum.losses import seq2seq_loss, supports_chunked_loss
+from dialsum.data import LengthBucketSampler
+from dialsum.losses import seq2seq_loss
 from dialsum.meter import TrainingMeter
-
-if TYPE_CHECKING:
-    from dialsum.training import Run
-
 
 # Fault injection for the suite's recovery tests: micro-batches larger than this raise out-of-memory.
 OOM_ABOVE_BATCH_ENV = "DIALSUM_FAULT_OOM_ABOVE_BATCH"
@@ -30,12 +26,12 @@ class DialsumTrainer(Seq2SeqTrainer):
     """Length-bucketed batches, loss per micro-batch (chunked over the vocabulary when enabled), and a
     `TrainingMeter` that counts real tokens and stops its clock while evaluating."""
 
-    def __init__(self, *args: Any, chunk_tokens: int | None, oom_above_batch: int | None,
-                 length_buckets: bool, **kwargs: Any):
+    def __init__(self, *args: Any, chunk_tokens: int | None, length_buckets: bool, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.length_buckets = length_buckets
         self.chunk_tokens = chunk_tokens
-        self.oom_above_batch = oom_above_batch
+        oom = os.environ.get(OOM_ABOVE_BATCH_ENV)
+        self.oom_above_batch = int(oom) if oom else None
         self.add_callback(TrainingMeter())
         # Each micro-batch loss is a mean; the Trainer divides by the accumulation steps.
         self.model_accepts_loss_kwargs = False
@@ -123,30 +119,3 @@ class Progress(TrainerCallback):
     def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def build_trainer(run: Run, args: Any, train_set: list[dict], eval_set: list[dict]) -> DialsumTrainer:
-    from dialsum.generation import generation_kwargs
-    from dialsum.metrics import make_compute_metrics
-
-    cfg = run.cfg
-    chunked = cfg.speed.chunked_loss and supports_chunked_loss(run.model)
-    oom = os.environ.get(OOM_ABOVE_BATCH_ENV)
-    run.model.generation_config.update(**generation_kwargs(cfg.generation))
-    trainer = DialsumTrainer(
-        model=run.model, args=args, train_dataset=train_set,
-        eval_dataset=eval_set if args.eval_strategy != "no" else None,
-        data_collator=Seq2SeqCollator(run.tokenizer.pad_token_id),
-        processing_class=run.tokenizer,
-        compute_metrics=make_compute_metrics(run.tokenizer, tokenize="morpheme"),
-        chunk_tokens=cfg.speed.chunk_tokens if chunked else None,
-        oom_above_batch=int(oom) if oom else None,
-        length_buckets=cfg.training.group_by_length,
-    )
-    for cb in (PrinterCallback, ProgressCallback):
-        trainer.remove_callback(cb)
-    trainer.add_callback(JsonlLog(run.dir / "train_log.jsonl", trainer))
-    trainer.add_callback(Progress(trainer))
-    if cfg.training.early_stopping_patience and args.load_best_model_at_end:
-        trainer.add_callback(EarlyStoppingCallback(cfg.training.early_stopping_patience))
-    return trainer

@@ -7,7 +7,7 @@ For each chosen experiment, as its `dialsum train` would see it: the config plan
 and transformers (`dialsum validate`'s checks: optimizer, training arguments, generation settings,
 LoRA targets), and its three data files (read and checked once per distinct file). The check builds
 transformers' training arguments, which select a device, so it runs in its own process
-(`python -m dialsum.preflight`, a JSON request on stdin, a JSON answer on stdout): the suite itself
+(`python -m dialsum.suite.preflight`, a JSON request on stdin, a JSON answer on stdout): the suite itself
 never holds GPU memory.
 """
 
@@ -25,9 +25,9 @@ from dialsum.errors import DialsumError
 def check(request: dict[str, Any]) -> dict[str, list[str]]:
     """{experiment name: problems} for a request {"options": {...}, "experiments": [{name, config, sets}]}."""
     from dialsum import config, data
-    from dialsum.gpu import probe
+    from dialsum.device import probe
+    from dialsum.recipe import RunOptions, apply_options
     from dialsum.resolve import plan_and_check
-    from dialsum.training import RunOptions, apply_options
 
     options = request["options"]
     opts = RunOptions(init=options.get("init"), max_steps=options.get("max_steps"),
@@ -64,7 +64,7 @@ def _data_problem(data: Any, path: str, with_summary: bool) -> str | None:
 
 def run_check(request: dict[str, Any]) -> dict[str, list[str]]:
     """`check` in a child process; its crash is a one-line error with the last line it printed."""
-    proc = subprocess.run([sys.executable, "-m", "dialsum.preflight"], input=json.dumps(request),
+    proc = subprocess.run([sys.executable, "-m", "dialsum.suite.preflight"], input=json.dumps(request),
                           capture_output=True, text=True)
     last = (proc.stdout.strip().splitlines() or [""])[-1]
     try:
@@ -79,7 +79,7 @@ def run_check(request: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def main() -> None:
-    from dialsum.training import quiet_libraries
+    from dialsum.recipe import quiet_libraries
 
     quiet_libraries()
     print(json.dumps(check(json.loads(sys.stdin.read()))))

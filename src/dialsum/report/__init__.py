@@ -1,0 +1,19 @@
+"""The suite comparison report: results tables, recommendations and plots, from the run directories.
+
+    dialsum report runs/suites/main5     # rewrite the report from runs/suites/main5/suite_state.json
+    pytest tests/test_report.py
+
+`write_report(out_dir, records)` (called by the suite after each experiment) reads each record's run
+directory (`metrics.json`, `train_log.jsonl`, the submission) and memory CSV, and writes to `out_dir`:
+`results.json`, `results.csv`, `experiment_index.csv`, `report.md`, `report.html` (converted from
+report.md, plots inlined) and the plots `plot_loss.png`, `plot_dev_score.png`, `plot_final_scores.png`,
+`plot_memory.png` (a plot without data is left out). Missing or broken inputs never stop the report:
+they show as failures or notes.
+
+Modules, each importing only those before it: inputs (reading the files), results (derived numbers,
+rows, recommendations), render (Markdown, and HTML from it), plots (figures), build (writing it all).
+"""
+
+from dialsum.report.build import report_suite_dir, write_report
+
+__all__ = ["report_suite_dir", "write_report"]

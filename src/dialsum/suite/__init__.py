@@ -1,0 +1,14 @@
+"""The experiment suite: many experiments, each in its own process, on this machine's slots or a Ray cluster.
+
+    dialsum suite configs/suites/main5.yaml [--gpus 0,1 | --slots 2] [--resume]
+    pytest tests/test_suite.py
+
+Modules: `schema` (the suite file), `state` (typed records, shared with the report), `checks` and
+`preflight` (everything refused up front), `failures` (classification, OOM retry), `process`
+(start, stop, orphans), `lock`, `monitor` (NVML, memory, the smart wait), `display`, `runner` (the
+scheduler) and `backends` (local slots, Ray).
+"""
+
+from dialsum.suite.runner import SuiteOptions, run_suite
+
+__all__ = ["SuiteOptions", "run_suite"]

@@ -1,0 +1,150 @@
+"""This machine's slots: its GPUs, or shares of its CPU cores, and the processes that run on them.
+
+    dialsum suite configs/suites/main5.yaml --gpus 0,1,2,3     # one slot per GPU (default: every visible GPU)
+    dialsum suite configs/suites/main5.yaml --slots 2          # CPU only: two processes, half the cores each
+    pytest tests/test_suite.py -k slot
+
+An experiment takes `gpus:` units (1 by default): that many GPUs, or CPU slots on a CPU-only run.
+The scheduler never gives a unit to two experiments. Each child sees exactly its units through
+CUDA_VISIBLE_DEVICES (an empty string on the CPU, so no GPU is touched by accident), and a CPU slot
+sets the child's torch threads to its share of the cores.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any
+
+from dialsum.errors import DialsumError
+from dialsum.suite.monitor import NvmlReader, child_visible_devices
+from dialsum.suite.process import Stopper, start_child
+
+
+@dataclass
+class Slot:
+    """The units one experiment holds while it runs."""
+
+    units: list[str]
+    gpu_indices: list[int] = field(default_factory=list)  # CUDA indices in this process
+    threads: int | None = None  # torch threads of the child, on a shared CPU
+
+    @property
+    def name(self) -> str:
+        return "+".join(self.units)
+
+    def env(self) -> dict[str, str]:
+        return {"CUDA_VISIBLE_DEVICES": child_visible_devices(self.gpu_indices)}
+
+    def overrides(self) -> list[str]:
+        return [f"speed.cpu_threads={self.threads}"] if self.threads else []
+
+
+class SlotPool:
+    """Free and taken units; `take(n)` hands out the first n free ones in order, or None."""
+
+    def __init__(self, gpus: list[int], cpu_slots: int, cpu_cores: int) -> None:
+        self.gpus = gpus
+        if gpus:
+            self.units = [f"gpu{i}" for i in gpus]
+            self.threads = None
+        else:
+            self.units = [f"cpu{i}" for i in range(cpu_slots)]
+            self.threads = max(1, cpu_cores // cpu_slots) if cpu_slots > 1 else None
+        self.free = list(self.units)
+        self.kind = "gpu" if gpus else "cpu"
+
+    @property
+    def total(self) -> int:
+        return len(self.units)
+
+    def describe(self) -> str:
+        if self.gpus:
+            return f"{self.total} GPU slot(s): {', '.join(self.units)}"
+        share = f", {self.threads} torch thread(s) each" if self.threads else ""
+        return f"{self.total} CPU slot(s){share}"
+
+    def take(self, n: int) -> Slot | None:
+        if len(self.free) < n:
+            return None
+        units, self.free = self.free[:n], self.free[n:]
+        indices = [self.gpus[self.units.index(u)] for u in units] if self.gpus else []
+        return Slot(units, indices, self.threads)
+
+    def release(self, slot: Slot) -> None:
+        self.free = [u for u in self.units if u in self.free or u in slot.units]
+
+
+def plan_slots(gpus: str | None, slots: int | None, cpu_cores: int, reader: Any = None) -> SlotPool:
+    """--gpus 0,1 (default: every visible GPU) or, on the CPU, --slots N (default 1)."""
+    if gpus is not None and slots is not None:
+        raise DialsumError("--gpus and --slots: choose one (--slots shares the CPU, --gpus names GPUs)")
+    if slots is not None:
+        if slots < 1:
+            raise DialsumError(f"--slots {slots}: must be at least 1")
+        if slots > cpu_cores:
+            raise DialsumError(f"--slots {slots}: this machine has {cpu_cores} CPU cores; use at most {cpu_cores}")
+        return SlotPool([], slots, cpu_cores)
+    if gpus is not None:
+        return SlotPool(parse_gpus(gpus, visible_gpus(reader)), 1, cpu_cores)
+    return SlotPool(list(range(visible_gpus(reader))), 1, cpu_cores)
+
+
+def parse_gpus(text: str, visible: int) -> list[int]:
+    try:
+        ids = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise DialsumError(f"--gpus {text}: expected GPU indices such as 0,1,2,3") from None
+    if not ids or len(set(ids)) != len(ids) or min(ids) < 0:
+        raise DialsumError(f"--gpus {text}: expected distinct GPU indices such as 0,1,2,3")
+    missing = [i for i in ids if i >= visible]
+    if missing and visible:
+        raise DialsumError(f"--gpus {text}: this machine shows {visible} GPU(s) (0..{visible - 1})")
+    return ids
+
+
+def visible_gpus(reader: Any = None) -> int:
+    """How many GPUs this process may use, read through NVML (0 without NVML or GPUs)."""
+    try:
+        return (reader or NvmlReader()).visible_count()
+    except Exception:  # NVML trouble of any kind means no GPU to schedule on
+        return 0
+
+
+class LocalHandle:
+    """One experiment's process on this machine."""
+
+    def __init__(self, cmd: list[str], log_file: Any, slot: Slot) -> None:
+        self.proc = start_child(cmd, log_file, slot.env())
+        self.pid = self.proc.pid
+        self.node = socket.gethostname()
+        self.stopper: Stopper | None = None
+
+    def poll(self) -> int | None:
+        if self.stopper is not None:
+            self.stopper.advance()
+        return self.proc.poll()
+
+    def stop(self, grace_s: float) -> None:
+        """Begin the stop (SIGINT, then SIGTERM and SIGKILL as `poll()` is called)."""
+        if self.stopper is None:
+            self.stopper = Stopper(self.proc, grace_s)
+
+    def wait(self) -> int:
+        while (code := self.poll()) is None:
+            try:
+                self.proc.wait(timeout=0.1)
+            except subprocess.TimeoutExpired:
+                continue
+        return code
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, pool: SlotPool) -> None:
+        self.pool = pool
+
+    def start(self, cmd: list[str], log_file: Any, slot: Slot) -> LocalHandle:
+        return LocalHandle(cmd, log_file, slot)

@@ -1,0 +1,436 @@
+"""The suite's scheduler: experiments in suite order on the first slot that fits, each in its own process.
+
+    dialsum suite configs/suites/main5.yaml                          # every visible GPU, one experiment each
+    dialsum suite configs/suites/main5.yaml --init tiny --slots 2    # two at a time on the CPU
+    dialsum suite configs/suites/main5.yaml --resume                 # after a crash, a kill or Ctrl-C
+    pytest tests/test_suite.py
+
+Every check runs before anything is written (`checks`). Then, under the suite's lock, the loop
+starts the next experiment in suite order as soon as enough units are free (it never overtakes: a
+2-GPU experiment holds back the ones after it until two GPUs are free) and, on a GPU, once the
+GPU's used memory is under the smart wait's threshold; it watches each child (memory monitor,
+progress, time-out), classifies a failure, retries an out-of-memory one with half the micro-batch,
+and rewrites the state and the report after every change. One failure never stops the others.
+Ctrl-C (or SIGTERM) stops every running child with its checkpoints kept, and exits 130.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from dialsum.errors import DialsumError
+from dialsum.paths import check_folder
+from dialsum.suite import checks, failures, process
+from dialsum.suite.backends.local import LocalBackend, Slot, SlotPool, plan_slots
+from dialsum.suite.display import (
+    LineDisplay,
+    Live,
+    LiveDisplay,
+    TrainProgress,
+    outcome_text,
+    print_closing_table,
+    status_rows,
+)
+from dialsum.suite.lock import SuiteLock
+from dialsum.suite.monitor import SmartWait
+from dialsum.suite.schema import SuiteEntry, SuiteFile, load_suite, select_names
+from dialsum.suite.state import (
+    STATE_FILE,
+    ExperimentRecord,
+    Failure,
+    MemorySummary,
+    SuiteState,
+    TrainArgs,
+    WaitInfo,
+    clear_partial_checkpoints,
+    merge_records,
+    next_action,
+    now,
+    read_state,
+    resume_args,
+)
+
+POLL_S = 0.5
+REFRESH_S = 2.0
+WAIT_LOG_S = 30.0
+
+
+@dataclass
+class SuiteOptions:
+    suite_file: str
+    init: str | None = None
+    one_epoch: bool | None = None
+    max_steps: int | None = None
+    resume: bool = False
+    only: list[str] = field(default_factory=list)
+    skip: list[str] = field(default_factory=list)
+    out: str | None = None
+    sets: list[str] = field(default_factory=list)
+    data: str | None = None
+    gpus: str | None = None
+    slots: int | None = None
+    live: bool | None = None  # None: a live table when stdout is a terminal
+
+
+class SuiteInterrupted(Exception):
+    """SIGINT or SIGTERM reached the suite: stop, save, report, exit 130."""
+
+
+@dataclass
+class Job:
+    """One experiment's current attempt."""
+
+    rec: ExperimentRecord
+    entry: SuiteEntry
+    slot: Slot
+    handle: Any
+    live: Live
+    log_start: int
+    deadline: float | None
+    retried: bool = False
+    timed_out: bool = False
+
+
+class SuiteRunner:
+    def __init__(self, suite: SuiteFile, state: SuiteState, out: Path, configs: dict[str, Any],
+                 backend: LocalBackend, display: Any) -> None:
+        self.suite, self.state, self.out, self.configs = suite, state, out, configs
+        self.backend, self.pool, self.display = backend, backend.pool, display
+        self.settings = suite.settings
+        self.jobs: dict[str, Job] = {}
+        s = self.settings
+        self.wait = SmartWait(s.gpu_wait_max_used_mb, s.gpu_wait_timeout_minutes * 60, s.gpu_wait_poll_seconds)
+        self.stop_signal: str | None = None
+        self.said: set[str] = set()
+        self.last_refresh = 0.0
+
+    # -- the loop
+
+    def run(self, chosen: list[str]) -> int:
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        queue = [rec for rec in self.state.records if rec.name in chosen]
+        try:
+            while queue or self.jobs:
+                if self.stop_signal:
+                    raise SuiteInterrupted(self.stop_signal)
+                self._reap()
+                self._launch(queue)
+                self._refresh()
+                time.sleep(POLL_S)
+            return 1 if any(r.state == "failed" for r in self.state.records) else 0
+        except SuiteInterrupted:
+            self._stop_all()
+            self.display.event(f"interrupted by {self.stop_signal}: state saved; continue with --resume")
+            return 130
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stop_signal = signal.Signals(signum).name
+
+    def save(self) -> None:
+        self.state.save(self.out / STATE_FILE)
+
+    def say_once(self, key: str, text: str) -> None:
+        if key not in self.said:
+            self.said.add(key)
+            self.display.event(text)
+
+    def _refresh(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self.last_refresh < REFRESH_S:
+            return
+        self.last_refresh = time.monotonic()
+        for job in self.jobs.values():
+            job.live.progress.poll()
+        self.display.update(status_rows(self.state.records, {n: j.live for n, j in self.jobs.items()}))
+
+    # -- starting
+
+    def _launch(self, queue: list[ExperimentRecord]) -> None:
+        """Start queued experiments in order while the next one fits; it never overtakes."""
+        while queue:
+            rec = queue[0]
+            action = next_action(rec, self.out)
+            if action == "skip":
+                self.display.event(f"{rec.name}: already finished; skipped (its run is kept)")
+                queue.pop(0)
+                continue
+            entry = self.suite.entry(rec.name)
+            slot = self.pool.take(entry.gpus)
+            if slot is None:
+                return
+            if not self._gpus_free(rec, slot):
+                self.pool.release(slot)
+                if rec.state == "failed":  # the wait timed out
+                    queue.pop(0)
+                    continue
+                return
+            queue.pop(0)
+            if action == "resume":
+                process.check_no_orphan(rec)
+            self._start(rec, entry, slot, resume=action == "resume")
+
+    def _gpus_free(self, rec: ExperimentRecord, slot: Slot) -> bool:
+        """The smart wait, without blocking: every GPU of the slot under the threshold, or a time-out."""
+        if not slot.gpu_indices:
+            return True
+        status = self.wait.check(rec.name, slot.gpu_indices)
+        if status.outcome == "no-gpu":
+            self.say_once("no-gpu-wait", f"smart wait: {status.message}")
+            return True
+        rec.wait = WaitInfo(waited_s=status.waited_s, message=status.message)
+        if status.outcome == "free":
+            if status.waited_s:
+                self.display.event(f"{rec.name}: {status.message}")
+            return True
+        if status.outcome == "timeout":
+            self._finish(rec, Failure(kind="timeout", message=f"smart wait: {status.message}"))
+            return False
+        if rec.state != "waiting":
+            rec.state = "waiting"
+            self.save()
+        self.say_once(f"wait-{rec.name}-{int(status.waited_s // WAIT_LOG_S)}", f"{rec.name}: {status.message}")
+        return False
+
+    def _start(self, rec: ExperimentRecord, entry: SuiteEntry, slot: Slot, *, resume: bool,
+               retried: bool = False) -> None:
+        exp_dir = self.out / rec.name
+        run_dir, log_path, memory_csv = exp_dir / "run", exp_dir / "suite.log", exp_dir / "memory.csv"
+        self._prepare_dirs(rec.name, run_dir, memory_csv, resume)
+        if slot.threads and not any(a.startswith("suite: CPU slot") for a in rec.adaptations):
+            rec.adaptations.append(f"suite: CPU slot shared by {self.pool.total} experiments: "
+                                   f"speed.cpu_threads={slot.threads}")
+        cmd = process.train_command(entry.config, entry.set, self.state.train_args, run_dir.resolve(),
+                                    [*slot.overrides(), *rec.overrides], resume, nproc=entry.gpus)
+        with log_path.open("ab") as log_file:
+            log_file.write(f"\n=== {datetime.now():%Y-%m-%d %H:%M:%S} suite: {' '.join(cmd)}\n".encode())
+            log_file.flush()
+            log_start = log_file.tell()
+            handle = self.backend.start(cmd, log_file, slot)
+        rec.message, rec.failure, rec.exit_code = None, None, None
+        rec.state, rec.pid, rec.attempts = "running", handle.pid, rec.attempts + 1
+        rec.slot, rec.node, rec.gpus = slot.name, handle.node, [str(i) for i in slot.gpu_indices]
+        rec.run_dir, rec.memory_csv, rec.log = f"{rec.name}/run", f"{rec.name}/memory.csv", f"{rec.name}/suite.log"
+        rec.started_at = now()
+        self.save()
+        how = "resuming from its last checkpoint" if resume else "starting"
+        self.display.event(f"{rec.name}: {how} on {slot.name} (attempt {rec.attempts}), log {log_path}")
+        started = time.monotonic()
+        limit = self.settings.experiment_timeout_minutes
+        live = Live(started, TrainProgress(run_dir / "train_log.jsonl", log_path, log_start),
+                    self._start_monitor(rec.name, memory_csv, handle.pid, slot))
+        self.jobs[rec.name] = Job(rec, entry, slot, handle, live, log_start,
+                                  started + limit * 60 if limit else None, retried=retried)
+
+    def _prepare_dirs(self, name: str, run_dir: Path, memory_csv: Path, resume: bool) -> None:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        if resume:
+            removed = clear_partial_checkpoints(run_dir)
+            if removed:
+                self.display.event(f"{name}: removed incomplete {', '.join(removed)} (killed while saving)")
+            return
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        memory_csv.unlink(missing_ok=True)
+
+    def _start_monitor(self, name: str, memory_csv: Path, pid: int, slot: Slot) -> Any:
+        from dialsum.suite.monitor import MemoryMonitor
+
+        try:
+            monitor = MemoryMonitor(
+                memory_csv, interval_s=self.settings.monitor_interval_seconds, pid=pid,
+                index=slot.gpu_indices[0] if slot.gpu_indices else 0,
+                on_warn=lambda text: self.display.event(f"{name}: warning: {text}"),
+            ).start()  # fmt: skip
+        except DialsumError as err:  # the child exited before the monitor could attach
+            self.display.event(f"{name}: memory monitor not started ({err})")
+            return None
+        if monitor.kind == "rss":
+            self.say_once("rss", f"memory monitor: {monitor.note}")
+        return monitor
+
+    # -- watching and finishing
+
+    def _reap(self) -> None:
+        for name, job in list(self.jobs.items()):
+            if job.deadline is not None and not job.timed_out and time.monotonic() > job.deadline:
+                job.timed_out = True
+                self.display.event(f"{name}: stopping (time-out)")
+                job.handle.stop(self.settings.stop_grace_seconds)
+            code = job.handle.poll()
+            if code is None:
+                continue
+            del self.jobs[name]
+            failure = self._end_attempt(job, code)
+            retry = self._oom_retry(job, failure)
+            if retry:
+                self._start(job.rec, job.entry, job.slot, resume=False, retried=True)
+                continue
+            self._finish(job.rec, failure, job.slot)
+
+    def _end_attempt(self, job: Job, code: int) -> Failure | None:
+        rec = job.rec
+        if job.live.monitor is not None:
+            job.live.monitor.stop()
+            rec.memory = MemorySummary(**job.live.monitor.to_dict())
+        job.live.progress.poll()
+        rec.wall_seconds = round(rec.wall_seconds + time.monotonic() - job.live.started, 2)
+        rec.pid, rec.exit_code = None, code
+        tail = failures.read_log_tail(self.out / rec.name / "suite.log", job.log_start)
+        if job.timed_out:
+            return failures.timeout_failure(self.settings.experiment_timeout_minutes or 0, tail)
+        return failures.classify_failure(code, tail)
+
+    def _oom_retry(self, job: Job, failure: Failure | None) -> bool:
+        rec = job.rec
+        if failure is None or failure.kind != "oom" or not self.settings.oom_retry:
+            return False
+        if job.retried:
+            rec.adaptations.append("suite: the retry ran out of memory too; lower the batch in the config")
+            return False
+        cfg = self.configs[rec.name]
+        micro, accum = cfg.training.per_device_train_batch_size, cfg.training.gradient_accumulation_steps
+        for item in rec.overrides:  # a retry already taken (e.g. before a --resume)
+            key, _, value = item.partition("=")
+            micro = int(value) if key.endswith("per_device_train_batch_size") else micro
+            accum = int(value) if key.endswith("gradient_accumulation_steps") else accum
+        retry = failures.halve_micro_batch(int(micro), int(accum))
+        if retry is None:
+            rec.adaptations.append(f"suite: out of memory at micro-batch {micro}; nothing to halve")
+            return False
+        rec.adaptations.append(retry.text)
+        rec.overrides = [*rec.overrides, *retry.overrides]
+        self.display.event(f"{rec.name}: {retry.text}")
+        return True
+
+    def _finish(self, rec: ExperimentRecord, failure: Failure | None, slot: Slot | None = None) -> None:
+        run_dir = self.out / rec.name / "run"
+        if failure is None and not (run_dir / "metrics.json").is_file():
+            failure = Failure(kind="other", message="exited with code 0 but wrote no metrics.json")
+        rec.state, rec.failure, rec.finished_at = ("failed" if failure else "finished"), failure, now()
+        if slot is not None:
+            self.pool.release(slot)
+        self.save()
+        self.display.event(f"{rec.name}: {outcome_text(rec, run_dir)}")
+        self.write_report()
+        self._refresh(force=True)
+
+    def _stop_all(self) -> None:
+        """Ctrl-C: every child stops with its checkpoints kept; each is marked interrupted."""
+        for name, job in self.jobs.items():
+            self.display.event(f"{name}: stopping ({self.stop_signal})")
+            job.handle.stop(self.settings.stop_grace_seconds)
+        for job in list(self.jobs.values()):
+            code = job.handle.wait()
+            self._end_attempt(job, code)
+            job.rec.state, job.rec.failure = "interrupted", None
+            job.rec.message = f"stopped by {self.stop_signal}; its checkpoints are kept: --resume continues it"
+            self.pool.release(job.slot)
+        self.jobs.clear()
+        self.save()
+        self.write_report()
+
+    def write_report(self) -> Path | None:
+        from dialsum.report import write_report
+
+        try:
+            paths = write_report(self.out, self.state.records, title=f"Experiment comparison: {self.suite.name}")
+        except Exception as err:  # a report problem must never stop the experiments
+            self.display.event(f"warning: report not written ({type(err).__name__}: {err})")
+            return None
+        return paths["report_md"]
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def given_args(opts: SuiteOptions) -> dict[str, Any]:
+    data = str(Path(opts.data).resolve()) if opts.data else None
+    return {"init": opts.init, "one_epoch": opts.one_epoch or None, "max_steps": opts.max_steps,
+            "sets": list(opts.sets), "data": data}  # fmt: skip
+
+
+def suite_args(opts: SuiteOptions, suite: SuiteFile, out: Path, given: dict[str, Any]) -> tuple[TrainArgs, list[str]]:
+    """The options this suite run trains with (with --resume: the stored ones, updated) and the changes."""
+    path = out / STATE_FILE
+    if path.exists() and not opts.resume:
+        raise DialsumError(
+            f"{path}: a suite already ran in {out}; continue it with --resume, or choose another --out"
+        )
+    if not path.exists():
+        return checks.check_train_args(resume_args(None, given)[0]), []
+    stored = read_state(path)
+    if stored.suite != suite.name:
+        raise DialsumError(f"{path}: holds suite {stored.suite!r}, not {suite.name!r}; pass its suite file or another --out")
+    args, changes = resume_args(stored.train_args, given)
+    return checks.check_train_args(args), changes
+
+
+def open_state(opts: SuiteOptions, suite: SuiteFile, out: Path, args: TrainArgs, changes: list[str]) -> SuiteState:
+    """A new state, or the stored one merged with the suite file; option changes are recorded in it."""
+    path = out / STATE_FILE
+    stored = read_state(path) if path.exists() else None
+    state = SuiteState(suite=suite.name, suite_file=str(Path(opts.suite_file).resolve()), train_args=args,
+                       records=merge_records(suite, stored.records if stored else []),
+                       option_changes=stored.option_changes if stored else [])
+    for change in changes:
+        state.option_changes.append(f"{now()} --resume {change}")
+        for rec in state.records:
+            if rec.state != "finished":
+                rec.adaptations.append(f"suite: resumed with {change}")
+    return state
+
+
+def check_units(suite: SuiteFile, chosen: list[str], pool: SlotPool) -> None:
+    wanting = {n: [f"needs {suite.entry(n).gpus} {pool.kind} slot(s); this run has {pool.total} "
+                   f"({pool.describe()})"] for n in chosen if suite.entry(n).gpus > pool.total}
+    checks.refuse_problems(wanting, len(chosen), "cannot be placed")
+
+
+def run_suite(opts: SuiteOptions) -> int:
+    """Check everything up front, take the lock, run the selected experiments; the exit code."""
+    from dialsum.device import cpu_core_count
+
+    suite = load_suite(opts.suite_file)
+    chosen = select_names([e.name for e in suite.experiments], opts.only, opts.skip)
+    given = given_args(opts)
+    checks.check_train_args(resume_args(None, given)[0])  # bad flags fail before anything is written
+    out = check_folder(opts.out or Path("runs") / "suites" / suite.name, "--out")
+    SuiteLock(out).refuse_if_held()
+    pool = plan_slots(opts.gpus, opts.slots, cpu_core_count())
+    check_units(suite, chosen, pool)
+    args, changes = suite_args(opts, suite, out, given)
+    configs = checks.load_configs(suite, chosen, args)
+    checks.check_experiments(suite, chosen, args)  # nothing is written before every experiment could run
+    live = sys.stdout.isatty() if opts.live is None else opts.live
+    display: Any = LineDisplay()
+    out.mkdir(parents=True, exist_ok=True)
+    with SuiteLock(out):
+        state = open_state(opts, suite, out, args, changes)
+        for change in changes:
+            display.event(f"--resume {change}: taken, and recorded in {STATE_FILE}")
+        for rec in state.records:
+            if rec.name not in chosen and rec.state == "pending":
+                rec.state = "skipped"
+        state.save(out / STATE_FILE)
+        display.event(f"suite {suite.name}: {len(chosen)} experiment(s) -> {out}; {pool.describe()}")
+        if live:
+            display = LiveDisplay(f"suite {suite.name} ({out})")
+        runner = SuiteRunner(suite, state, out, configs, LocalBackend(pool), display)
+        try:
+            code = runner.run(chosen)
+        finally:
+            report = runner.write_report()
+            display.close()
+        print_closing_table(state.records, out)
+        if report is not None:
+            print(f"report: {report}")
+        return code

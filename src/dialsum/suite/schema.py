@@ -1,0 +1,123 @@
+"""The suite file: its schema, where its config paths point, and which experiments a run selects.
+
+    dialsum suite configs/suites/main5.yaml --only kobart_baseline,kobart_high_lr --skip mt5_xlsum_qlora
+    pytest tests/test_suite.py -k schema
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dialsum import config
+from dialsum.errors import DialsumError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SuiteSettings(_Strict):
+    gpu_wait_max_used_mb: float = Field(
+        2048, ge=0, description="Smart wait: start an experiment only when the GPU uses at most this (MB)"
+    )
+    gpu_wait_timeout_minutes: float = Field(
+        30, ge=0, description="Give up waiting after this; the experiment fails"
+    )
+    gpu_wait_poll_seconds: float = Field(
+        10, gt=0, description="Seconds between GPU memory checks while waiting"
+    )
+    monitor_interval_seconds: float = Field(2, gt=0, description="Seconds between memory samples")
+    experiment_timeout_minutes: float | None = Field(
+        None, gt=0, description="Stop an experiment running longer than this (null: no limit)"
+    )
+    oom_retry: bool = Field(True, description="Retry an out-of-memory failure once with half the micro-batch")
+    stop_grace_seconds: float = Field(
+        10, ge=0, description="After SIGINT, wait this long before SIGTERM/SIGKILL"
+    )
+
+
+class SuiteEntry(_Strict):
+    name: str = Field(..., pattern=NAME_PATTERN, description="Short name; names <out>/<name>/")
+    label: str = Field("", description="Human label for tables (default: the name)")
+    config: str = Field(
+        ..., description="Experiment YAML, relative to the suite file (or the working directory)"
+    )
+    expected_minutes: float = Field(..., ge=0, description="Expected wall time, shown against the actual")
+    set: list[str] = Field(
+        default_factory=list, description="Overrides for this experiment only: section.key=value"
+    )
+    gpus: int = Field(
+        1, ge=1, description="GPUs (CPU processes on a CPU-only run) for this experiment; more than 1 trains DDP"
+    )
+
+
+class SuiteFile(_Strict):
+    name: str = Field(..., pattern=NAME_PATTERN, description="Suite name; default output runs/suites/<name>")
+    description: str = Field("", description="One line: what the suite compares")
+    settings: SuiteSettings = Field(default_factory=SuiteSettings)
+    experiments: list[SuiteEntry] = Field(..., min_length=1, description="Experiments, in running order")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SuiteFile:
+        names = [e.name for e in self.experiments]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"experiments: duplicate name(s) {', '.join(dup)}; each names its own directory")
+        return self
+
+    def entry(self, name: str) -> SuiteEntry:
+        return next(e for e in self.experiments if e.name == name)
+
+
+SCHEMA_KEYS = {
+    "": set(SuiteFile.model_fields),
+    "settings": set(SuiteSettings.model_fields),
+    "experiments": set(SuiteEntry.model_fields),
+}
+
+
+def load_suite(path: str | Path) -> SuiteFile:
+    """Read and validate a suite YAML; every problem of the file at once, as one DialsumError."""
+    path = Path(path)
+    data = config.read_yaml_mapping(path, "suite", "a mapping with name, settings and experiments")
+    try:
+        suite = SuiteFile.model_validate(data)
+    except ValidationError as err:
+        problems = [config.describe_error(e, SCHEMA_KEYS, "suite file") for e in err.errors()]
+        raise DialsumError(config.format_problems(path, problems)) from None
+    for entry in suite.experiments:
+        entry.config = resolve_config_path(entry.config, path)
+    return suite
+
+
+def resolve_config_path(value: str, suite_path: Path) -> str:
+    """Relative to the suite file's folder; else relative to the working directory, where it exists."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return str(path)
+    beside = Path(os.path.normpath(suite_path.parent / path))
+    return str(path) if not beside.exists() and path.exists() else str(beside)
+
+
+def split_names(values: list[str] | None) -> list[str]:
+    """`--only a,b --only c` -> [a, b, c]."""
+    return [n.strip() for v in values or [] for n in v.split(",") if n.strip()]
+
+
+def select_names(names: list[str], only: list[str] | None, skip: list[str] | None) -> list[str]:
+    """The experiments to run, in suite order; unknown names and an empty selection are errors."""
+    only_n, skip_n = split_names(only), split_names(skip)
+    unknown = [n for n in only_n + skip_n if n not in names]
+    if unknown:
+        raise DialsumError(
+            f"--only/--skip: unknown experiment(s) {', '.join(unknown)}; the suite has {', '.join(names)}"
+        )
+    chosen = [n for n in names if (not only_n or n in only_n) and n not in skip_n]
+    if not chosen:
+        raise DialsumError("--only/--skip leave no experiment to run; check the names")
+    return chosen
