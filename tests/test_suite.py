@@ -27,7 +27,7 @@ import yaml
 from conftest import FAST as FAST_SETS
 from conftest import assert_clean_error, run_cli
 
-from dialsum import rundir
+from dialsum import config, rundir
 from dialsum.errors import DialsumError
 from dialsum.suite import checks, display, failures, lock, process, runner, schema
 from dialsum.suite import state as suite_state
@@ -712,3 +712,87 @@ def test_partial_checkpoints_are_removed_before_resume(tmp_path: Path) -> None:
     (ckpts / "checkpoint-2" / "model.safetensors").write_text("half")
     assert suite_state.clear_partial_checkpoints(tmp_path) == ["checkpoint-2"]
     assert (ckpts / "checkpoint-1").is_dir() and not (ckpts / "checkpoint-2").exists()
+
+
+# ---------------------------------------------------------------- parallel slots
+
+
+def overlaps(recs: dict[str, dict[str, Any]]) -> int:
+    """The most experiments that ran at the same moment, from their recorded start and finish times."""
+    from datetime import datetime
+
+    events = []
+    for rec in recs.values():
+        events += [(datetime.fromisoformat(rec["started_at"]), 1), (datetime.fromisoformat(rec["finished_at"]), -1)]
+    running = most = 0
+    for _, step in sorted(events, key=lambda e: (e[0], e[1])):  # a finish before a start at the same instant
+        running += step
+        most = max(most, running)
+    return most
+
+
+def environment(out: Path, name: str) -> dict[str, Any]:
+    return json.loads((out / name / "run" / "environment.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def parallel(tmp_path_factory: pytest.TempPathFactory, small_data: Path) -> dict[str, Any]:
+    """Three experiments on two CPU slots; two experiments on two fake GPU ids."""
+    base = tmp_path_factory.mktemp("parallel")
+    cpu_file = write_suite(base / "cpu.yaml", [entry(n, BATCH_OPT, "training.save_strategy=no") for n in "abc"])
+    cpu = run_cli(*suite_args(cpu_file, base / "cpu", small_data, "--max-steps", "4", "--slots", "2"))
+    gpu_file = write_suite(base / "gpu.yaml", [entry(n, BATCH_OPT, "training.save_strategy=no") for n in "de"])
+    gpu = run_cli(*suite_args(gpu_file, base / "gpu", small_data, "--max-steps", "2", "--gpus", "0,1"))
+    return {"cpu": cpu, "gpu": gpu, "cpu_out": base / "cpu", "gpu_out": base / "gpu"}
+
+
+@pytest.mark.slow
+def test_cpu_slots_run_side_by_side_and_never_more(parallel: dict[str, Any]) -> None:
+    result, out = parallel["cpu"], parallel["cpu_out"]
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    recs = records(out)
+    assert [recs[n]["state"] for n in "abc"] == ["finished"] * 3
+    assert {recs[n]["slot"] for n in "abc"} == {"cpu0", "cpu1"} and overlaps(recs) == 2
+    for name in "abc":
+        assert environment(out, name)["cuda_visible_devices"] == ""  # no GPU for a CPU slot
+        assert "suite: CPU slot shared by 2 experiments: speed.cpu_threads=1" in recs[name]["adaptations"]
+        assert config.load(out / name / "run" / "config.yaml").speed.cpu_threads == 1
+    assert "2 CPU slot(s), 1 torch thread(s) each" in result.stdout
+    finals = {n: json.loads((out / n / "run" / "metrics.json").read_text())["dev"] for n in "abc"}
+    assert finals["a"] == finals["b"] == finals["c"]  # the same experiment gives the same result on any slot
+
+
+@pytest.mark.slow
+def test_each_child_sees_only_its_own_gpu(parallel: dict[str, Any]) -> None:
+    result, out = parallel["gpu"], parallel["gpu_out"]
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    recs = records(out)
+    assert {recs["d"]["slot"], recs["e"]["slot"]} == {"gpu0", "gpu1"} and overlaps(recs) == 2
+    seen = {environment(out, n)["cuda_visible_devices"] for n in "de"}
+    assert seen == {"0", "1"} and {tuple(recs[n]["gpus"]) for n in "de"} == {("0",), ("1",)}
+
+
+@pytest.mark.slow
+def test_kill_with_two_running_then_resume_continues_both(tmp_path: Path, small_data: Path) -> None:
+    suite_file = write_suite(tmp_path / "two.yaml", [entry(n, BATCH_OPT, *SAVE_EVERY_STEP) for n in ("x", "y")])
+    out = tmp_path / "out"
+    cmd = suite_args(suite_file, out, small_data, "--max-steps", "6", "--slots", "2")
+    suite = start_suite(cmd)
+    try:
+        for name in ("x", "y"):
+            ckpts = out / name / "run" / "checkpoints"
+            wait_for(lambda c=ckpts: list(c.glob("checkpoint-*/trainer_state.json")), 300, f"{name}'s checkpoint", suite)
+        running = records(out)
+        assert [running[n]["state"] for n in ("x", "y")] == ["running", "running"]
+    finally:
+        suite.kill()  # SIGKILL: no clean-up; the children die with it (parent-death signal)
+        suite.communicate(timeout=60)
+    wait_for(lambda: not any(process.pid_alive(running[n]["pid"]) for n in ("x", "y")), 30, "the children to die")
+    result = run_cli(*cmd, "--resume")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    recs = records(out)
+    for name in ("x", "y"):
+        assert recs[name]["state"] == "finished" and recs[name]["attempts"] == 2
+        log = (out / name / "run" / "train.log").read_text(encoding="utf-8")
+        assert re.search(r"resuming from \S*checkpoint-[1-9]", log), log[-1000:]
+        assert json.loads((out / name / "run" / "metrics.json").read_text())["steps"] == 6

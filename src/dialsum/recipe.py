@@ -156,6 +156,7 @@ def _environment(device: DeviceInfo) -> dict[str, Any]:
         "transformers": transformers.__version__,
         "peft": peft.__version__,
         "device": device.to_dict(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "argv": sys.argv,
     }
 

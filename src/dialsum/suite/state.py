@@ -124,7 +124,7 @@ class SuiteState(_Model):
 
 
 def now() -> str:
-    return datetime.now().astimezone().isoformat(timespec="seconds")
+    return datetime.now().astimezone().isoformat(timespec="milliseconds")
 
 
 def read_state(path: Path) -> SuiteState:
