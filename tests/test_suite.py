@@ -796,3 +796,27 @@ def test_kill_with_two_running_then_resume_continues_both(tmp_path: Path, small_
         log = (out / name / "run" / "train.log").read_text(encoding="utf-8")
         assert re.search(r"resuming from \S*checkpoint-[1-9]", log), log[-1000:]
         assert json.loads((out / name / "run" / "metrics.json").read_text())["steps"] == 6
+
+
+@pytest.mark.slow
+def test_a_two_process_entry_holds_two_slots_and_nothing_overtakes_it(tmp_path: Path, small_data: Path) -> None:
+    both = entry("ddp", BATCH_OPT, "training.save_strategy=no")
+    both["gpus"] = 2
+    suite_file = write_suite(tmp_path / "ddp.yaml", [both, entry("after", BATCH_OPT, "training.save_strategy=no")])
+    out = tmp_path / "out"
+    result = run_cli(*suite_args(suite_file, out, small_data, "--max-steps", "2", "--slots", "2"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    recs = records(out)
+    assert recs["ddp"]["slot"] == "cpu0+cpu1" and recs["after"]["slot"] == "cpu0" and overlaps(recs) == 1
+    metrics = json.loads((out / "ddp" / "run" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["world_size"] == 2 and metrics["replicas_identical"] is True
+    assert "--nproc 2" in (out / "ddp" / "suite.log").read_text(encoding="utf-8")
+
+
+def test_an_entry_that_needs_more_slots_than_there_are_is_refused(tmp_path: Path, small_data: Path) -> None:
+    big = entry("big", BATCH_OPT)
+    big["gpus"] = 3
+    suite_file = write_suite(tmp_path / "big.yaml", [big])
+    result = run_cli(*suite_args(suite_file, tmp_path / "out", small_data, "--slots", "2"))
+    assert_clean_error(result, "big: needs 3 cpu slot(s); this run has 2")
+    assert not (tmp_path / "out").exists()

@@ -21,7 +21,7 @@ def planned(*sets: str):
 @pytest.mark.parametrize(("metric", "greater"), [("final", True), ("rouge2", True), ("loss", False)])
 def test_the_best_checkpoint_is_the_right_end_of_its_metric(metric, greater, tmp_path):
     args = train_args.training_arguments(planned(f"training.metric_for_best_model={metric}"),
-                                         output_dir=str(tmp_path), four_bit=False)
+                                         output_dir=str(tmp_path), four_bit=False, device="cpu")
     assert args.metric_for_best_model == metric and args.greater_is_better is greater
     assert args.restore_callback_states_from_checkpoint  # early stopping and the meter resume with the run
 

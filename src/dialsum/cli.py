@@ -101,18 +101,28 @@ def train(
     one_epoch: bool = typer.Option(False, "--one-epoch", help="Train a single epoch (quick mode)."),
     run_dir: str | None = typer.Option(None, "--run-dir", help="Run directory (default runs/<name>/<time>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue --run-dir from its last checkpoint."),
+    nproc: int = typer.Option(1, "--nproc", help="Processes for one experiment (DDP through torchrun: one per "
+                              "GPU, or gloo on the CPU); 1 is a plain process."),
 ) -> None:
     """Train one experiment, score it on dev and write its submission."""
     from pathlib import Path
 
+    from dialsum import distributed
     from dialsum.config import check_init, check_max_steps
-    from dialsum.recipe import RunOptions, run_experiment, summarize_metrics
+    from dialsum.recipe import RunOptions, check_nproc, run_experiment, summarize_metrics, target_dir
 
     check_init(init)
     check_max_steps(max_steps, one_epoch)
     cfg = _load(config_path, sets, data_dir)
     opts = RunOptions(init, Path(run_dir) if run_dir else None, max_steps, one_epoch, resume)
-    typer.echo(summarize_metrics(run_experiment(cfg, opts)))
+    if nproc != 1 and not distributed.launched():
+        check_nproc(nproc)
+        argv = distributed.without_option(distributed.without_option(sys.argv[1:], "--nproc"), "--run-dir")
+        argv += ["--run-dir", str(target_dir(cfg, opts))]  # one directory for every rank, checked here
+        raise typer.Exit(distributed.launch(argv, nproc))
+    metrics = run_experiment(cfg, opts)
+    if distributed.is_main():
+        typer.echo(summarize_metrics(metrics))
 
 
 @app.command()

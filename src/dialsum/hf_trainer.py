@@ -15,6 +15,7 @@ import torch
 from transformers import Seq2SeqTrainer, TrainerCallback
 
 from dialsum.data import LengthBucketSampler
+from dialsum.distributed import reduce
 from dialsum.losses import seq2seq_loss
 from dialsum.meter import TrainingMeter
 
@@ -67,7 +68,8 @@ class DialsumTrainer(Seq2SeqTrainer):
             raise torch.OutOfMemoryError(
                 f"CUDA out of memory (injected: micro-batch {batch} > {self.oom_above_batch})"
             )
-        self.meter.tokens += int(inputs["attention_mask"].sum()) + int((inputs["labels"] != -100).sum())
+        tokens = int(inputs["attention_mask"].sum()) + int((inputs["labels"] != -100).sum())
+        self.meter.tokens += int(reduce(tokens, "sum"))  # under DDP: every rank's share of this step
 
 
 class JsonlLog(TrainerCallback):
@@ -78,6 +80,8 @@ class JsonlLog(TrainerCallback):
         self.trainer = trainer
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        if not state.is_world_process_zero:
+            return
         meter = self.trainer.meter
         row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4),
                "train_seconds": round(meter.seconds, 2), "real_tokens": meter.total_tokens}
@@ -96,6 +100,8 @@ class Progress(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         from tqdm.auto import tqdm
 
+        if not state.is_world_process_zero:
+            return
         self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", dynamic_ncols=True)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:

@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dialsum import baselines, config, data, generation, modeling, paths, rundir, train_args
+from dialsum import baselines, config, data, distributed, generation, modeling, paths, rundir, train_args
 from dialsum.config import ExperimentConfig, to_yaml
 from dialsum.csvio import atomic_write_json, atomic_write_rows, atomic_write_text, read_json
 from dialsum.device import DeviceInfo, free_memory, probe
@@ -60,9 +60,11 @@ class Run:
     metrics: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     log_buffer: Any = None
+    trained_world_size: int | None = None  # on --resume: how many processes trained the run so far
 
 
 def run_experiment(cfg: ExperimentConfig, opts: RunOptions) -> dict[str, Any]:
+    """One experiment; under torchrun every rank trains, and rank 0 alone writes, scores and predicts."""
     run = _setup_run(cfg, opts)
     try:
         _setup_data(run)  # first, before the heavy imports: bad data fails within a second
@@ -70,6 +72,8 @@ def run_experiment(cfg: ExperimentConfig, opts: RunOptions) -> dict[str, Any]:
         _open_run_dir(run)
         _setup_model(run)
         train(run)
+        if not distributed.is_main():
+            return run.metrics
         evaluate(run)
         predict(run)
         _write_metrics(run)
@@ -86,12 +90,25 @@ def _setup_run(cfg: ExperimentConfig, opts: RunOptions) -> Run:
     if opts.resume and opts.run_dir is None:
         raise DialsumError("--resume needs --run-dir: the run directory to continue")
     apply_options(cfg, opts)
+    run = Run(cfg, opts, target_dir(cfg, opts))
+    _setup_logging(run)
+    return run
+
+
+def check_nproc(nproc: int) -> None:
+    """--nproc: one process per GPU, or at most one per core on a CPU-only machine."""
+    device = probe()
+    limit, what = (device.device_count, "GPU(s)") if device.cuda_available else (device.cpu_cores, "CPU cores")
+    if nproc < 1 or nproc > limit:
+        raise DialsumError(f"--nproc {nproc}: must be 1 to {limit}, the {what} of this machine")
+
+
+def target_dir(cfg: ExperimentConfig, opts: RunOptions) -> Path:
+    """--run-dir, or runs/<experiment>/<time>, checked for what `train` will do with it."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = opts.run_dir or Path(cfg.experiment.output_dir) / cfg.experiment.name / stamp
     rundir.check_target(run_dir, opts.resume)
-    run = Run(cfg, opts, run_dir)
-    _setup_logging(run)
-    return run
+    return run_dir
 
 
 def apply_options(cfg: ExperimentConfig, opts: RunOptions) -> None:
@@ -107,14 +124,15 @@ def apply_options(cfg: ExperimentConfig, opts: RunOptions) -> None:
 
 
 def _setup_logging(run: Run) -> None:
-    """The log goes to stderr at once, and to train.log from the moment the run directory exists."""
-    log.setLevel(logging.INFO)
+    """The log goes to stderr at once, and to train.log from the moment the run directory exists.
+    Under DDP only rank 0 logs; the other ranks say warnings and errors only."""
+    log.setLevel(logging.INFO if distributed.is_main() else logging.WARNING)
     for handler in list(log.handlers):
         log.removeHandler(handler)
         handler.close()
     run.log_buffer = logging.handlers.MemoryHandler(capacity=10_000, flushLevel=logging.CRITICAL + 1)
     stderr = logging.StreamHandler(sys.stderr)
-    for handler in (stderr, run.log_buffer):
+    for handler in (stderr, run.log_buffer) if distributed.is_main() else (stderr,):
         handler.setFormatter(LOG_FORMAT)
         log.addHandler(handler)
     log.propagate = False
@@ -188,8 +206,9 @@ def _set_cpu_threads(run: Run) -> None:
 
     assert run.device is not None
     threads = run.cfg.speed.cpu_threads
-    if threads is None and run.cfg.model.init == "tiny" and not run.device.cuda_available:
-        threads = min(TINY_CPU_THREADS, run.device.cpu_cores)
+    cores = max(1, run.device.cpu_cores // distributed.world_size())  # DDP ranks share the CPU
+    if threads is None and not run.device.cuda_available and (run.cfg.model.init == "tiny" or cores < run.device.cpu_cores):
+        threads = min(TINY_CPU_THREADS, cores) if run.cfg.model.init == "tiny" else cores
     if threads:
         torch.set_num_threads(threads)
         log.info("torch CPU threads: %d (speed.cpu_threads)", threads)
@@ -214,24 +233,27 @@ def _setup_plan(run: Run) -> None:
     import torch
 
     run.device = probe()
+    distributed.init(cuda=run.device.cuda_available)
     _set_cpu_threads(run)
     torch.manual_seed(run.cfg.experiment.seed)
     if run.opts.resume:  # the model source first: a different one cannot even load the run's tokenizer
         _check_same_model(run.dir, run.cfg, ("model.init", "model.name"))
     tokenizer = _tokenizer(run)
     run.metrics["added_tokens"] = modeling.add_keep_whole_tokens(tokenizer, run.cfg.tokenizer.special_tokens)
-    plan = plan_and_check(run.cfg, None, run.device, vocab_size=len(tokenizer))
+    plan = plan_and_check(run.cfg, None, run.device, vocab_size=len(tokenizer), world_size=distributed.world_size())
     if not plan.ok:
         raise DialsumError("; ".join(plan.errors))
     if run.opts.resume:
         _check_same_model(run.dir, plan.cfg, FIXED_ON_RESUME, len(tokenizer))
+        info = run.dir / "model_info.json"
+        if info.is_file():
+            run.trained_world_size = read_json(info, "delete the run directory to start over").get("world_size") or 1
     run.plan, run.cfg, run.tokenizer = plan, plan.cfg, tokenizer
 
 
 # Settings that must not change on --resume: they shape the model, its tokens, or the data position
 # stored in the checkpoint.
-FIXED_ON_RESUME = ("model", "tokenizer", "lora", "training.per_device_train_batch_size",
-                   "training.gradient_accumulation_steps")
+FIXED_ON_RESUME = ("model", "tokenizer", "lora", "training.per_device_train_batch_size")
 
 
 def _check_same_model(run_dir: Path, cfg: ExperimentConfig, keys: tuple[str, ...],
@@ -243,6 +265,9 @@ def _check_same_model(run_dir: Path, cfg: ExperimentConfig, keys: tuple[str, ...
         info = read_json(info_path, "delete the run directory to start over")
         if info.get("vocab_size") not in (None, vocab_size):
             diffs.append(f"vocabulary size: {info['vocab_size']} in the run, {vocab_size} now")
+        before = saved.effective_batch * int(info.get("world_size") or 1)
+        if before != cfg.effective_batch * distributed.world_size():
+            diffs.append(f"effective batch: {before} in the run, {cfg.effective_batch * distributed.world_size()} now")
     if diffs:
         raise DialsumError(
             f"--resume {run_dir}: the settings differ from the run's where they shape the model it continues "
@@ -251,7 +276,16 @@ def _check_same_model(run_dir: Path, cfg: ExperimentConfig, keys: tuple[str, ...
 
 
 def _open_run_dir(run: Run) -> None:
-    """The run directory, its log and its resolved config: written only once every check has passed."""
+    """The run directory, its log and its resolved config: written only once every check has passed
+    (on every rank), by rank 0."""
+    assert run.plan is not None and run.device is not None
+    distributed.barrier()
+    if distributed.is_main():
+        _write_run_dir(run)
+    distributed.barrier()
+
+
+def _write_run_dir(run: Run) -> None:
     assert run.plan is not None and run.device is not None
     run.dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.dir / "config.yaml", to_yaml(run.cfg))
@@ -283,10 +317,12 @@ def _setup_model(run: Run) -> None:
                                cfg.tokenizer.decoder_max_len)
     total, trainable = modeling.count_parameters(model)
     run.metrics.update(parameters=total, trainable_parameters=trainable)
-    atomic_write_json(run.dir / "model_info.json", {
-        "base": base, "family": plan.family, "vocab_size": len(tokenizer), "adapter": cfg.lora.enabled,
-        "four_bit": plan.four_bit, "init": cfg.model.init, "model_name": cfg.model.name,
-    })
+    if distributed.is_main():
+        atomic_write_json(run.dir / "model_info.json", {
+            "base": base, "family": plan.family, "vocab_size": len(tokenizer), "adapter": cfg.lora.enabled,
+            "four_bit": plan.four_bit, "init": cfg.model.init, "model_name": cfg.model.name,
+            "world_size": distributed.world_size(),
+        })
     log.info("model: %s (%s, init=%s): %s parameters, %s trainable%s", cfg.model.name, plan.family,
              cfg.model.init, f"{total:,}", f"{trainable:,}",
              f"; LoRA on {', '.join(plan.targets.describe())}" if plan.targets else "")
@@ -306,9 +342,10 @@ def _base_model(run: Run, tokenizer: Any) -> tuple[Any, str]:
         if len(tokenizer) > fresh.get_input_embeddings().num_embeddings:
             fresh.resize_token_embeddings(len(tokenizer))
         base = str(run.dir / "base_model")
-        if not (Path(base) / "config.json").exists():
+        if distributed.is_main() and not (Path(base) / "config.json").exists():
             fresh.save_pretrained(base)
             tokenizer.save_pretrained(base)  # a resumed run tokenizes exactly as this one
+        distributed.barrier()  # the other ranks load a 4-bit base from it
         if not plan.four_bit:
             return fresh, base
     return modeling.load_pretrained_model(base, four_bit=plan.four_bit, compute_dtype=dtype,
@@ -328,11 +365,13 @@ def train(run: Run) -> None:
     if cfg.training.eval_max_samples:
         eval_df = eval_df.head(cfg.training.eval_max_samples)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.dir / "tensorboard")  # read when the trainer is built
-    args = train_args.training_arguments(cfg, output_dir=str(run.dir / "checkpoints"), four_bit=plan.four_bit)
+    args = train_args.training_arguments(cfg, output_dir=str(run.dir / "checkpoints"), four_bit=plan.four_bit,
+                                         device=plan.device)
     trainer = _build_trainer(run, args, train_set, run.encoder.examples(eval_df))
     resume = rundir.last_checkpoint(run.dir / "checkpoints") if run.opts.resume else None
     if run.opts.resume:
         log.info("resuming from %s", resume or "the start (no checkpoint yet)")
+        _warn_other_world_size(run)
     measured = resume is None or _meter_state(resume) is not None
     if resume and _training_done(resume, cfg):
         # transformers would still take one more step from a checkpoint saved at the last one
@@ -346,12 +385,33 @@ def train(run: Run) -> None:
     run.model = trainer.model
     final_dir = run.dir / "model"
     trainer.save_model(str(final_dir))
-    run.tokenizer.save_pretrained(str(final_dir))
     run.metrics.update(
         steps=trainer.state.global_step, epochs=round(trainer.state.epoch or 0.0, 3),
         train_loss=result.training_loss if result else None, best_checkpoint=trainer.state.best_model_checkpoint,
     )
     run.metrics.update(_measurements(meter) if measured else _unmeasured(resume))
+    if distributed.world_size() > 1:
+        _ddp_results(run, trainer)
+    if distributed.is_main():
+        run.tokenizer.save_pretrained(str(final_dir))
+
+
+def _ddp_results(run: Run, trainer: Any) -> None:
+    """Every rank: the highest peak over the ranks, and whether the replicas ended with the same weights."""
+    if run.metrics.get("peak_memory_mb") is not None:
+        run.metrics["peak_memory_mb"] = distributed.reduce(run.metrics["peak_memory_mb"], "max")
+    identical = distributed.replicas_identical(trainer.model)
+    run.metrics.update(world_size=distributed.world_size(), replicas_identical=identical)
+    if not identical:
+        log.warning("DDP: the %d processes ended with different weights; the model of rank 0 is kept",
+                    distributed.world_size())
+
+
+def _warn_other_world_size(run: Run) -> None:
+    trained = run.trained_world_size
+    if trained and trained != distributed.world_size():
+        log.warning("resuming with %d process(es), but the run trained with %d: the steps after the checkpoint "
+                    "see the data in another order than an uninterrupted run would", distributed.world_size(), trained)
 
 
 def _build_trainer(run: Run, args: Any, train_set: list[dict], eval_set: list[dict]) -> Any:
@@ -470,7 +530,8 @@ def _write_metrics(run: Run) -> None:
         experiment=cfg.experiment.name, label=cfg.experiment.label, model_name=cfg.model.name,
         arch=plan.family, init=cfg.model.init,
         micro_batch=cfg.training.per_device_train_batch_size,
-        grad_accum=cfg.training.gradient_accumulation_steps, effective_batch=cfg.effective_batch,
+        grad_accum=cfg.training.gradient_accumulation_steps, world_size=distributed.world_size(),
+        effective_batch=cfg.effective_batch * distributed.world_size(),
         learning_rate=cfg.training.learning_rate, adaptations=plan.adaptations,
         lora_targets=plan.targets.describe() if plan.targets else None,
         wall_seconds=round(time.time() - run.started, 2),
@@ -480,6 +541,7 @@ def _write_metrics(run: Run) -> None:
 
 def cleanup(run: Run) -> None:
     run.model = None
+    distributed.finish()
     free_memory()
     for handler in list(log.handlers):
         handler.flush()

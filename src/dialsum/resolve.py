@@ -61,8 +61,9 @@ def _spec_from_config(c: Any) -> modeling.ArchSpec:
 
 
 def plan_experiment(cfg: ExperimentConfig, init: str | None, device: DeviceInfo,
-                    vocab_size: int | None = None) -> Plan:
-    """The adapted config and everything decided about it; `init` None keeps the config's model.init."""
+                    vocab_size: int | None = None, world_size: int = 1) -> Plan:
+    """The adapted config and everything decided about it; `init` None keeps the config's model.init;
+    `world_size` the number of DDP processes it trains on."""
     cfg = cfg.model_copy(deep=True)
     init = init or cfg.model.init
     cfg.model.init = init  # type: ignore[assignment]
@@ -72,6 +73,7 @@ def plan_experiment(cfg: ExperimentConfig, init: str | None, device: DeviceInfo,
     _clamp_lengths(plan)
     _adapt_init(plan, init)
     _adapt_hardware(plan, device)
+    _adapt_ddp(plan, world_size)
     _adapt_evaluation(plan)
     _adapt_generation(plan)
     _adapt_family(plan)
@@ -81,9 +83,9 @@ def plan_experiment(cfg: ExperimentConfig, init: str | None, device: DeviceInfo,
 
 
 def plan_and_check(cfg: ExperimentConfig, init: str | None, device: DeviceInfo,
-                   vocab_size: int | None = None) -> Plan:
+                   vocab_size: int | None = None, world_size: int = 1) -> Plan:
     """`plan_experiment` on this machine, plus what transformers would refuse at training time."""
-    plan = plan_experiment(cfg, init, device, vocab_size)
+    plan = plan_experiment(cfg, init, device, vocab_size, world_size)
     if plan.ok:
         plan.errors += train_args.problems(plan.cfg, four_bit=plan.four_bit, device=plan.device)
     return plan
@@ -173,6 +175,31 @@ def _adapt_optimizer(plan: Plan) -> None:
         plan.adaptations.append("speed.fused_adamw=true: the fused AdamW kernel is used on CUDA only; plain "
                                 "adamw_torch on the CPU")
     sp.fused_adamw = False
+
+
+def _adapt_ddp(plan: Plan, world_size: int) -> None:
+    """Several processes: the effective batch stays the configured one; dev is scored once, by rank 0."""
+    if world_size == 1:
+        return
+    t = plan.cfg.training
+    accum = max(1, round(t.gradient_accumulation_steps / world_size))
+    before = plan.cfg.effective_batch
+    after = t.per_device_train_batch_size * accum * world_size
+    kept = "so the effective batch stays" if after == before else f"the effective batch {before} becomes"
+    plan.adaptations.append(
+        f"training.gradient_accumulation_steps={t.gradient_accumulation_steps} on {world_size} DDP processes: "
+        f"using {accum}, {kept} {t.per_device_train_batch_size} x {accum} x {world_size} = {after}")
+    t.gradient_accumulation_steps = accum
+    if t.eval_strategy != "no":
+        plan.adaptations.append(
+            f"training.eval_strategy={t.eval_strategy}: under DDP transformers gathers padded duplicates into the "
+            "dev predictions, so no dev score is taken during training; rank 0 scores all of dev at the end")
+        t.eval_strategy = "no"
+    if plan.cfg.speed.chunked_loss:
+        plan.adaptations.append(
+            "speed.chunked_loss=true: the chunked loss runs the model's parts outside DDP's forward, which "
+            "synchronizes the gradients; under DDP the model's own loss is used")
+        plan.cfg.speed.chunked_loss = False
 
 
 def _adapt_evaluation(plan: Plan) -> None:

@@ -19,11 +19,18 @@ from typing import Any
 from dialsum.config import ExperimentConfig
 
 
-def training_arguments(cfg: ExperimentConfig, *, output_dir: str, four_bit: bool) -> Any:
+def training_arguments(cfg: ExperimentConfig, *, output_dir: str, four_bit: bool, device: str) -> Any:
     from transformers import Seq2SeqTrainingArguments
+
+    from dialsum.distributed import world_size
 
     t, gen = cfg.training, cfg.generation
     best = t.load_best_model_at_end and t.eval_strategy != "no"
+    ddp: dict[str, Any] = {"use_cpu": True} if device == "cpu" else {}
+    if world_size() > 1:  # every module takes part in the loss: no search for unused parameters
+        ddp["ddp_find_unused_parameters"] = False
+        if device == "cpu":  # without these transformers trains each rank alone on all the data
+            ddp["ddp_backend"] = "gloo"
     return Seq2SeqTrainingArguments(
         output_dir=output_dir,
         per_device_train_batch_size=t.per_device_train_batch_size,
@@ -49,6 +56,7 @@ def training_arguments(cfg: ExperimentConfig, *, output_dir: str, four_bit: bool
         report_to=[r for r in t.report_to if r != "none"] or "none",
         seed=cfg.experiment.seed, remove_unused_columns=False, disable_tqdm=True,
         torch_compile=cfg.speed.torch_compile,
+        **ddp,
     )
 
 
@@ -72,7 +80,7 @@ def problems(cfg: ExperimentConfig, *, four_bit: bool, device: str) -> list[str]
         return [generation]
     with tempfile.TemporaryDirectory(prefix="dialsum-args-") as tmp:
         try:
-            args = training_arguments(cfg, output_dir=tmp, four_bit=four_bit)
+            args = training_arguments(cfg, output_dir=tmp, four_bit=four_bit, device=device)
         except (ValueError, ImportError) as err:
             return [f"training: transformers refuses these settings ({_first_line(err)})"]
     try:
