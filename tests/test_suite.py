@@ -820,3 +820,11 @@ def test_an_entry_that_needs_more_slots_than_there_are_is_refused(tmp_path: Path
     result = run_cli(*suite_args(suite_file, tmp_path / "out", small_data, "--slots", "2"))
     assert_clean_error(result, "big: needs 3 cpu slot(s); this run has 2")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_ray_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dialsum.suite.backends import ray as ray_backend
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(DialsumError, match=r"Ray is not installed; `pip install -e '\.\[ray\]'`"):
+        ray_backend.import_ray()

@@ -169,12 +169,15 @@ def suite(
                                     "(default: every visible GPU)."),
     slots: int | None = typer.Option(None, "--slots", help="CPU only: experiments side by side, each with "
                                      "its share of the cores (default 1)."),
+    backend: str = typer.Option("local", "--backend", help="local (this machine's slots) or ray (a Ray cluster)."),
+    address: str | None = typer.Option(None, "--address", help="Ray: auto or HOST:PORT of the cluster "
+                                       "(default: a new local Ray instance)."),
 ) -> None:
     """Run a suite of experiments, each in its own process: slots, GPU wait, monitor, retry, resume, report."""
     from dialsum.suite import SuiteOptions, run_suite
 
     opts = SuiteOptions(suite_file, init, one_epoch, max_steps, resume, only, skip, out, list(sets), data_dir,
-                        gpus, slots)
+                        gpus, slots, backend, address)
     raise typer.Exit(run_suite(opts))
 
 

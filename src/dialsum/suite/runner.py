@@ -28,7 +28,7 @@ from typing import Any
 from dialsum.errors import DialsumError
 from dialsum.paths import check_folder
 from dialsum.suite import checks, failures, process
-from dialsum.suite.backends.local import LocalBackend, Slot, SlotPool, plan_slots
+from dialsum.suite.backends.local import LocalBackend, Slot, plan_slots
 from dialsum.suite.display import (
     LineDisplay,
     Live,
@@ -76,6 +76,8 @@ class SuiteOptions:
     data: str | None = None
     gpus: str | None = None
     slots: int | None = None
+    backend: str = "local"  # local | ray
+    address: str | None = None  # Ray: auto or HOST:PORT (None: a new local instance)
     live: bool | None = None  # None: a live table when stdout is a terminal
 
 
@@ -96,13 +98,14 @@ class Job:
     deadline: float | None
     retried: bool = False
     timed_out: bool = False
+    limit_s: float | None = None
 
 
 class SuiteRunner:
     def __init__(self, suite: SuiteFile, state: SuiteState, out: Path, configs: dict[str, Any],
-                 backend: LocalBackend, display: Any) -> None:
+                 backend: Any, display: Any) -> None:
         self.suite, self.state, self.out, self.configs = suite, state, out, configs
-        self.backend, self.pool, self.display = backend, backend.pool, display
+        self.backend, self.display = backend, display
         self.settings = suite.settings
         self.jobs: dict[str, Job] = {}
         s = self.settings
@@ -164,11 +167,11 @@ class SuiteRunner:
                 queue.pop(0)
                 continue
             entry = self.suite.entry(rec.name)
-            slot = self.pool.take(entry.gpus)
+            slot = self.backend.take(entry.gpus)
             if slot is None:
                 return
             if not self._gpus_free(rec, slot):
-                self.pool.release(slot)
+                self.backend.release(slot)
                 if rec.state == "failed":  # the wait timed out
                     queue.pop(0)
                     continue
@@ -179,8 +182,9 @@ class SuiteRunner:
             self._start(rec, entry, slot, resume=action == "resume")
 
     def _gpus_free(self, rec: ExperimentRecord, slot: Slot) -> bool:
-        """The smart wait, without blocking: every GPU of the slot under the threshold, or a time-out."""
-        if not slot.gpu_indices:
+        """The smart wait, without blocking: every GPU of the slot under the threshold, or a time-out.
+        On Ray the cluster hands out whole GPUs itself, and the driver samples no remote node."""
+        if not slot.gpu_indices or not self.backend.local:
             return True
         status = self.wait.check(rec.name, slot.gpu_indices)
         if status.outcome == "no-gpu":
@@ -206,29 +210,44 @@ class SuiteRunner:
         run_dir, log_path, memory_csv = exp_dir / "run", exp_dir / "suite.log", exp_dir / "memory.csv"
         self._prepare_dirs(rec.name, run_dir, memory_csv, resume)
         if slot.threads and not any(a.startswith("suite: CPU slot") for a in rec.adaptations):
-            rec.adaptations.append(f"suite: CPU slot shared by {self.pool.total} experiments: "
+            rec.adaptations.append(f"suite: CPU slot shared by {self.backend.total} experiments: "
                                    f"speed.cpu_threads={slot.threads}")
         cmd = process.train_command(entry.config, entry.set, self.state.train_args, run_dir.resolve(),
                                     [*slot.overrides(), *rec.overrides], resume, nproc=entry.gpus)
         with log_path.open("ab") as log_file:
             log_file.write(f"\n=== {datetime.now():%Y-%m-%d %H:%M:%S} suite: {' '.join(cmd)}\n".encode())
-            log_file.flush()
             log_start = log_file.tell()
-            handle = self.backend.start(cmd, log_file, slot)
-        rec.message, rec.failure, rec.exit_code = None, None, None
-        rec.state, rec.pid, rec.attempts = "running", handle.pid, rec.attempts + 1
-        rec.slot, rec.node, rec.gpus = slot.name, handle.node, [str(i) for i in slot.gpu_indices]
+        handle = self.backend.start(cmd, log_path, log_start, slot, entry.gpus)
+        rec.message, rec.failure, rec.exit_code, rec.pid = None, None, None, None
+        rec.state, rec.attempts, rec.slot = "waiting", rec.attempts + 1, slot.name
         rec.run_dir, rec.memory_csv, rec.log = f"{rec.name}/run", f"{rec.name}/memory.csv", f"{rec.name}/suite.log"
-        rec.started_at = now()
-        self.save()
         how = "resuming from its last checkpoint" if resume else "starting"
         self.display.event(f"{rec.name}: {how} on {slot.name} (attempt {rec.attempts}), log {log_path}")
-        started = time.monotonic()
         limit = self.settings.experiment_timeout_minutes
-        live = Live(started, TrainProgress(run_dir / "train_log.jsonl", log_path, log_start),
-                    self._start_monitor(rec.name, memory_csv, handle.pid, slot))
-        self.jobs[rec.name] = Job(rec, entry, slot, handle, live, log_start,
-                                  started + limit * 60 if limit else None, retried=retried)
+        live = Live(time.monotonic(), TrainProgress(run_dir / "train_log.jsonl", log_path, log_start))
+        job = Job(rec, entry, slot, handle, live, log_start, None, retried=retried)
+        job.limit_s = limit * 60 if limit else None
+        self.jobs[rec.name] = job
+        self._mark_running(job, memory_csv)
+
+    def _mark_running(self, job: Job, memory_csv: Path | None = None) -> None:
+        """Once its process runs (at once here; when Ray places its task there): state, place, clocks."""
+        rec, handle = job.rec, job.handle
+        if rec.state == "running" or not handle.started():
+            return
+        rec.state, rec.pid, rec.node, rec.started_at = "running", handle.pid, handle.node, now()
+        rec.gpus = [g for g in (handle.gpus or "").split(",") if g]
+        if not self.backend.local:
+            rec.slot = f"{handle.node}:{'gpu' + '+'.join(rec.gpus) if rec.gpus else 'cpu'}"
+        job.live.started = time.monotonic()
+        job.deadline = job.live.started + job.limit_s if job.limit_s else None
+        if self.backend.local:
+            job.live.monitor = self._start_monitor(rec.name, memory_csv or self.out / rec.name / "memory.csv",
+                                                   handle.pid, job.slot)
+        else:
+            self.say_once("remote-monitor", "memory monitor: runs on Ray nodes record their own peak memory "
+                          "(metrics.json); the suite samples no remote process")
+        self.save()
 
     def _prepare_dirs(self, name: str, run_dir: Path, memory_csv: Path, resume: bool) -> None:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -261,6 +280,7 @@ class SuiteRunner:
 
     def _reap(self) -> None:
         for name, job in list(self.jobs.items()):
+            self._mark_running(job)
             if job.deadline is not None and not job.timed_out and time.monotonic() > job.deadline:
                 job.timed_out = True
                 self.display.event(f"{name}: stopping (time-out)")
@@ -284,7 +304,7 @@ class SuiteRunner:
         job.live.progress.poll()
         rec.wall_seconds = round(rec.wall_seconds + time.monotonic() - job.live.started, 2)
         rec.pid, rec.exit_code = None, code
-        tail = failures.read_log_tail(self.out / rec.name / "suite.log", job.log_start)
+        tail = job.handle.log_tail(self.out / rec.name / "suite.log", job.log_start)
         if job.timed_out:
             return failures.timeout_failure(self.settings.experiment_timeout_minutes or 0, tail)
         return failures.classify_failure(code, tail)
@@ -317,7 +337,7 @@ class SuiteRunner:
             failure = Failure(kind="other", message="exited with code 0 but wrote no metrics.json")
         rec.state, rec.failure, rec.finished_at = ("failed" if failure else "finished"), failure, now()
         if slot is not None:
-            self.pool.release(slot)
+            self.backend.release(slot)
         self.save()
         self.display.event(f"{rec.name}: {outcome_text(rec, run_dir)}")
         self.write_report()
@@ -333,7 +353,7 @@ class SuiteRunner:
             self._end_attempt(job, code)
             job.rec.state, job.rec.failure = "interrupted", None
             job.rec.message = f"stopped by {self.stop_signal}; its checkpoints are kept: --resume continues it"
-            self.pool.release(job.slot)
+            self.backend.release(job.slot)
         self.jobs.clear()
         self.save()
         self.write_report()
@@ -389,27 +409,52 @@ def open_state(opts: SuiteOptions, suite: SuiteFile, out: Path, args: TrainArgs,
     return state
 
 
-def check_units(suite: SuiteFile, chosen: list[str], pool: SlotPool) -> None:
-    wanting = {n: [f"needs {suite.entry(n).gpus} {pool.kind} slot(s); this run has {pool.total} "
-                   f"({pool.describe()})"] for n in chosen if suite.entry(n).gpus > pool.total}
+def check_units(suite: SuiteFile, chosen: list[str], backend: Any) -> None:
+    wanting = {n: [f"needs {suite.entry(n).gpus} {backend.kind} slot(s); this run has {backend.total} "
+                   f"({backend.describe()})"] for n in chosen if suite.entry(n).gpus > backend.total}
     checks.refuse_problems(wanting, len(chosen), "cannot be placed")
+
+
+def open_backend(opts: SuiteOptions) -> Any:
+    """This machine's slots (--gpus, --slots), or a Ray cluster (--backend ray [--address])."""
+    from dialsum.device import cpu_core_count
+
+    if opts.backend == "ray":
+        if opts.gpus is not None or opts.slots is not None:
+            raise DialsumError("--backend ray: Ray places the experiments itself; drop --gpus and --slots")
+        from dialsum.suite.backends.ray import RayBackend
+
+        return RayBackend(opts.address)
+    if opts.backend != "local":
+        raise DialsumError(f"--backend {opts.backend}: choose local or ray")
+    if opts.address is not None:
+        raise DialsumError("--address goes with --backend ray")
+    return LocalBackend(plan_slots(opts.gpus, opts.slots, cpu_core_count()))
 
 
 def run_suite(opts: SuiteOptions) -> int:
     """Check everything up front, take the lock, run the selected experiments; the exit code."""
-    from dialsum.device import cpu_core_count
-
     suite = load_suite(opts.suite_file)
     chosen = select_names([e.name for e in suite.experiments], opts.only, opts.skip)
     given = given_args(opts)
     checks.check_train_args(resume_args(None, given)[0])  # bad flags fail before anything is written
     out = check_folder(opts.out or Path("runs") / "suites" / suite.name, "--out")
     SuiteLock(out).refuse_if_held()
-    pool = plan_slots(opts.gpus, opts.slots, cpu_core_count())
-    check_units(suite, chosen, pool)
     args, changes = suite_args(opts, suite, out, given)
     configs = checks.load_configs(suite, chosen, args)
-    checks.check_experiments(suite, chosen, args)  # nothing is written before every experiment could run
+    backend = open_backend(opts)
+    try:
+        check_units(suite, chosen, backend)
+        checks.check_experiments(suite, chosen, args)  # nothing is written before every experiment could run
+        if not backend.local:
+            backend.check_shared(out)
+        return _run_locked(opts, suite, chosen, out, args, changes, configs, backend)
+    finally:
+        backend.close()
+
+
+def _run_locked(opts: SuiteOptions, suite: SuiteFile, chosen: list[str], out: Path, args: TrainArgs,
+                changes: list[str], configs: dict[str, Any], backend: Any) -> int:
     live = sys.stdout.isatty() if opts.live is None else opts.live
     display: Any = LineDisplay()
     out.mkdir(parents=True, exist_ok=True)
@@ -421,10 +466,10 @@ def run_suite(opts: SuiteOptions) -> int:
             if rec.name not in chosen and rec.state == "pending":
                 rec.state = "skipped"
         state.save(out / STATE_FILE)
-        display.event(f"suite {suite.name}: {len(chosen)} experiment(s) -> {out}; {pool.describe()}")
+        display.event(f"suite {suite.name}: {len(chosen)} experiment(s) -> {out}; {backend.describe()}")
         if live:
             display = LiveDisplay(f"suite {suite.name} ({out})")
-        runner = SuiteRunner(suite, state, out, configs, LocalBackend(pool), display)
+        runner = SuiteRunner(suite, state, out, configs, backend, display)
         try:
             code = runner.run(chosen)
         finally:

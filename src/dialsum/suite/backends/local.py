@@ -15,9 +15,11 @@ from __future__ import annotations
 import socket
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dialsum.errors import DialsumError
+from dialsum.suite.failures import read_log_tail
 from dialsum.suite.monitor import NvmlReader, child_visible_devices
 from dialsum.suite.process import Stopper, start_child
 
@@ -115,11 +117,19 @@ def visible_gpus(reader: Any = None) -> int:
 class LocalHandle:
     """One experiment's process on this machine."""
 
-    def __init__(self, cmd: list[str], log_file: Any, slot: Slot) -> None:
-        self.proc = start_child(cmd, log_file, slot.env())
+    def __init__(self, cmd: list[str], log_path: Path, slot: Slot) -> None:
+        with log_path.open("ab") as log_file:
+            self.proc = start_child(cmd, log_file, slot.env())
         self.pid = self.proc.pid
         self.node = socket.gethostname()
+        self.gpus = slot.env()["CUDA_VISIBLE_DEVICES"]
         self.stopper: Stopper | None = None
+
+    def started(self) -> bool:
+        return True
+
+    def log_tail(self, log_path: Path, start: int) -> list[str]:
+        return read_log_tail(log_path, start)
 
     def poll(self) -> int | None:
         if self.stopper is not None:
@@ -141,10 +151,26 @@ class LocalHandle:
 
 
 class LocalBackend:
+    """This machine: experiments take units from the pool, and run as child processes."""
+
     name = "local"
+    local = True
 
     def __init__(self, pool: SlotPool) -> None:
         self.pool = pool
+        self.total, self.kind = pool.total, pool.kind
 
-    def start(self, cmd: list[str], log_file: Any, slot: Slot) -> LocalHandle:
-        return LocalHandle(cmd, log_file, slot)
+    def describe(self) -> str:
+        return self.pool.describe()
+
+    def take(self, n: int) -> Slot | None:
+        return self.pool.take(n)
+
+    def release(self, slot: Slot) -> None:
+        self.pool.release(slot)
+
+    def start(self, cmd: list[str], log_path: Path, log_start: int, slot: Slot, need: int) -> LocalHandle:
+        return LocalHandle(cmd, log_path, slot)
+
+    def close(self) -> None:
+        return None
