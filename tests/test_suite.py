@@ -828,3 +828,29 @@ def test_a_missing_ray_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(DialsumError, match=r"Ray is not installed; `pip install -e '\.\[ray\]'`"):
         ray_backend.import_ray()
+
+
+def test_a_state_file_from_the_earlier_untyped_suite_resumes(tmp_path: Path) -> None:
+    old = {  # the shape dialsum wrote before the state was typed (no version, no slot, no pid when idle)
+        "suite": "main5", "suite_file": "/x/main5.yaml", "updated": "2026-11-28T10:00:00+00:00",
+        "train_args": {"init": "pretrained", "one_epoch": True, "max_steps": None, "sets": [], "data": None},
+        "records": [
+            {"name": "a", "label": "A", "config": "a.yaml", "state": "finished", "failure": None,
+             "expected_minutes": 60, "wall_seconds": 12.5, "attempts": 1, "run_dir": "a/run",
+             "memory_csv": "a/memory.csv", "log": "a/suite.log", "adaptations": [], "overrides": [],
+             "exit_code": 0, "started_at": "2026-11-28T10:00:00+00:00", "finished_at": "2026-11-28T10:01:00+00:00",
+             "memory": {"kind": "rss", "peak_mb": 900.0, "samples": 5, "warnings": 0, "note": "", "csv": "a/memory.csv"},
+             "wait": {"waited_s": 0.0, "message": "no GPU"}},
+            {"name": "b", "label": "B", "config": "b.yaml", "state": "failed",
+             "failure": {"kind": "oom", "message": "CUDA out of memory", "lines": ["x"]},
+             "expected_minutes": 40, "wall_seconds": 3.0, "attempts": 2, "run_dir": "b/run"},
+        ],
+    }  # fmt: skip
+    path = tmp_path / "suite_state.json"
+    path.write_text(json.dumps(old), encoding="utf-8")
+    state = suite_state.read_state(path)
+    assert state.version == 2 and state.train_args.one_epoch is True
+    assert state.record("a").memory.peak_mb == 900.0 and state.record("b").status_text() == "failed (oom)"
+    path.write_text(json.dumps({**old, "records": [{"name": "a", "state": "exploded"}]}), encoding="utf-8")
+    with pytest.raises(DialsumError, match=r"not a suite state this dialsum can read \(records\.0\.state"):
+        suite_state.read_state(path)
