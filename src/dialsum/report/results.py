@@ -40,23 +40,22 @@ INDEX_COLUMNS = [
 ]  # fmt: skip
 
 
-def loss_points(log: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    """(step, training loss) sorted by step; a step logged twice (a resumed run) keeps its last value."""
+def log_series(log: list[dict[str, Any]], key: str) -> list[tuple[float, float]]:
+    """(step, value of `key`) sorted by step; a step logged twice (a resumed run) keeps its last value."""
     by_step: dict[float, float] = {}
     for entry in log:
-        step, loss = to_number(entry.get("step")), to_number(entry.get("loss"))
-        if step is not None and loss is not None:
-            by_step[step] = loss
+        step, value = to_number(entry.get("step")), to_number(entry.get(key))
+        if step is not None and value is not None:
+            by_step[step] = value
     return sorted(by_step.items())
+
+
+def loss_points(log: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    return log_series(log, "loss")
 
 
 def eval_points(log: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    by_step: dict[float, float] = {}
-    for entry in log:
-        step, score = to_number(entry.get("step")), to_number(entry.get("eval_final"))
-        if step is not None and score is not None:
-            by_step[step] = score
-    return sorted(by_step.items())
+    return log_series(log, "eval_final")
 
 
 def loss_stability(points: list[tuple[float, float]]) -> float | None:
