@@ -178,7 +178,11 @@ class SuiteRunner:
                 return
             queue.pop(0)
             if action == "resume":
-                process.check_no_orphan(rec)
+                try:
+                    process.check_no_orphan(rec)
+                except DialsumError as err:  # that experiment cannot go on; the others can
+                    self._finish(rec, Failure(kind="other", message=str(err)), slot)
+                    continue
             self._start(rec, entry, slot, resume=action == "resume")
 
     def _gpus_free(self, rec: ExperimentRecord, slot: Slot) -> bool:
