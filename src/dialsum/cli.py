@@ -108,14 +108,19 @@ def train(
     from pathlib import Path
 
     from dialsum import distributed
-    from dialsum.config import check_init, check_max_steps
-    from dialsum.recipe import RunOptions, check_nproc, run_experiment, summarize_metrics, target_dir
+    from dialsum.recipe import (
+        RunOptions,
+        apply_options,
+        check_nproc,
+        run_experiment,
+        summarize_metrics,
+        target_dir,
+    )
 
-    check_init(init)
-    check_max_steps(max_steps, one_epoch)
     cfg = _load(config_path, sets, data_dir)
     opts = RunOptions(init, Path(run_dir) if run_dir else None, max_steps, one_epoch, resume)
     if nproc != 1 and not distributed.launched():
+        apply_options(cfg, opts)  # the options are checked here, before any process starts
         check_nproc(nproc)
         argv = distributed.without_option(distributed.without_option(sys.argv[1:], "--nproc"), "--run-dir")
         argv += ["--run-dir", str(target_dir(cfg, opts))]  # one directory for every rank, checked here

@@ -207,8 +207,11 @@ def _set_cpu_threads(run: Run) -> None:
     assert run.device is not None
     threads = run.cfg.speed.cpu_threads
     cores = max(1, run.device.cpu_cores // distributed.world_size())  # DDP ranks share the CPU
-    if threads is None and not run.device.cuda_available and (run.cfg.model.init == "tiny" or cores < run.device.cpu_cores):
-        threads = min(TINY_CPU_THREADS, cores) if run.cfg.model.init == "tiny" else cores
+    if threads is None and not run.device.cuda_available:
+        if run.cfg.model.init == "tiny":
+            threads = min(TINY_CPU_THREADS, cores)
+        elif distributed.world_size() > 1:
+            threads = cores
     if threads:
         torch.set_num_threads(threads)
         log.info("torch CPU threads: %d (speed.cpu_threads)", threads)
@@ -244,10 +247,8 @@ def _setup_plan(run: Run) -> None:
     if not plan.ok:
         raise DialsumError("; ".join(plan.errors))
     if run.opts.resume:
-        _check_same_model(run.dir, plan.cfg, FIXED_ON_RESUME, len(tokenizer))
-        info = run.dir / "model_info.json"
-        if info.is_file():
-            run.trained_world_size = read_json(info, "delete the run directory to start over").get("world_size") or 1
+        info = _check_same_model(run.dir, plan.cfg, FIXED_ON_RESUME, len(tokenizer))
+        run.trained_world_size = (info.get("world_size") or 1) if info else None
     run.plan, run.cfg, run.tokenizer = plan, plan.cfg, tokenizer
 
 
@@ -257,10 +258,12 @@ FIXED_ON_RESUME = ("model", "tokenizer", "lora", "training.per_device_train_batc
 
 
 def _check_same_model(run_dir: Path, cfg: ExperimentConfig, keys: tuple[str, ...],
-                      vocab_size: int | None = None) -> None:
+                      vocab_size: int | None = None) -> dict[str, Any] | None:
+    """Refuse differences under `keys` (and, given the vocabulary, in it and the effective batch);
+    the run's model_info.json when that was read."""
     saved = config.load(run_dir / "config.yaml")
     diffs = config.differences(saved, cfg, keys)
-    info_path = run_dir / "model_info.json"
+    info_path, info = run_dir / "model_info.json", None
     if vocab_size is not None and info_path.is_file():
         info = read_json(info_path, "delete the run directory to start over")
         if info.get("vocab_size") not in (None, vocab_size):
@@ -273,6 +276,7 @@ def _check_same_model(run_dir: Path, cfg: ExperimentConfig, keys: tuple[str, ...
             f"--resume {run_dir}: the settings differ from the run's where they shape the model it continues "
             f"({'; '.join(diffs)}); resume with the run's settings, or start a new --run-dir"
         )
+    return info
 
 
 def _open_run_dir(run: Run) -> None:

@@ -80,15 +80,6 @@ class Stopper:
         self.next_at = time.monotonic() + wait_s
 
 
-def stop_child(proc: subprocess.Popen[bytes], grace_s: float) -> int:
-    """Stop one child and wait for it (SIGINT, SIGTERM, SIGKILL as each wait runs out)."""
-    stopper = Stopper(proc, grace_s)
-    while proc.poll() is None:
-        time.sleep(0.1)
-        stopper.advance()
-    return proc.wait()
-
-
 def pid_alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE

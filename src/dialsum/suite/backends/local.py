@@ -153,7 +153,6 @@ class LocalHandle:
 class LocalBackend:
     """This machine: experiments take units from the pool, and run as child processes."""
 
-    name = "local"
     local = True
 
     def __init__(self, pool: SlotPool) -> None:

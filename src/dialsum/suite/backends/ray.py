@@ -117,7 +117,6 @@ class RayHandle:
 class RayBackend:
     """Every experiment goes to Ray at once, in suite order; Ray starts each when a node has room."""
 
-    name = "ray"
     local = False
 
     def __init__(self, address: str | None) -> None:
