@@ -84,19 +84,19 @@ class Setup:
 
 def load_setup(args: argparse.Namespace) -> Setup:
     """Config, tokenizer trained on the training text, random KoBART-shaped model, encoded dev inputs."""
-    from dialsum import config, data, modeling
+    from dialsum import archs, config, data, modeling
     from dialsum.generation import decoder_tokens_to_strip
 
     cfg = config.load(args.config)
     train = data.read_split(Path(cfg.data.dir) / cfg.data.train_file, with_summary=True)
     tokenizer = modeling.tokenizer_from_data(train, "bart", cfg.tokenizer.prefix, cfg.model.tiny_vocab_size,
                                              cfg.tokenizer.special_tokens)
-    spec = modeling.KNOWN_ARCHS[KOBART]
+    spec = archs.KNOWN_ARCHS[KOBART]
     encoder_max = min(cfg.tokenizer.encoder_max_len, spec.max_positions - 2)
     if args.size == "tiny":
-        spec = modeling.tiny_spec(spec, cfg.model.tiny_d_model, cfg.model.tiny_layers, len(tokenizer))
+        spec = archs.tiny_spec(spec, cfg.model.tiny_d_model, cfg.model.tiny_layers, len(tokenizer))
         encoder_max = TINY_ENCODER_MAX
-    hf_config = modeling.config_from_spec(spec, vocab_size=max(spec.vocab, len(tokenizer)))
+    hf_config = archs.config_from_spec(spec, vocab_size=max(spec.vocab, len(tokenizer)))
     hf_config.init_std = args.init_std
     model = modeling.build_fresh_model(hf_config, args.seed)
     forbid_unknown_ids(model, len(tokenizer))

@@ -94,19 +94,19 @@ class Setup:
 
 def load_setup(args: argparse.Namespace) -> Setup:
     """Config, a tokenizer trained on the training text (offline), encoded examples, model config."""
-    from dialsum import config, data, modeling
+    from dialsum import archs, config, data, modeling
 
     cfg = config.load(args.config)
     train = data.read_split(Path(cfg.data.dir) / cfg.data.train_file, with_summary=True)
     tokenizer = modeling.tokenizer_from_data(train, "bart", cfg.tokenizer.prefix, cfg.model.tiny_vocab_size,
                                              cfg.tokenizer.special_tokens)
-    spec = modeling.KNOWN_ARCHS[KOBART]
+    spec = archs.KNOWN_ARCHS[KOBART]
     if args.size == "tiny":
-        spec = modeling.tiny_spec(spec, cfg.model.tiny_d_model, cfg.model.tiny_layers, len(tokenizer))
+        spec = archs.tiny_spec(spec, cfg.model.tiny_d_model, cfg.model.tiny_layers, len(tokenizer))
         encoder_max = TINY_ENCODER_MAX
     else:
         encoder_max = min(cfg.tokenizer.encoder_max_len, spec.max_positions - 2)
-    hf_config = modeling.config_from_spec(spec, vocab_size=max(spec.vocab, len(tokenizer)))
+    hf_config = archs.config_from_spec(spec, vocab_size=max(spec.vocab, len(tokenizer)))
     encoder = data.Encoder(tokenizer, "bart", cfg.tokenizer.prefix, encoder_max, cfg.tokenizer.decoder_max_len)
     return Setup(cfg, tokenizer, encoder.examples(train), hf_config, encoder_max, cfg.tokenizer.decoder_max_len)
 

@@ -24,11 +24,11 @@ def base(**sections: dict) -> dict:
     return data
 
 
-def test_five_seed_experiments_ship_and_load():
+def test_the_five_seed_experiments_and_the_two_llms_ship_and_load():
     assert [p.name for p in EXPERIMENTS] == sorted([
         "01_mt5_xlsum_ultimate_korean_qlora.yaml", "02_eenzeenee_t5_rtx3090.yaml",
         "01_baseline_kobart_rtx3090.yaml", "03_high_learning_rate_rtx3090.yaml",
-        "04_batch_optimization_rtx3090.yaml",
+        "04_batch_optimization_rtx3090.yaml", "05_solar_10.7b_qlora.yaml", "06_exaone3.5_2.4b_qlora.yaml",
     ])
     for path in EXPERIMENTS:
         cfg = config.load(path)
@@ -44,6 +44,9 @@ def test_five_seed_experiments_ship_and_load():
     ("01_baseline_kobart_rtx3090.yaml", dict(micro=16, eval=24, accum=3, eff=48, lr=6e-5, rank=192, alpha=384)),
     ("03_high_learning_rate_rtx3090.yaml", dict(micro=14, accum=4, eff=56, lr=1.2e-4, warm=0.01)),
     ("04_batch_optimization_rtx3090.yaml", dict(micro=16, eval=24, accum=4, eff=64, lr=7e-5, epochs=5)),
+    # the public SOLAR write-ups: batch 2 x 4, lr 1e-4 cosine, LoRA r 16 / alpha 32 / dropout 0.05
+    ("05_solar_10.7b_qlora.yaml", dict(micro=2, accum=4, eff=8, lr=1e-4, sched="cosine", rank=16, alpha=32)),
+    ("06_exaone3.5_2.4b_qlora.yaml", dict(micro=8, accum=1, eff=8, lr=2e-4, sched="cosine", rank=16, alpha=32)),
 ])
 def test_seed_numbers_are_kept(name: str, expected: dict):
     cfg = config.load(Path("configs/experiments") / name)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dialsum import generation, modeling
+from dialsum import archs, generation, modeling
 from dialsum.config import GenerationSection
 from dialsum.generation import clean_summary, decode_clean, decoder_tokens_to_strip, make_compute_metrics
 from dialsum.metrics import score
@@ -37,8 +37,8 @@ def tiny_model():
     texts = [f"#Person1#: {w} 주세요. #Person2#: 네 {w} 드릴게요." for w in ("커피", "녹차", "주스", "우유")] * 20
     tok = modeling.train_tokenizer(texts, "bart", 150, ["#Person1#", "#Person2#"])
     modeling.add_keep_whole_tokens(tok, ["#Person1#", "#Person2#"])
-    spec = modeling.tiny_spec(modeling.KNOWN_ARCHS["digit82/kobart-summarization"], 32, 1, len(tok))
-    config = modeling.config_from_spec(spec)
+    spec = archs.tiny_spec(archs.KNOWN_ARCHS["digit82/kobart-summarization"], 32, 1, len(tok))
+    config = archs.config_from_spec(spec)
     config.init_std = 0.5  # large random weights: outputs that depend on the input
     model = modeling.build_fresh_model(config, seed=1)
     return tok, model

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError
 
-from dialsum import hub, modeling
+from dialsum import archs, hub
 from dialsum.errors import DialsumError
 
 HUB_ID = "gogamza/kobart-base-v2"  # outside the built-in table
@@ -19,8 +19,8 @@ HUB_ID = "gogamza/kobart-base-v2"  # outside the built-in table
 
 def bart_checkpoint(folder: Path) -> Path:
     """A small BART config, saved the way a hub snapshot holds it."""
-    spec = modeling.tiny_spec(modeling.KNOWN_ARCHS["digit82/kobart-summarization"], 64, 1, 500)
-    modeling.config_from_spec(spec).save_pretrained(folder)
+    spec = archs.tiny_spec(archs.KNOWN_ARCHS["digit82/kobart-summarization"], 64, 1, 500)
+    archs.config_from_spec(spec).save_pretrained(folder)
     return folder
 
 
@@ -37,17 +37,17 @@ def fake_download(files: dict[str, Path], calls: list[tuple[str, str]]):
 def test_a_hub_id_outside_the_table_resolves_through_the_download(tmp_path, monkeypatch):
     calls: list[tuple[str, str]] = []
     monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_download({HUB_ID: bart_checkpoint(tmp_path)}, calls))
-    hf_config, source = modeling.resolve_hf_config(HUB_ID)
+    hf_config, source = archs.resolve_hf_config(HUB_ID)
     assert source == "checkpoint config" and hf_config.model_type == "bart" and hf_config.d_model == 64
     assert calls == [(HUB_ID, "config.json")]
 
 
 def test_the_table_is_the_fallback_for_seed_models_only(tmp_path, monkeypatch):
     monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_download({}, []))
-    hf_config, source = modeling.resolve_hf_config("digit82/kobart-summarization")
+    hf_config, source = archs.resolve_hf_config("digit82/kobart-summarization")
     assert source == "built-in architecture table" and hf_config.d_model == 768
     with pytest.raises(DialsumError, match=f"model.name='{HUB_ID}': not a local directory"):
-        modeling.resolve_hf_config(HUB_ID)
+        archs.resolve_hf_config(HUB_ID)
 
 
 def test_a_corrupt_cached_config_is_not_read_as_missing(tmp_path, monkeypatch):
@@ -56,7 +56,7 @@ def test_a_corrupt_cached_config_is_not_read_as_missing(tmp_path, monkeypatch):
     monkeypatch.setattr("huggingface_hub.hf_hub_download",
                         fake_download({"digit82/kobart-summarization": tmp_path}, []))
     with pytest.raises(DialsumError, match=r"config.json: not valid JSON \(line 1, column"):
-        modeling.resolve_hf_config("digit82/kobart-summarization")
+        archs.resolve_hf_config("digit82/kobart-summarization")
 
 
 def test_a_gated_repository_says_how_to_get_access(monkeypatch):
@@ -68,17 +68,17 @@ def test_a_gated_repository_says_how_to_get_access(monkeypatch):
 
     monkeypatch.setattr("huggingface_hub.hf_hub_download", gated)
     with pytest.raises(DialsumError, match="gated repository; accept its terms on the hub and set HF_TOKEN"):
-        modeling.resolve_hf_config("upstage/SOLAR-10.7B-Instruct-v1.0")
+        archs.resolve_hf_config("upstage/SOLAR-10.7B-Instruct-v1.0")
 
 
 def test_local_directories_are_read_in_place(tmp_path):
-    hf_config, source = modeling.resolve_hf_config(str(bart_checkpoint(tmp_path / "ckpt")))
+    hf_config, source = archs.resolve_hf_config(str(bart_checkpoint(tmp_path / "ckpt")))
     assert source == "checkpoint config" and hf_config.encoder_layers == 1
     (tmp_path / "empty").mkdir()
     assert hub.config_file(str(tmp_path / "empty")) is None
     (tmp_path / "ckpt" / "config.json").write_text(json.dumps({"d_model": 3}), encoding="utf-8")
     with pytest.raises(DialsumError, match="no model_type; not a transformers model config"):
-        modeling.resolve_hf_config(str(tmp_path / "ckpt"))
+        archs.resolve_hf_config(str(tmp_path / "ckpt"))
 
 
 def test_the_offline_message_names_the_variable(monkeypatch):

@@ -1,4 +1,4 @@
-"""Chunked LM loss equals the plain full-logits loss, in value and in every gradient.
+"""Chunked LM loss equals the plain full-logits loss, in value and in every gradient (seq2seq and causal LMs).
 
     .venv/bin/pytest tests/test_losses.py -q
 """
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from dialsum.errors import DialsumError
-from dialsum.losses import chunked_lm_loss, seq2seq_loss, supports_chunked_loss
+from dialsum.losses import causal_loss, chunked_lm_loss, chunked_loss, seq2seq_loss, supports_chunked_loss
 
 D_MODEL, VOCAB = 32, 500
 
@@ -239,13 +239,16 @@ def _model_grads(model: nn.Module, loss_fn) -> tuple[torch.Tensor, dict[str, tor
     return loss.detach(), grads
 
 
-def _assert_model_equal(model: nn.Module, batch: dict[str, torch.Tensor], chunk_tokens: int) -> None:
+def _assert_model_equal(model: nn.Module, batch: dict[str, torch.Tensor], chunk_tokens: int,
+                        loss_fn=seq2seq_loss) -> dict[str, torch.Tensor]:
+    """Loss and every parameter's grad of `loss_fn` equal the model's own; returns the grads."""
     loss_e, grads_e = _model_grads(model, lambda: model(**batch).loss)
-    loss_a, grads_a = _model_grads(model, lambda: seq2seq_loss(model, batch, chunk_tokens=chunk_tokens))
+    loss_a, grads_a = _model_grads(model, lambda: loss_fn(model, batch, chunk_tokens=chunk_tokens))
     assert abs(loss_a.item() - loss_e.item()) <= 1e-5, (loss_a.item(), loss_e.item())
     assert set(grads_e) == set(grads_a) and grads_a
     for name, grad in grads_e.items():
         assert torch.allclose(grads_a[name], grad, atol=1e-6, rtol=1e-4), name
+    return grads_a
 
 
 @pytest.mark.parametrize("chunk_tokens", [1, 5, 1024])
@@ -332,3 +335,154 @@ def test_label_smoothing_matches_transformers_label_smoother() -> None:
     assert abs(actual.item() - expected.item()) <= 1e-5 and abs(actual.item() - plain) > 1e-3
     for name, grad in grads_e.items():
         assert torch.allclose(grads_a[name], grad, atol=1e-6, rtol=1e-4), name
+
+
+# ---- causal LMs ---------------------------------------------------------------------------------
+
+CAUSAL_VOCAB = 300
+CAUSAL_TYPES = ["llama", "mistral", "qwen2", "qwen3", "gemma", "exaone", "exaone4"]
+
+
+def _tiny_causal(model_type: str) -> nn.Module:
+    """A float32 eager-attention *ForCausalLM of `model_type` ("exaone" builds a LlamaForCausalLM)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.for_model(
+        model_type, vocab_size=CAUSAL_VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=128, max_position_embeddings=64, pad_token_id=0,
+        eos_token_id=1, bos_token_id=2,
+    )
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(cfg, attn_implementation="eager", dtype=torch.float32).eval()
+
+
+def _causal_batch(seed: int, ignored: float = 0.0, left_padded: bool = False) -> dict[str, torch.Tensor]:
+    """Right-padded rows of 12, 9 and 6 tokens; labels are the ids on the summary part, -100 on the prompt
+    (the first 7, 5 and 2 tokens) and on padding, plus a random `ignored` share of the summary.
+    `left_padded` moves each row's padding to its start."""
+    gen = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(3, CAUSAL_VOCAB, (3, 12), generator=gen)
+    attention_mask = torch.zeros_like(input_ids)
+    labels = torch.full_like(input_ids, -100)
+    for row, (length, prompt) in enumerate([(12, 7), (9, 5), (6, 2)]):
+        attention_mask[row, :length] = 1
+        input_ids[row, length:] = 0
+        labels[row, prompt:length] = input_ids[row, prompt:length]
+    labels[torch.rand(labels.shape, generator=gen) < ignored] = -100
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    if left_padded:
+        batch = {key: torch.stack([row.roll(12 - length) for row, length in zip(value, (12, 9, 6), strict=True)])
+                 for key, value in batch.items()}
+    return batch
+
+
+@pytest.mark.parametrize("model_type", CAUSAL_TYPES)
+def test_causal_lm_matches_model_loss_and_projects_only_labelled_rows(model_type: str) -> None:
+    model = _tiny_causal(model_type)
+    assert supports_chunked_loss(model)
+    batch = _causal_batch(seed=20)
+    grads = _assert_model_equal(model, batch, chunk_tokens=3, loss_fn=causal_loss)
+    for name in ("lm_head.weight", "model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight"):
+        if name in grads:  # gemma ties lm_head to the embedding: one parameter, one grad
+            assert grads[name].abs().sum() > 0, name
+    assert "model.embed_tokens.weight" in grads
+    seen_rows: list[int] = []
+    model.lm_head.register_forward_hook(lambda _m, inputs, _o: seen_rows.append(inputs[0].shape[0]))
+    with torch.no_grad():
+        chunked_loss(model, batch, chunk_tokens=3)
+    assert sum(seen_rows) == int((batch["labels"][:, 1:] != -100).sum()) == 5 + 4 + 4
+    assert len(seen_rows) > 1 and max(seen_rows) <= 3
+
+
+def test_left_padded_causal_batch_matches_model_loss() -> None:
+    """Left padding makes the attention mask matter (right padding never reaches a labelled position)."""
+    batch = _causal_batch(seed=27, left_padded=True)
+    assert (batch["attention_mask"][:, 0] == torch.tensor([1, 0, 0])).all() and (batch["labels"][:, -1] != -100).all()
+    _assert_model_equal(_tiny_causal("llama"), batch, chunk_tokens=3, loss_fn=causal_loss)
+
+
+def test_causal_label_smoothing_matches_transformers_label_smoother() -> None:
+    """The Trainer smooths causal LMs with LabelSmoother(shift_labels=True); the chunked loss must agree."""
+    from transformers.trainer_pt_utils import LabelSmoother
+
+    model, batch = _tiny_causal("qwen3"), _causal_batch(seed=21)
+    smoother = LabelSmoother(epsilon=0.1)
+    labels = batch["labels"]
+    expected, grads_e = _model_grads(model, lambda: smoother(model(**batch), labels, shift_labels=True))
+    actual, grads_a = _model_grads(model, lambda: causal_loss(model, batch, chunk_tokens=3, label_smoothing=0.1))
+    plain = causal_loss(model, batch, chunk_tokens=3).item()
+    assert abs(actual.item() - expected.item()) <= 1e-5 and abs(actual.item() - plain) > 1e-3
+    assert set(grads_a) == set(grads_e)
+    for name, grad in grads_e.items():
+        assert torch.allclose(grads_a[name], grad, atol=1e-6, rtol=1e-4), name
+
+
+def test_lora_wrapped_causal_lm_matches_model_loss() -> None:
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
+                      init_lora_weights=False, task_type="CAUSAL_LM")
+    model = get_peft_model(_tiny_causal("llama"), lora).eval()
+    assert supports_chunked_loss(model)
+    batch = _causal_batch(seed=22, ignored=0.2)
+    grads = _assert_model_equal(model, batch, chunk_tokens=3, loss_fn=chunked_loss)
+    assert grads and all("lora_" in name for name in grads)
+    with torch.no_grad():
+        with model.disable_adapter():
+            bare = causal_loss(model, batch).item()
+        assert abs(causal_loss(model, batch).item() - bare) > 1e-4
+
+
+def test_softcapped_headless_and_prompt_tuned_causal_models_are_not_supported() -> None:
+    from peft import PromptTuningConfig, get_peft_model
+    from transformers import LlamaForSequenceClassification
+
+    gemma2 = _tiny_causal("gemma2")
+    assert gemma2.config.final_logit_softcapping is not None
+    assert not supports_chunked_loss(gemma2)
+    batch = _causal_batch(seed=23)
+    for loss_fn in (chunked_loss, causal_loss):
+        with pytest.raises(DialsumError, match="Gemma2ForCausalLM"):
+            loss_fn(gemma2, batch)
+    classifier = LlamaForSequenceClassification(_tiny_causal("llama").config)
+    assert not supports_chunked_loss(classifier)
+    with pytest.raises(DialsumError, match="LlamaForSequenceClassification"):
+        chunked_loss(classifier, batch)
+    capped = _tiny_causal("llama")
+    capped.config.final_logit_softcapping = 30.0  # a listed type carrying a soft-cap is refused as well
+    assert not supports_chunked_loss(capped)
+    prompt_tuning = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
+    prompted = get_peft_model(_tiny_causal("llama"), prompt_tuning)
+    assert not supports_chunked_loss(prompted)
+    with pytest.raises(DialsumError, match="prompt tuning"):
+        chunked_loss(prompted, batch)
+
+
+def test_all_ignored_labels_on_causal_lm_give_zero_with_grads() -> None:
+    model = _tiny_causal("llama")
+    batch = _causal_batch(seed=24, ignored=1.0)
+    assert (batch["labels"] == -100).all()
+    loss = causal_loss(model, batch)
+    assert loss.item() == 0.0 and loss.grad_fn is not None
+    loss.backward()
+    assert model.lm_head.weight.grad is not None and not model.lm_head.weight.grad.any()
+
+
+def test_chunked_loss_dispatches_by_architecture() -> None:
+    bart, llama = _tiny_bart(), _tiny_causal("llama")
+    bart_batch, llama_batch = _batch(seed=25), _causal_batch(seed=25)
+    with torch.no_grad():
+        for model, batch, loss_fn in ((bart, bart_batch, seq2seq_loss), (llama, llama_batch, causal_loss)):
+            assert torch.equal(chunked_loss(model, batch, chunk_tokens=4), loss_fn(model, batch, chunk_tokens=4))
+    with pytest.raises(DialsumError, match="LlamaForCausalLM"):
+        seq2seq_loss(llama, llama_batch)
+    with pytest.raises(DialsumError, match="BartForConditionalGeneration"):
+        causal_loss(bart, bart_batch)
+
+
+def test_causal_batch_keys_are_checked() -> None:
+    model, batch = _tiny_causal("llama"), _causal_batch(seed=26)
+    with pytest.raises(DialsumError, match="batch lacks labels; causal_loss needs"):
+        causal_loss(model, {"input_ids": batch["input_ids"]})
+    with pytest.raises(DialsumError, match="decoder_input_ids not supported by causal_loss"):
+        chunked_loss(model, {**batch, "decoder_input_ids": batch["input_ids"]})

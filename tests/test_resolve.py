@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import CONFIGS, EXPERIMENTS, assert_clean_error, run_cli
 
-from dialsum import config, modeling
+from dialsum import archs, config, modeling
 from dialsum.device import DeviceInfo
 from dialsum.resolve import plan_experiment
 
@@ -158,8 +158,8 @@ def test_random_keeps_the_real_architecture():
 
 
 def test_untied_lm_head_for_t5_v11_and_mt5():
-    spec = modeling.tiny_spec(modeling.KNOWN_ARCHS["csebuetnlp/mT5_multilingual_XLSum"], 32, 1, 100)
-    model = modeling.build_fresh_model(modeling.config_from_spec(spec), seed=0)
+    spec = archs.tiny_spec(archs.KNOWN_ARCHS["csebuetnlp/mT5_multilingual_XLSum"], 32, 1, 100)
+    model = modeling.build_fresh_model(archs.config_from_spec(spec), seed=0)
     assert model.lm_head.weight is not model.shared.weight
     assert not torch.equal(model.lm_head.weight, model.shared.weight)
 
@@ -251,8 +251,8 @@ def test_cli_usage_errors_have_no_traceback():
 
 
 def test_attention_kernel_follows_speed_sdpa():
-    spec = modeling.tiny_spec(modeling.KNOWN_ARCHS["digit82/kobart-summarization"], 32, 1, 100)
-    config_ = modeling.config_from_spec(spec)
+    spec = archs.tiny_spec(archs.KNOWN_ARCHS["digit82/kobart-summarization"], 32, 1, 100)
+    config_ = archs.config_from_spec(spec)
     assert modeling.build_fresh_model(config_, 0, sdpa=True).config._attn_implementation == "sdpa"
     assert modeling.build_fresh_model(config_, 0, sdpa=False).config._attn_implementation == "eager"
 

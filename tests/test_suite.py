@@ -582,6 +582,16 @@ def test_shipped_main5_suite_is_the_seed_order_and_its_configs_validate() -> Non
     assert [configs[e.name].experiment.name for e in suite.experiments] == [e.name for e in suite.experiments]
 
 
+def test_shipped_main7_suite_is_main5_and_the_two_llms() -> None:
+    main5, main7 = schema.load_suite(MAIN5), schema.load_suite(MAIN5.with_name("main7.yaml"))
+    assert [e.model_dump() for e in main7.experiments[:5]] == [e.model_dump() for e in main5.experiments]
+    assert main7.settings == main5.settings
+    assert [Path(e.config).name for e in main7.experiments[5:]] == [
+        "05_solar_10.7b_qlora.yaml", "06_exaone3.5_2.4b_qlora.yaml"]
+    configs = checks.load_configs(main7, [e.name for e in main7.experiments], suite_state.TrainArgs())
+    assert [configs[e.name].experiment.name for e in main7.experiments] == [e.name for e in main7.experiments]
+
+
 def test_wrapper_script_maps_dash_one_to_one_epoch(tmp_path: Path) -> None:
     script = REPO / "scripts" / "run_main_5_experiments.sh"
     result = subprocess.run([str(script), "-1", "--max-steps", "2", "--out", str(tmp_path / "out")],

@@ -75,9 +75,11 @@ def validate(
     """Resolve configs against their architecture, this machine and transformers, without training."""
     from dialsum.config import check_init
     from dialsum.device import probe
+    from dialsum.recipe import quiet_libraries
     from dialsum.resolve import describe_plan, plan_and_check
 
     check_init(init)
+    quiet_libraries()
     device, failed = probe(), 0
     for path in configs:
         try:

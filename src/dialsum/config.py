@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,15 +75,50 @@ class ModelSection(_Section):
     tiny_lr_scale: float = Field(
         30.0, gt=0, description="Learning-rate multiplier for tiny models, which train from scratch"
     )
+    trust_remote_code: bool = Field(
+        False, description="Run the checkpoint's own Python code (only for model types transformers lacks)"
+    )
 
 
 class TokenizerSection(_Section):
-    encoder_max_len: int = Field(512, ge=8, description="Longest dialogue in tokens; longer ones are cut")
-    decoder_max_len: int = Field(128, ge=4, description="Longest summary in tokens for training")
+    encoder_max_len: int = Field(
+        512, ge=8, description="Longest dialogue in tokens (causal LMs: the whole prompt); longer dialogues are cut"
+    )
+    decoder_max_len: int = Field(128, ge=4, description="Longest summary in tokens for training, end token included")
     prefix: str = Field("", description="Text put before every dialogue (T5-family task prefix)")
     special_tokens: list[str] = Field(
         default_factory=lambda: list(MASK_TOKENS), description="Tokens kept whole by the tokenizer"
     )
+
+
+DEFAULT_INSTRUCTION = "다음 대화를 요약해줘."
+DIALOGUE_SLOT, INSTRUCTION_SLOT = "{dialogue}", "{instruction}"
+
+
+class PromptSection(_Section):
+    """How a decoder-only (causal) model reads a dialogue; seq2seq models use tokenizer.prefix instead."""
+
+    instruction: str = Field(DEFAULT_INSTRUCTION, description="The instruction, put where the template says")
+    template: str = Field(
+        "{instruction}\n\n{dialogue}\n\n요약:",
+        description="The prompt: {instruction} and {dialogue} are filled in; the summary follows it",
+    )
+    chat_template: bool = Field(
+        True, description="Wrap the prompt as a user turn in the tokenizer's chat template, when it has one"
+    )
+    system: str = Field("", description="System message for chat templates (empty: none)")
+
+    @field_validator("template")
+    @classmethod
+    def _slots(cls, value: str) -> str:
+        if value.count(DIALOGUE_SLOT) != 1:
+            raise ValueError(f"must hold {DIALOGUE_SLOT} exactly once (it holds it {value.count(DIALOGUE_SLOT)} "
+                             "times); e.g. '{instruction}\\n\\n{dialogue}\\n\\n요약:'")
+        rest = value.replace(DIALOGUE_SLOT, "").replace(INSTRUCTION_SLOT, "")
+        stray = re.findall(r"\{[^{}]*\}", rest)
+        if stray:
+            raise ValueError(f"unknown placeholder {stray[0]}; use {INSTRUCTION_SLOT} and {DIALOGUE_SLOT}")
+        return value
 
 
 BestMetric = Literal["final", "rouge1", "rouge2", "rougeL", "loss"]
@@ -219,6 +255,9 @@ class GenerationSection(_Section):
         16384, ge=64, description="Token budget of one generation batch (input tokens x beams)"
     )
     sort_by_length: bool = Field(True, description="Generate in length order, restore input order after")
+    trim_unfinished: bool = Field(
+        False, description="Cut an unfinished last sentence (text after the last . ! or ?) from each summary"
+    )
 
     @model_validator(mode="after")
     def _lengths(self) -> GenerationSection:
@@ -235,6 +274,9 @@ class SpeedSection(_Section):
     fused_adamw: bool = Field(True, description="Fused AdamW on CUDA")
     sdpa: bool = Field(True, description="Scaled-dot-product attention kernels where supported")
     torch_compile: bool = Field(False, description="torch.compile the model (CUDA)")
+    liger_kernel: bool = Field(
+        True, description="Causal LMs on CUDA: liger-kernel's fused linear cross-entropy when it is installed"
+    )
     cpu_threads: int | None = Field(
         None, ge=1, description="CPU threads for torch (default: 2 for tiny models on a CPU, else torch's)"
     )
@@ -245,6 +287,7 @@ class ExperimentConfig(_Section):
     data: DataSection = Field(default_factory=DataSection)
     model: ModelSection
     tokenizer: TokenizerSection = Field(default_factory=TokenizerSection)
+    prompt: PromptSection = Field(default_factory=PromptSection)
     training: TrainingSection = Field(default_factory=TrainingSection)
     lora: LoraSection = Field(default_factory=LoraSection)
     generation: GenerationSection = Field(default_factory=GenerationSection)

@@ -4,8 +4,12 @@ Trainer's metric glue (decode generated ids, strip decoder tokens, score).
     dialsum predict RUN_DIR --input data/sample/test.csv --out submission.csv
 
 Inputs are sorted by length (longest first, so memory peaks at once), cut into batches by a token
-budget (input tokens x beams), and the outputs are put back in input order. Decoded summaries lose
-the decoder's own tokens (`<s>`, `</s>`, `<pad>`, `<usr>`, ...) and keep the mask tokens.
+budget (tokens x beams: the input for seq2seq; prompt plus `max_length` new tokens for a causal LM,
+whose cache holds both), and the outputs are put back in input order. Seq2seq inputs are padded on
+the right; causal prompts on the left, so that every row continues from its last prompt token, and
+the prompt is cut from the output. Decoded summaries lose the model's own tokens (`<s>`, `</s>`,
+`<pad>`, `<usr>`, ...) and keep the mask tokens; `generation.trim_unfinished` also cuts a last
+sentence that the length limit left unfinished.
 """
 
 from __future__ import annotations
@@ -40,46 +44,88 @@ def token_budget_batches(lengths: list[int], budget: int, beams: int, sort: bool
     return batches
 
 
-def generation_kwargs(gen: GenerationSection) -> dict[str, Any]:
+def generation_kwargs(gen: GenerationSection, causal: bool = False) -> dict[str, Any]:
+    """transformers' generate() arguments; lengths count new tokens (a causal LM's prompt is not counted)."""
+    lengths = ({"max_new_tokens": gen.max_length, "min_new_tokens": gen.min_length} if causal else
+               {"max_length": gen.max_length, "min_length": gen.min_length})
     return {
         "num_beams": gen.num_beams,
-        "max_length": gen.max_length,
-        "min_length": gen.min_length,
+        **lengths,
         "length_penalty": gen.length_penalty,
         "no_repeat_ngram_size": gen.no_repeat_ngram_size,
         "early_stopping": gen.early_stopping,
+        "do_sample": False,  # an instruct checkpoint's generation_config may sample; summaries are searched
     }
+
+
+def is_causal(model: Any) -> bool:
+    return not model.config.is_encoder_decoder
+
+
+def stop_kwargs(model: Any, tokenizer: Any) -> dict[str, Any]:
+    """A causal LM stops at any end token of its generation config or its tokenizer, and pads with the tokenizer's."""
+    configured = model.generation_config.eos_token_id
+    ids = list(configured) if isinstance(configured, (list, tuple)) else [configured]
+    eos = sorted({int(i) for i in [*ids, tokenizer.eos_token_id] if i is not None})
+    return {"eos_token_id": eos, "pad_token_id": tokenizer.pad_token_id}
+
+
+def _padded(rows: list[list[int]], pad: int, left: bool) -> tuple[Any, Any]:
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[i, span] = torch.tensor(row)
+        mask[i, span] = 1
+    return ids, mask
 
 
 def generate(model: Any, tokenizer: Any, inputs: list[list[int]], gen: GenerationSection,
              strip_tokens: list[str], progress: Callable[[int, int], None] | None = None) -> list[str]:
-    """Summaries for encoded inputs, in the order of `inputs`."""
+    """Summaries for encoded inputs (seq2seq inputs or causal prompts), in the order of `inputs`."""
     import torch
 
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id
-    lengths = [len(x) for x in inputs]
+    causal = is_causal(model)
+    kwargs = generation_kwargs(gen, causal) | (stop_kwargs(model, tokenizer) if causal else {})
+    new_tokens = gen.max_length if causal else 0
+    lengths = [len(x) + new_tokens for x in inputs]
     batches = token_budget_batches(lengths, gen.batch_tokens, gen.num_beams, sort=gen.sort_by_length)
     out: list[str] = [""] * len(inputs)
     model.eval()
     done = 0
     for idx in batches:
-        width = max(lengths[i] for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            ids[row, : lengths[i]] = torch.tensor(inputs[i])
-            mask[row, : lengths[i]] = 1
+        ids, mask = _padded([inputs[i] for i in idx], tokenizer.pad_token_id, left=causal)
         with torch.inference_mode():
-            seqs = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                  **generation_kwargs(gen))
+            seqs = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+        if causal:
+            seqs = seqs[:, ids.shape[1]:]  # the continuation only
         texts = tokenizer.batch_decode(seqs, skip_special_tokens=False)
         for i, text in zip(idx, texts, strict=True):
-            out[i] = clean_summary(text, strip_tokens)
+            out[i] = finish_summary(text, strip_tokens, gen.trim_unfinished)
         done += len(idx)
         if progress:
             progress(done, len(inputs))
     return out
+
+
+_SENTENCE_END = re.compile(r"[.!?。](?=\s|$)")
+
+
+def trim_unfinished(text: str) -> str:
+    """Cut what follows the last sentence end (. ! ? followed by a space or the end), when anything does;
+    a text with no sentence end is kept whole. `3.5` is not a sentence end."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    return text[: ends[-1]] if ends and ends[-1] < len(text) else text
+
+
+def finish_summary(text: str, strip_tokens: Sequence[str], trim: bool = False) -> str:
+    """A decoded summary as submitted: model tokens removed, whitespace collapsed, optionally trimmed."""
+    text = clean_summary(text, strip_tokens)
+    return trim_unfinished(text) if trim else text
 
 
 def write_submission(path: str | Path, fnames: list[str], summaries: list[str]) -> Path:

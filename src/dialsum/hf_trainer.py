@@ -1,31 +1,43 @@
-"""The Seq2SeqTrainer as dialsum runs it, and its callbacks: chunked loss, training meter, JSONL log,
-progress bar. A leaf module: the recipe (`dialsum.recipe`) assembles a trainer from these parts.
+"""The transformers Trainers as dialsum runs them, and their callbacks: chunked loss, training meter,
+JSONL log, progress bar. A leaf module: the recipe (`dialsum.recipe`) assembles a trainer from these parts.
 
     dialsum train configs/experiments/04_batch_optimization_rtx3090.yaml --init tiny --max-steps 20
+    dialsum train configs/experiments/05_solar_10.7b_qlora.yaml --init tiny --max-steps 20
+
+`Seq2SeqDialsumTrainer` (a `Seq2SeqTrainer`) scores dev during training by generating through the
+Trainer; `CausalDialsumTrainer` (a `Trainer`) takes the dev loss over the summary tokens, then scores
+dev with dialsum's own generation (prompts left-padded, the prompt cut from the output), through a
+`dev_scorer` the recipe hands it. Both share the length-bucketed batches, the per-micro-batch loss
+(chunked over the vocabulary when enabled) and the meter.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Seq2SeqTrainer, TrainerCallback
+from transformers import Seq2SeqTrainer, Trainer, TrainerCallback
 
 from dialsum.data import LengthBucketSampler
 from dialsum.distributed import reduce
-from dialsum.losses import seq2seq_loss
+from dialsum.losses import chunked_loss
 from dialsum.meter import TrainingMeter
 
 # Fault injection for the suite's recovery tests: micro-batches larger than this raise out-of-memory.
 OOM_ABOVE_BATCH_ENV = "DIALSUM_FAULT_OOM_ABOVE_BATCH"
 
 
-class DialsumTrainer(Seq2SeqTrainer):
+class _DialsumParts:
     """Length-bucketed batches, loss per micro-batch (chunked over the vocabulary when enabled), and a
-    `TrainingMeter` that counts real tokens and stops its clock while evaluating."""
+    `TrainingMeter` that counts real tokens and stops its clock while evaluating. Mixed into a Trainer."""
+
+    # The tokens a micro-batch trains on: seq2seq reads its inputs and predicts separate labels; a causal
+    # LM's labels are positions of its inputs, counted once.
+    count_labels = True
 
     def __init__(self, *args: Any, chunk_tokens: int | None, length_buckets: bool, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -58,7 +70,7 @@ class DialsumTrainer(Seq2SeqTrainer):
         if model.training:
             self._count(inputs)
         if self.chunk_tokens and not return_outputs:
-            return seq2seq_loss(model, inputs, chunk_tokens=self.chunk_tokens,
+            return chunked_loss(model, inputs, chunk_tokens=self.chunk_tokens,
                                 label_smoothing=self.args.label_smoothing_factor)
         return super().compute_loss(model, inputs, return_outputs=return_outputs)
 
@@ -68,14 +80,49 @@ class DialsumTrainer(Seq2SeqTrainer):
             raise torch.OutOfMemoryError(
                 f"CUDA out of memory (injected: micro-batch {batch} > {self.oom_above_batch})"
             )
-        tokens = int(inputs["attention_mask"].sum()) + int((inputs["labels"] != -100).sum())
+        tokens = int(inputs["attention_mask"].sum())
+        if self.count_labels:
+            tokens += int((inputs["labels"] != -100).sum())
         self.meter.tokens += int(reduce(tokens, "sum"))  # under DDP: every rank's share of this step
+
+
+class Seq2SeqDialsumTrainer(_DialsumParts, Seq2SeqTrainer):
+    """BART, T5 and mT5: dev is scored during training by generating through the Trainer."""
+
+
+class CausalDialsumTrainer(_DialsumParts, Trainer):
+    """Decoder-only LMs: the dev loss over the summary tokens, then `dev_scorer(model)` (ROUGE of generated
+    summaries, keys without the `eval_` prefix) joins the evaluation's metrics before they are logged."""
+
+    count_labels = False
+
+    def __init__(self, *args: Any, dev_scorer: Callable[[Any], dict[str, float]] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.dev_scorer = dev_scorer
+
+    def prediction_step(self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool,
+                        ignore_keys: list[str] | None = None) -> tuple[Any, Any, Any]:
+        if not (prediction_loss_only and self.chunk_tokens):
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():  # the chunked loss: no full logits for the dev rows either
+            loss = chunked_loss(model, inputs, chunk_tokens=self.chunk_tokens,
+                                label_smoothing=self.args.label_smoothing_factor)
+        return loss.detach(), None, None
+
+    def evaluation_loop(self, dataloader: Any, description: str, prediction_loss_only: bool | None = None,
+                        ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval") -> Any:
+        output = super().evaluation_loop(dataloader, description, True, ignore_keys, metric_key_prefix)
+        if self.dev_scorer is not None:
+            scores = self.dev_scorer(self.model)
+            output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in scores.items()})
+        return output
 
 
 class JsonlLog(TrainerCallback):
     """Every log event as one JSON line (flushed), for the suite's live table and the report."""
 
-    def __init__(self, path: Path, trainer: DialsumTrainer):
+    def __init__(self, path: Path, trainer: _DialsumParts):
         self.path = path
         self.trainer = trainer
 
@@ -93,7 +140,7 @@ class JsonlLog(TrainerCallback):
 class Progress(TrainerCallback):
     """One progress bar: step, loss, learning rate, tokens per second."""
 
-    def __init__(self, trainer: DialsumTrainer):
+    def __init__(self, trainer: _DialsumParts):
         self.trainer = trainer
         self.bar: Any = None
 

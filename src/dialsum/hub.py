@@ -57,17 +57,25 @@ def read_config_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def checkpoint_config(name: str) -> Any | None:
-    """The transformers config of checkpoint `name`, or None when no config.json can be found."""
+def checkpoint_config(name: str, trust_remote_code: bool = False) -> Any | None:
+    """The transformers config of checkpoint `name`, or None when no config.json can be found.
+
+    A model type that transformers does not know runs the checkpoint's own code only when
+    `trust_remote_code` is set (the experiment's `model.trust_remote_code`)."""
     import transformers as tf
 
     path = config_file(name)
     if path is None:
         return None
-    read_config_json(path)
+    data = read_config_json(path)
     try:
-        return tf.AutoConfig.from_pretrained(path.parent)
+        return tf.AutoConfig.from_pretrained(path.parent, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError, TypeError) as err:
+        if data.get("auto_map") and not trust_remote_code:
+            raise DialsumError(
+                f"{path}: model type {data['model_type']!r} is not built into transformers and needs the "
+                "checkpoint's own code; read that code, then set model.trust_remote_code=true"
+            ) from None
         raise DialsumError(
             f"{path}: transformers cannot read this config ({str(err).splitlines()[0][:160]}); "
             "upgrade transformers or use another checkpoint"

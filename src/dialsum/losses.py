@@ -1,4 +1,4 @@
-"""Memory-lean seq2seq LM loss for big vocabularies: chunked, checkpointed cross-entropy.
+"""Memory-lean LM loss for big vocabularies (seq2seq and causal LMs): chunked, checkpointed cross-entropy.
 
     .venv/bin/pytest tests/test_losses.py -q
     .venv/bin/python bench/vocab_memory.py --quick
@@ -6,8 +6,10 @@
 mT5's 250,112-token vocabulary makes the float32 logits of one batch (32 x 200 x 250k) larger than
 the model itself. `chunked_lm_loss` projects only the positions that carry a label, a chunk of rows
 at a time, and checkpoints each chunk so its logits are recomputed in backward instead of kept.
-`seq2seq_loss` runs a BART/T5/mT5 body (plain or peft-wrapped) without its head and applies it; loss
-and gradients equal `model(**batch).loss` in float32.
+`seq2seq_loss` runs a BART/T5/mT5 body (plain or peft-wrapped) without its head and applies it;
+`causal_loss` does the same for decoder-only LMs whose head is a plain `lm_head` (Llama, Mistral,
+Qwen2/3, Gemma, EXAONE 3/4), where the prompt positions (labels -100) never reach the head.
+`chunked_loss` picks the one for the model. Loss and gradients equal `model(**batch).loss` in float32.
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ LmHead = Callable[[Tensor], Tensor]
 _BART = "BartForConditionalGeneration"
 _T5 = "T5ForConditionalGeneration"
 _MT5 = "MT5ForConditionalGeneration"
-_BATCH_KEYS = {"input_ids", "attention_mask", "labels", "decoder_input_ids", "decoder_attention_mask"}
+_CAUSAL = "causal"
+_SEQ2SEQ = (_MT5, _T5, _BART)
+# transformers 5.24 model types whose *ForCausalLM computes `logits = self.lm_head(hidden)` on the body
+# `self.model`, nothing applied after the head (no soft-capping, scaling or bias). "exaone" (EXAONE 3.x)
+# loads as LlamaForCausalLM. Gemma2/Gemma3 soft-cap their logits, so they stay out.
+_CAUSAL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "exaone", "exaone4"})
+_CAUSAL_KEYS = frozenset({"input_ids", "attention_mask", "labels"})
+_SEQ2SEQ_KEYS = _CAUSAL_KEYS | {"decoder_input_ids", "decoder_attention_mask"}
 
 
 def _chunk_loss_sum(
@@ -110,13 +119,23 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
+def _is_plain_causal_lm(model: nn.Module, class_names: set[str]) -> bool:
+    """A *ForCausalLM of a listed model type whose logits are exactly `lm_head(hidden)`."""
+    cfg = getattr(model, "config", None)
+    return (
+        any(name.endswith("ForCausalLM") for name in class_names)
+        and getattr(cfg, "model_type", None) in _CAUSAL_TYPES
+        and getattr(cfg, "final_logit_softcapping", None) is None
+    )
+
+
 def _architecture(model: nn.Module) -> str | None:
     """Which handled transformers class the model is (MT5 checked first: it is not a T5 subclass)."""
     names = {cls.__name__ for cls in type(model).__mro__ if cls.__module__.startswith("transformers.")}
-    for name in (_MT5, _T5, _BART):
+    for name in _SEQ2SEQ:
         if name in names:
             return name
-    return None
+    return _CAUSAL if _is_plain_causal_lm(model, names) else None
 
 
 def _is_prompt_learning(model: nn.Module) -> bool:
@@ -126,20 +145,30 @@ def _is_prompt_learning(model: nn.Module) -> bool:
 
 
 def supports_chunked_loss(model: nn.Module) -> bool:
-    """True for BART, T5 and mT5 conditional-generation models, bare or wrapped by peft (not prompt tuning)."""
+    """True for BART, T5, mT5 and the plain-head causal LMs, bare or wrapped by peft (not prompt tuning)."""
     return not _is_prompt_learning(model) and _architecture(_unwrap(model)) is not None
 
 
-def _check_batch(batch: Mapping[str, Tensor]) -> None:
+def _supported_base(model: nn.Module, archs: tuple[str, ...]) -> tuple[nn.Module, str]:
+    """The unwrapped model and its architecture; DialsumError unless one of `archs` (and no prompt tuning)."""
+    base = _unwrap(model)
+    arch = _architecture(base)
+    if arch not in archs or _is_prompt_learning(model):
+        what = f"{type(base).__name__}{' with peft prompt tuning' if _is_prompt_learning(model) else ''}"
+        raise DialsumError(f"chunked loss does not handle {what}; use model(**batch).loss for it instead")
+    return base, arch
+
+
+def _check_batch(batch: Mapping[str, Tensor], allowed: frozenset[str], loss_name: str) -> None:
     """Reject batches that lack the needed keys or carry keys this path would silently drop."""
     missing = [key for key in ("input_ids", "labels") if key not in batch]
     if missing:
-        raise DialsumError(f"batch lacks {', '.join(missing)}; seq2seq_loss needs input_ids and labels")
-    unknown = sorted(set(batch) - _BATCH_KEYS)
+        raise DialsumError(f"batch lacks {', '.join(missing)}; {loss_name} needs input_ids and labels")
+    unknown = sorted(set(batch) - allowed)
     if unknown:
         raise DialsumError(
-            f"batch key(s) {', '.join(unknown)} not supported by seq2seq_loss; "
-            f"pass only {', '.join(sorted(_BATCH_KEYS))}"
+            f"batch key(s) {', '.join(unknown)} not supported by {loss_name}; "
+            f"pass only {', '.join(sorted(allowed))}"
         )
 
 
@@ -194,12 +223,8 @@ def _t5_logit_scale(model: nn.Module, arch: str) -> float | None:
 def seq2seq_loss(model: nn.Module, batch: Mapping[str, Tensor], *, chunk_tokens: int = 1024,
                  label_smoothing: float = 0.0) -> Tensor:
     """`model(**batch).loss` for BART/T5/mT5 (bare or peft), computed with `chunked_lm_loss`."""
-    base = _unwrap(model)
-    arch = _architecture(base)
-    if not supports_chunked_loss(model):
-        what = f"{type(base).__name__}{' with peft prompt tuning' if _is_prompt_learning(model) else ''}"
-        raise DialsumError(f"chunked loss does not handle {what}; use model(**batch).loss for it instead")
-    _check_batch(batch)
+    base, arch = _supported_base(model, _SEQ2SEQ)
+    _check_batch(batch, _SEQ2SEQ_KEYS, "seq2seq_loss")
     if arch == _BART:
         hidden = _bart_hidden(base, batch)
         scale, bias = None, base.final_logits_bias
@@ -210,3 +235,28 @@ def seq2seq_loss(model: nn.Module, batch: Mapping[str, Tensor], *, chunk_tokens:
         hidden, base.lm_head, batch["labels"], chunk_tokens=chunk_tokens, logit_scale=scale, logit_bias=bias,
         label_smoothing=label_smoothing,
     )
+
+
+def causal_loss(model: nn.Module, batch: Mapping[str, Tensor], *, chunk_tokens: int = 1024,
+                label_smoothing: float = 0.0) -> Tensor:
+    """`model(**batch).loss` for a plain-head causal LM (bare or peft), computed with `chunked_lm_loss`.
+
+    Position t predicts labels[t + 1], as transformers' ForCausalLMLoss shifts: the labels move left
+    and the last position gets -100, so the hidden states are used unsliced (no copy).
+    """
+    base, _ = _supported_base(model, (_CAUSAL,))
+    _check_batch(batch, _CAUSAL_KEYS, "causal_loss")
+    hidden = base.model(
+        input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
+    ).last_hidden_state
+    next_labels = F.pad(batch["labels"][:, 1:], (0, 1), value=-100)
+    return chunked_lm_loss(hidden, base.lm_head, next_labels, chunk_tokens=chunk_tokens,
+                           label_smoothing=label_smoothing)
+
+
+def chunked_loss(model: nn.Module, batch: Mapping[str, Tensor], *, chunk_tokens: int = 1024,
+                 label_smoothing: float = 0.0) -> Tensor:
+    """`seq2seq_loss` or `causal_loss`, whichever fits the model; DialsumError where neither does."""
+    _, arch = _supported_base(model, (*_SEQ2SEQ, _CAUSAL))
+    loss_fn = causal_loss if arch == _CAUSAL else seq2seq_loss
+    return loss_fn(model, batch, chunk_tokens=chunk_tokens, label_smoothing=label_smoothing)

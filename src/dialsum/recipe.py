@@ -23,7 +23,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dialsum import baselines, config, data, distributed, generation, modeling, paths, rundir, train_args
+from dialsum import (
+    archs,
+    baselines,
+    config,
+    data,
+    distributed,
+    generation,
+    lora,
+    modeling,
+    paths,
+    prompt,
+    rundir,
+    train_args,
+)
 from dialsum.config import ExperimentConfig, to_yaml
 from dialsum.csvio import atomic_write_json, atomic_write_rows, atomic_write_text, read_json
 from dialsum.device import DeviceInfo, free_memory, probe
@@ -54,7 +67,7 @@ class Run:
     plan: Plan | None = None
     frames: dict[str, Any] = field(default_factory=dict)
     tokenizer: Any = None
-    encoder: data.Encoder | None = None
+    encoder: Any = None  # data.Encoder (seq2seq) or prompt.CausalEncoder
     model: Any = None
     strip_tokens: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -219,15 +232,15 @@ def _set_cpu_threads(run: Run) -> None:
 
 def _tokenizer(run: Run) -> Any:
     """The hub tokenizer; for tiny and random builds the one saved with the run, else one trained on the data."""
-    cfg = run.cfg
-    hf_config, _ = modeling.resolve_hf_config(cfg.model.name)  # a missing or broken checkpoint, said plainly
-    if cfg.model.init == "pretrained":
-        return modeling.load_tokenizer(cfg.model.name)
+    m = run.cfg.model
+    hf_config, _ = archs.resolve_hf_config(m.name, m.trust_remote_code)  # a missing or broken checkpoint, said plainly
+    if m.init == "pretrained":
+        return modeling.load_tokenizer(m.name, m.trust_remote_code)
     saved = run.dir / "base_model"
     if run.opts.resume and (saved / "tokenizer_config.json").is_file():
         return modeling.load_tokenizer(str(saved))
-    return modeling.tokenizer_from_data(run.frames["train"], modeling.family_of(hf_config), cfg.tokenizer.prefix,
-                                        cfg.model.tiny_vocab_size, cfg.tokenizer.special_tokens)
+    return modeling.tokenizer_from_data(run.frames["train"], archs.family_of(hf_config), run.cfg.tokenizer.prefix,
+                                        m.tiny_vocab_size, run.cfg.tokenizer.special_tokens)
 
 
 def _setup_plan(run: Run) -> None:
@@ -244,6 +257,9 @@ def _setup_plan(run: Run) -> None:
     tokenizer = _tokenizer(run)
     run.metrics["added_tokens"] = modeling.add_keep_whole_tokens(tokenizer, run.cfg.tokenizer.special_tokens)
     plan = plan_and_check(run.cfg, None, run.device, vocab_size=len(tokenizer), world_size=distributed.world_size())
+    if plan.family == "causal":
+        prompt.adapt_padding(tokenizer, plan.adaptations)
+        prompt.adapt_chat_template(plan.cfg, tokenizer, plan.adaptations)
     if not plan.ok:
         raise DialsumError("; ".join(plan.errors))
     if run.opts.resume:
@@ -254,7 +270,7 @@ def _setup_plan(run: Run) -> None:
 
 # Settings that must not change on --resume: they shape the model, its tokens, or the data position
 # stored in the checkpoint.
-FIXED_ON_RESUME = ("model", "tokenizer", "lora", "training.per_device_train_batch_size")
+FIXED_ON_RESUME = ("model", "tokenizer", "prompt", "lora", "training.per_device_train_batch_size")
 
 
 def _check_same_model(run_dir: Path, cfg: ExperimentConfig, keys: tuple[str, ...],
@@ -305,20 +321,21 @@ def _setup_model(run: Run) -> None:
     cfg, plan, tokenizer = run.cfg, run.plan, run.tokenizer
     assert plan is not None
     model, base = _base_model(run, tokenizer)
-    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+    pretrained_vocab = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > pretrained_vocab:
         model.resize_token_embeddings(len(tokenizer))
+    if plan.liger:
+        modeling.apply_liger(model)
     if cfg.lora.enabled:
-        model = modeling.apply_lora(
+        model = lora.apply(
             model, targets=cfg.lora.target_modules, rank=cfg.lora.lora_rank, alpha=cfg.lora.lora_alpha,
             dropout=cfg.lora.lora_dropout, quantized=plan.four_bit,
             gradient_checkpointing=cfg.training.gradient_checkpointing,
+            new_token_ids=_new_token_ids(run, pretrained_vocab),
         )
     run.model = model
-    from dialsum.generation import decoder_tokens_to_strip
-
-    run.strip_tokens = decoder_tokens_to_strip(tokenizer)
-    run.encoder = data.Encoder(tokenizer, plan.family, cfg.tokenizer.prefix, cfg.tokenizer.encoder_max_len,
-                               cfg.tokenizer.decoder_max_len)
+    run.strip_tokens = generation.decoder_tokens_to_strip(tokenizer)
+    run.encoder = prompt.make_encoder(tokenizer, plan.family, cfg)
     total, trainable = modeling.count_parameters(model)
     run.metrics.update(parameters=total, trainable_parameters=trainable)
     if distributed.is_main():
@@ -330,6 +347,16 @@ def _setup_model(run: Run) -> None:
     log.info("model: %s (%s, init=%s): %s parameters, %s trainable%s", cfg.model.name, plan.family,
              cfg.model.init, f"{total:,}", f"{trainable:,}",
              f"; LoRA on {', '.join(plan.targets.describe())}" if plan.targets else "")
+
+
+def _new_token_ids(run: Run, pretrained_vocab: int) -> list[int]:
+    """A causal LM's tokens added to its pretrained vocabulary (the mask tokens): their embedding rows train
+    beside the LoRA adapters, else they would keep untrained vectors."""
+    added = range(pretrained_vocab, len(run.tokenizer))
+    if run.plan is None or run.plan.family != "causal" or not added:
+        return []
+    log.info("LoRA: the embeddings of %d added token(s) train too (peft trainable_token_indices)", len(added))
+    return list(added)
 
 
 def _base_model(run: Run, tokenizer: Any) -> tuple[Any, str]:
@@ -352,8 +379,8 @@ def _base_model(run: Run, tokenizer: Any) -> tuple[Any, str]:
         distributed.barrier()  # the other ranks load a 4-bit base from it
         if not plan.four_bit:
             return fresh, base
-    return modeling.load_pretrained_model(base, four_bit=plan.four_bit, compute_dtype=dtype,
-                                          device=plan.device, sdpa=cfg.speed.sdpa), base
+    return modeling.load_pretrained_model(base, four_bit=plan.four_bit, compute_dtype=dtype, device=plan.device,
+                                          sdpa=cfg.speed.sdpa, trust_remote_code=cfg.model.trust_remote_code), base
 
 
 # ---------------------------------------------------------------- train
@@ -371,7 +398,7 @@ def train(run: Run) -> None:
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.dir / "tensorboard")  # read when the trainer is built
     args = train_args.training_arguments(cfg, output_dir=str(run.dir / "checkpoints"), four_bit=plan.four_bit,
                                          device=plan.device)
-    trainer = _build_trainer(run, args, train_set, run.encoder.examples(eval_df))
+    trainer = _build_trainer(run, args, train_set, eval_df)
     resume = rundir.last_checkpoint(run.dir / "checkpoints") if run.opts.resume else None
     if run.opts.resume:
         log.info("resuming from %s", resume or "the start (no checkpoint yet)")
@@ -398,6 +425,20 @@ def train(run: Run) -> None:
         _ddp_results(run, trainer)
     if distributed.is_main():
         run.tokenizer.save_pretrained(str(final_dir))
+        if run.plan.four_bit:
+            _reload_saved_model(run)
+
+
+def _reload_saved_model(run: Run) -> None:
+    """A 4-bit run generates with the model as `dialsum predict` loads it: base and saved adapter. Loading an
+    adapter checkpoint into the 4-bit model in place (the best checkpoint at the end, or the last one of a
+    finished run on --resume) also rewrites the base layers' quantization constants (peft 0.21 with
+    bitsandbytes 0.50), so the model in memory would no longer be the one that was trained and saved."""
+    import torch
+
+    run.model = None
+    torch.manual_seed(run.cfg.experiment.seed)
+    _, run.model, _ = load_run_model(run.dir, run.cfg.model.trust_remote_code)
 
 
 def _ddp_results(run: Run, trainer: Any) -> None:
@@ -418,26 +459,28 @@ def _warn_other_world_size(run: Run) -> None:
                     "see the data in another order than an uninterrupted run would", distributed.world_size(), trained)
 
 
-def _build_trainer(run: Run, args: Any, train_set: list[dict], eval_set: list[dict]) -> Any:
-    """The Trainer with dialsum's loss, sampler and callbacks; transformers' console printers removed."""
+def _build_trainer(run: Run, args: Any, train_set: list[dict], eval_df: Any) -> Any:
+    """The family's Trainer with dialsum's loss, sampler and callbacks; transformers' console printers removed."""
     from transformers import EarlyStoppingCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from dialsum.hf_trainer import DialsumTrainer, JsonlLog, Progress
+    from dialsum.hf_trainer import CausalDialsumTrainer, JsonlLog, Progress, Seq2SeqDialsumTrainer
     from dialsum.losses import supports_chunked_loss
 
-    cfg = run.cfg
-    chunked = cfg.speed.chunked_loss and supports_chunked_loss(run.model)
-    run.model.generation_config.update(**generation.generation_kwargs(cfg.generation))
-    trainer = DialsumTrainer(
+    cfg, causal = run.cfg, run.plan is not None and run.plan.family == "causal"
+    chunked = cfg.speed.chunked_loss and supports_chunked_loss(run.model) and not (run.plan and run.plan.liger)
+    common: dict[str, Any] = dict(
         model=run.model, args=args, train_dataset=train_set,
-        eval_dataset=eval_set if args.eval_strategy != "no" else None,
-        data_collator=data.Seq2SeqCollator(run.tokenizer.pad_token_id),
-        processing_class=run.tokenizer,
-        compute_metrics=generation.make_compute_metrics(run.tokenizer, tokenize="morpheme"),
-        chunk_tokens=cfg.speed.chunk_tokens if chunked else None,
-        length_buckets=cfg.training.group_by_length,
+        eval_dataset=run.encoder.examples(eval_df) if args.eval_strategy != "no" else None,
+        data_collator=data.Seq2SeqCollator(run.tokenizer.pad_token_id), processing_class=run.tokenizer,
+        chunk_tokens=cfg.speed.chunk_tokens if chunked else None, length_buckets=cfg.training.group_by_length,
     )
+    if causal:
+        trainer = CausalDialsumTrainer(**common, dev_scorer=_dev_scorer(run, eval_df))
+    else:
+        run.model.generation_config.update(**generation.generation_kwargs(cfg.generation))
+        trainer = Seq2SeqDialsumTrainer(
+            **common, compute_metrics=generation.make_compute_metrics(run.tokenizer, tokenize="morpheme"))
     for printer in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(printer)
     trainer.add_callback(JsonlLog(run.dir / "train_log.jsonl", trainer))
@@ -445,6 +488,21 @@ def _build_trainer(run: Run, args: Any, train_set: list[dict], eval_set: list[di
     if cfg.training.early_stopping_patience and args.load_best_model_at_end:
         trainer.add_callback(EarlyStoppingCallback(cfg.training.early_stopping_patience))
     return trainer
+
+
+def _dev_scorer(run: Run, eval_df: Any) -> Any:
+    """Dev ROUGE during a causal LM's training: its summaries generated as `evaluate` will generate them."""
+    from dialsum.metrics import score
+
+    inputs = run.encoder.inputs(list(eval_df["dialogue"]))
+    refs = [[s] for s in eval_df["summary"]]
+
+    def scorer(model: Any) -> dict[str, float]:
+        preds = generation.generate(model, run.tokenizer, inputs, run.cfg.generation, run.strip_tokens)
+        result = score(preds, refs, tokenize="morpheme")
+        return {k: float(getattr(result, k)) for k in ("rouge1", "rouge2", "rougeL", "final")}
+
+    return scorer
 
 
 def _measurements(meter: Any) -> dict[str, Any]:
@@ -562,7 +620,7 @@ def summarize_metrics(metrics: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- reuse a finished run
 
 
-def load_run_model(run_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
+def load_run_model(run_dir: Path, trust_remote_code: bool = False) -> tuple[Any, Any, dict[str, Any]]:
     """Tokenizer, model (base + LoRA adapter where trained so) and model_info of a finished run."""
     import torch
 
@@ -570,23 +628,20 @@ def load_run_model(run_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
     if not info_path.is_file() or not model_dir.is_dir():
         raise DialsumError(f"{run_dir}: not a finished run (no model_info.json or model/); train it first")
     info = read_json(info_path, "train the run again")
-    tokenizer = modeling.load_tokenizer(str(model_dir))
+    tokenizer = modeling.load_tokenizer(str(model_dir), trust_remote_code)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    load = dict(compute_dtype=torch.float32, device=device, trust_remote_code=trust_remote_code)
     if not info["adapter"]:
-        return tokenizer, modeling.load_pretrained_model(str(model_dir), four_bit=False,
-                                                         compute_dtype=torch.float32, device=device), info
+        return tokenizer, modeling.load_pretrained_model(str(model_dir), four_bit=False, **load), info
     import peft
 
-    base = modeling.load_pretrained_model(info["base"], four_bit=info["four_bit"],
-                                          compute_dtype=torch.float32, device=device)
+    base = modeling.load_pretrained_model(info["base"], four_bit=info["four_bit"], **load)
     if info["vocab_size"] > base.get_input_embeddings().num_embeddings:
         base.resize_token_embeddings(info["vocab_size"])
     return tokenizer, peft.PeftModel.from_pretrained(base, str(model_dir)), info
 
 
 def predict_file(run_dir: str | Path, input_path: str | Path, out: str | Path | None) -> Path:
-    from dialsum.generation import decoder_tokens_to_strip
-
     run_dir = Path(run_dir)
     target = paths.check_file(out, "--out") if out else run_dir / "predictions.csv"
     cfg = config.load(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
@@ -594,12 +649,11 @@ def predict_file(run_dir: str | Path, input_path: str | Path, out: str | Path | 
         raise DialsumError(f"{run_dir}: no config.yaml; is this a dialsum run directory?")
     df = data.read_split(input_path, with_summary=False)
     quiet_libraries()
-    tokenizer, model, info = load_run_model(run_dir)
+    tokenizer, model, info = load_run_model(run_dir, cfg.model.trust_remote_code)
     model = model.to("cuda") if _cuda() and not info["four_bit"] else model
-    encoder = data.Encoder(tokenizer, info["family"], cfg.tokenizer.prefix, cfg.tokenizer.encoder_max_len,
-                           cfg.tokenizer.decoder_max_len)
+    encoder = prompt.make_encoder(tokenizer, info["family"], cfg)
     preds = generation.generate(model, tokenizer, encoder.inputs(list(df["dialogue"])), cfg.generation,
-                                decoder_tokens_to_strip(tokenizer))
+                                generation.decoder_tokens_to_strip(tokenizer))
     return generation.write_submission(target, list(df["fname"]), preds)
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dialsum import modeling, train_args
+from dialsum import archs, memory, modeling, train_args
+from dialsum import lora as lora_mod
 from dialsum.config import ExperimentConfig
 from dialsum.device import DeviceInfo
 
@@ -27,10 +28,14 @@ class Plan:
     device: str
     adaptations: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    targets: modeling.TargetResolution | None = None
+    targets: lora_mod.TargetResolution | None = None
     parameters: int = 0
     trainable_parameters: int = 0
     four_bit: bool = False
+    liger: bool = False  # liger-kernel's fused linear cross-entropy replaces the chunked loss (CUDA, causal)
+    quantized_parameters: int = 0  # of `parameters`, those stored in NF4 when the base loads in 4 bits
+    memory: memory.MemoryEstimate | None = None  # peak GPU memory of training, as configured (not as adapted)
+    gpu: str | None = None  # this machine's GPU and its memory, for the comparison
 
     @property
     def ok(self) -> bool:
@@ -38,37 +43,34 @@ class Plan:
 
 
 def architecture(cfg: ExperimentConfig, init: str, vocab_size: int | None = None) -> tuple[Any, str]:
-    """The HF config this run will build: checkpoint/table for pretrained and random, scaled for tiny."""
-    name = cfg.model.name
-    if init == "pretrained":
-        return modeling.resolve_hf_config(name)
-    hf_config, source = modeling.resolve_hf_config(name)
-    spec = modeling.KNOWN_ARCHS.get(name) or _spec_from_config(hf_config)
-    if init == "random":
-        return hf_config, source
+    """The HF config this run will build: checkpoint/table for pretrained and random, scaled for tiny.
+    The causal tiny and random builds take the special-token ids of the tokenizer trained for them."""
     m = cfg.model
-    tiny = modeling.tiny_spec(spec, m.tiny_d_model, m.tiny_layers, vocab_size or m.tiny_vocab_size)
-    return modeling.config_from_spec(tiny), f"tiny {spec.family} scaled from {source}"
-
-
-def _spec_from_config(c: Any) -> modeling.ArchSpec:
-    family = modeling.family_of(c)
-    if family == "bart":
-        return modeling.ArchSpec("bart", c.d_model, c.encoder_layers, c.encoder_attention_heads,
-                                 c.encoder_ffn_dim, c.vocab_size, c.max_position_embeddings)
-    return modeling.ArchSpec(family, c.d_model, c.num_layers, c.num_heads, c.d_ff, c.vocab_size, None,
-                             gated=modeling.is_gated(c), tied=not modeling.wants_untied_head(c))
+    hf_config, source = archs.resolve_hf_config(m.name, m.trust_remote_code)
+    if init == "pretrained":
+        return hf_config, source
+    causal = archs.family_of(hf_config) == "causal"
+    if init == "random":
+        return (archs.with_tokenizer_ids(hf_config) if causal else hf_config), source
+    vocab = vocab_size or m.tiny_vocab_size
+    if causal:
+        tiny = archs.tiny_causal_config(hf_config, m.tiny_d_model, m.tiny_layers, vocab)
+        return tiny, f"tiny {hf_config.model_type} scaled from {source}"
+    spec = archs.KNOWN_ARCHS.get(m.name) or archs.spec_from_config(hf_config)
+    tiny_spec = archs.tiny_spec(spec, m.tiny_d_model, m.tiny_layers, vocab)
+    return archs.config_from_spec(tiny_spec), f"tiny {spec.family} scaled from {source}"
 
 
 def plan_experiment(cfg: ExperimentConfig, init: str | None, device: DeviceInfo,
                     vocab_size: int | None = None, world_size: int = 1) -> Plan:
     """The adapted config and everything decided about it; `init` None keeps the config's model.init;
     `world_size` the number of DDP processes it trains on."""
+    configured = cfg
     cfg = cfg.model_copy(deep=True)
     init = init or cfg.model.init
     cfg.model.init = init  # type: ignore[assignment]
     hf_config, source = architecture(cfg, init, vocab_size)
-    plan = Plan(cfg, hf_config, source, modeling.family_of(hf_config),
+    plan = Plan(cfg, hf_config, source, archs.family_of(hf_config),
                 "cuda" if device.cuda_available else "cpu")
     _clamp_lengths(plan)
     _adapt_init(plan, init)
@@ -77,8 +79,11 @@ def plan_experiment(cfg: ExperimentConfig, init: str | None, device: DeviceInfo,
     _adapt_evaluation(plan)
     _adapt_generation(plan)
     _adapt_family(plan)
+    _adapt_liger(plan)
     _adapt_loggers(plan)
-    _resolve_lora(plan)
+    meta = modeling.meta_model(plan.hf_config)
+    _resolve_lora(plan, meta)
+    _estimate_memory(plan, configured, meta, device)
     return plan
 
 
@@ -92,8 +97,11 @@ def plan_and_check(cfg: ExperimentConfig, init: str | None, device: DeviceInfo,
 
 
 def _clamp_lengths(plan: Plan) -> None:
-    limit = modeling.position_limit(plan.hf_config)
+    limit = archs.position_limit(plan.hf_config)
     if limit is None:
+        return
+    if plan.family == "causal":
+        _clamp_causal(plan, limit)
         return
     name, tok, gen = plan.cfg.model.name, plan.cfg.tokenizer, plan.cfg.generation
     positions = limit + 2
@@ -108,16 +116,60 @@ def _clamp_lengths(plan: Plan) -> None:
             setattr(owner, key, limit)
 
 
-def _adapt_init(plan: Plan, init: str) -> None:
-    t, scale = plan.cfg.training, plan.cfg.model.tiny_lr_scale
-    if init != "tiny" or scale == 1:
+def _clamp_causal(plan: Plan, positions: int) -> None:
+    """A causal LM's prompt and summary share its positions: the prompt budget gives way, in training
+    (prompt + summary) and in generation (prompt + new tokens)."""
+    name, tok, gen = plan.cfg.model.name, plan.cfg.tokenizer, plan.cfg.generation
+    longest = max(tok.decoder_max_len, gen.max_length)
+    if tok.encoder_max_len + longest <= positions:
         return
-    lr = t.learning_rate * scale
+    room = positions - longest
+    if room < 64:
+        plan.errors.append(f"tokenizer.decoder_max_len={tok.decoder_max_len} and generation.max_length="
+                           f"{gen.max_length} leave {room} of the {positions} positions of {name} for the prompt; "
+                           "lower them")
+        return
     plan.adaptations.append(
-        f"training.learning_rate={t.learning_rate:g} is a fine-tuning rate; a tiny model trains from scratch, "
-        f"so using {t.learning_rate:g} x {scale:g} (model.tiny_lr_scale) = {lr:g}"
-    )
-    t.learning_rate = lr
+        f"tokenizer.encoder_max_len={tok.encoder_max_len} + {longest} summary tokens exceed the {positions} "
+        f"positions of {name} ({plan.arch_source}); using a prompt of {room}")
+    tok.encoder_max_len = room
+
+
+def _adapt_init(plan: Plan, init: str) -> None:
+    """A tiny model trains from scratch: a fine-tuning learning rate, LoRA over a random frozen base and
+    activation checkpointing all serve a pretrained model, not this one."""
+    if init != "tiny":
+        return
+    t, scale, note = plan.cfg.training, plan.cfg.model.tiny_lr_scale, plan.adaptations.append
+    if scale != 1:
+        lr = t.learning_rate * scale
+        note(f"training.learning_rate={t.learning_rate:g} is a fine-tuning rate; a tiny model trains from scratch, "
+             f"so using {t.learning_rate:g} x {scale:g} (model.tiny_lr_scale) = {lr:g}")
+        t.learning_rate = lr
+    if t.gradient_checkpointing:
+        note("training.gradient_checkpointing=true saves activation memory of large models; a tiny model's is "
+             "small, and recomputing it slows CPU training several times over; off")
+        t.gradient_checkpointing = False
+    _adapt_tiny_lora(plan)
+
+
+def _adapt_tiny_lora(plan: Plan) -> None:
+    """A causal LM's LoRA at rank 16 over random frozen embeddings and head barely learns (training loss 7.4
+    after an epoch of the sample, against 1.8 with these): the tiny copy adapts them too, at its full width.
+    (The seq2seq configs' LoRA settings are the seed's and stay as they are.)"""
+    lora, width = plan.cfg.lora, plan.cfg.model.tiny_d_model
+    if not lora.enabled or plan.family != "causal":
+        return
+    missing = [t for t in ("embed_tokens", "lm_head") if t not in lora.target_modules]
+    if missing:
+        plan.adaptations.append(f"lora.target_modules: a tiny model's embeddings and head are random, so LoRA "
+                                f"adapts {' and '.join(missing)} too")
+        lora.target_modules = [*lora.target_modules, *missing]
+    if lora.lora_rank < width:
+        alpha = lora.lora_alpha * width / lora.lora_rank
+        plan.adaptations.append(f"lora.lora_rank={lora.lora_rank} over a random base learns little; using the tiny "
+                                f"model's width, {width}, and lora_alpha {alpha:g} (the same alpha / rank)")
+        lora.lora_rank, lora.lora_alpha = width, alpha
 
 
 def _adapt_hardware(plan: Plan, dev: DeviceInfo) -> None:
@@ -161,6 +213,9 @@ def _adapt_hardware(plan: Plan, dev: DeviceInfo) -> None:
 def _adapt_optimizer(plan: Plan) -> None:
     """speed.fused_adamw turns adamw_torch into its fused CUDA kernel, and nothing else."""
     t, sp = plan.cfg.training, plan.cfg.speed
+    if t.optim.startswith("paged_") and plan.device == "cpu":
+        plan.adaptations.append(f"training.optim={t.optim}: paging moves optimizer states out of GPU memory; "
+                                "on the CPU bitsandbytes runs it unpaged")
     if not sp.fused_adamw or t.optim == "adamw_torch_fused":
         return
     if t.optim != "adamw_torch":
@@ -237,11 +292,34 @@ def _adapt_generation(plan: Plan) -> None:
 
 def _adapt_family(plan: Plan) -> None:
     tok = plan.cfg.tokenizer
-    if plan.family != "bart" and not tok.prefix:
+    if plan.family in ("t5", "mt5") and not tok.prefix:
         tok.prefix = "summarize: "
         plan.adaptations.append(
             'tokenizer.prefix is empty for a T5-family model, which was trained with a task prefix; using "summarize: "'
         )
+    if plan.family == "causal" and tok.prefix:
+        plan.adaptations.append(f"tokenizer.prefix={tok.prefix!r} acts for seq2seq models; a causal LM reads "
+                                "prompt.template and prompt.instruction; unused")
+        tok.prefix = ""
+
+
+def _adapt_liger(plan: Plan) -> None:
+    """On CUDA, liger-kernel's fused linear cross-entropy for the causal architectures it patches."""
+    sp = plan.cfg.speed
+    if plan.family != "causal" or plan.device != "cuda" or not sp.liger_kernel:
+        return
+    model_type = plan.hf_config.model_type
+    supported = modeling.liger_supports(model_type)
+    if supported is None:
+        plan.adaptations.append("speed.liger_kernel=true: liger-kernel is not installed; using the chunked loss "
+                                "(`pip install liger-kernel`)")
+    elif not supported:
+        plan.adaptations.append(f"speed.liger_kernel=true: liger-kernel does not patch {model_type}; using the "
+                                "chunked loss")
+    else:
+        plan.liger = True
+        plan.adaptations.append(f"speed.liger_kernel=true: liger-kernel's fused linear cross-entropy for "
+                                f"{model_type} replaces the chunked loss (no logits are kept in training)")
 
 
 LOGGER_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
@@ -267,14 +345,13 @@ def _adapt_loggers(plan: Plan) -> None:
     t.report_to = kept or ["none"]
 
 
-def _resolve_lora(plan: Plan) -> None:
-    meta = modeling.meta_model(plan.hf_config)
+def _resolve_lora(plan: Plan, meta: Any) -> None:
     plan.parameters, _ = modeling.count_parameters(meta)
     plan.trainable_parameters = plan.parameters
     lora = plan.cfg.lora
     if not lora.enabled:
         return
-    res = modeling.resolve_targets(lora.target_modules, meta)
+    res = lora_mod.resolve_targets(lora.target_modules, meta)
     plan.targets = res
     generic = [r for r in res.requested if res.mapping[r] != [r]]
     if generic:
@@ -294,7 +371,60 @@ def _resolve_lora(plan: Plan) -> None:
         )
         return
     lora.target_modules = res.resolved
-    plan.trainable_parameters = modeling.lora_trainable_count(meta, res.resolved, lora.lora_rank)
+    plan.trainable_parameters = lora_mod.trainable_count(meta, res.resolved, lora.lora_rank)
+
+
+def _estimate_memory(plan: Plan, configured: ExperimentConfig, meta: Any, device: DeviceInfo) -> None:
+    """Peak GPU memory of training on the GPU the config was written for: its own precision, 4-bit and
+    optimizer settings (a CPU-only machine adapts them away), at the adapted lengths."""
+    t, tok, sp = configured.training, plan.cfg.tokenizer, configured.speed
+    causal = plan.family == "causal"
+    plan.quantized_parameters = memory.quantized_parameters(meta)
+    shape = memory.TrainingShape(
+        micro_batch=t.per_device_train_batch_size,
+        seq_tokens=tok.encoder_max_len + (tok.decoder_max_len if causal else 0), label_tokens=tok.decoder_max_len,
+        encoder_decoder=not causal, four_bit=configured.lora.load_in_4bit,
+        lora_params=plan.trainable_parameters if plan.cfg.lora.enabled else 0, optimizer=t.optim, bf16=t.bf16,
+        gradient_checkpointing=t.gradient_checkpointing, chunk_tokens=sp.chunk_tokens if sp.chunked_loss else None,
+    )
+    plan.memory = memory.estimate(meta, shape)
+    if device.cuda_available and device.total_memory_mb:
+        plan.gpu = f"{device.device_name} {device.total_memory_mb / 1024:.0f} GB"
+
+
+def _memory_line(plan: Plan) -> str:
+    assert plan.memory is not None
+    t = plan.cfg.training
+    verdicts = [f"{'fits' if plan.memory.fits(gb * memory.GB) else 'does not fit'} {gb} GB" for gb in (24, 80)]
+    if plan.gpu:
+        gb = float(plan.gpu.rsplit(" ", 2)[-2])
+        verdicts.append(f"{'fits' if plan.memory.fits(int(gb * memory.GB)) else 'does not fit'} this {plan.gpu}")
+    return (f"  memory       about {plan.memory.describe()} at micro-batch {t.per_device_train_batch_size} "
+            f"(an estimate); {', '.join(verdicts)}")
+
+
+def _lengths_line(plan: Plan) -> str:
+    tok, gen = plan.cfg.tokenizer, plan.cfg.generation
+    beams = f"({gen.num_beams} beams)"
+    if plan.family != "causal":
+        return (f"  lengths      encoder {tok.encoder_max_len}, decoder {tok.decoder_max_len}, "
+                f"generation {gen.max_length} {beams}")
+    positions = archs.position_limit(plan.hf_config)
+    return (f"  lengths      prompt {tok.encoder_max_len} + summary {tok.decoder_max_len} = "
+            f"{tok.encoder_max_len + tok.decoder_max_len} of the model's {positions:,} positions; generation "
+            f"{gen.max_length} new tokens {beams}")
+
+
+def _parameters_line(plan: Plan) -> str:
+    cfg = plan.cfg
+    line = f"  parameters   {plan.parameters:,} in the model"
+    if plan.four_bit:
+        share = plan.quantized_parameters / max(plan.parameters, 1)
+        line += (f"; {plan.quantized_parameters:,} ({share:.0%}) stored in 4 bits (NF4), the rest (embeddings, "
+                 "head, norms) in 32")
+    if cfg.lora.enabled:
+        return line + f"; {plan.trainable_parameters:,} trainable in LoRA adapters"
+    return line + ", all trainable (full fine-tuning)"
 
 
 def describe_plan(path: str, plan: Plan) -> str:
@@ -304,17 +434,15 @@ def describe_plan(path: str, plan: Plan) -> str:
     lines = [
         f"{path}: {'OK' if plan.ok else 'CANNOT RUN'}",
         f"  model        {cfg.model.name} ({plan.family}, {plan.arch_source}, init={cfg.model.init})",
-        f"  parameters   {plan.parameters:,} in the model"
-        + (f" (4-bit base); {plan.trainable_parameters:,} trainable in LoRA adapters" if plan.four_bit else
-           f"; {plan.trainable_parameters:,} trainable in LoRA adapters" if cfg.lora.enabled else
-           ", all trainable (full fine-tuning)"),
+        _parameters_line(plan),
         f"  batch        {t.per_device_train_batch_size} x {t.gradient_accumulation_steps} accumulation = "
         f"{cfg.effective_batch} effective; lr {t.learning_rate:g}, {t.num_train_epochs:g} epochs",
-        f"  lengths      encoder {cfg.tokenizer.encoder_max_len}, decoder {cfg.tokenizer.decoder_max_len}, "
-        f"generation {cfg.generation.max_length} ({cfg.generation.num_beams} beams)",
+        _lengths_line(plan),
     ]
     if plan.targets:
         lines.append("  lora targets " + "; ".join(plan.targets.describe()))
+    if plan.memory:
+        lines.append(_memory_line(plan))
     lines += [f"  adapted      {a}" for a in plan.adaptations]
     lines += [f"  error        {e}" for e in plan.errors]
     return "\n".join(lines)

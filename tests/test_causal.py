@@ -1,0 +1,188 @@
+"""The causal family: detection, tiny copies, validate's plan, generation, and a QLoRA run end to end."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import FAST, assert_clean_error, make_data_dir, run_cli
+from test_resolve import GPU, device, plan
+
+from dialsum import archs, config, generation, modeling
+from dialsum.config import GenerationSection
+from dialsum.errors import DialsumError
+from dialsum.recipe import RunOptions, run_experiment
+from dialsum.resolve import describe_plan
+
+SOLAR = Path("configs/experiments/05_solar_10.7b_qlora.yaml")
+EXAONE = Path("configs/experiments/06_exaone3.5_2.4b_qlora.yaml")
+SMALL = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 8,
+         "num_key_value_heads": 2, "vocab_size": 1000, "max_position_embeddings": 2048}
+
+
+@pytest.mark.parametrize("model_type", ["llama", "mistral", "qwen2", "qwen3", "gemma", "exaone", "exaone4"])
+def test_decoder_only_models_are_the_causal_family_and_scale_down(model_type):
+    full = archs.causal_config(model_type, dict(SMALL))
+    assert archs.family_of(full) == "causal"
+    tiny = archs.tiny_causal_config(full, 64, 1, 300)
+    assert (tiny.hidden_size, tiny.num_hidden_layers, tiny.vocab_size) == (64, 1, 300)
+    assert tiny.num_attention_heads % tiny.num_key_value_heads == 0 and tiny.num_key_value_heads == 1  # 4:1 kept
+    assert (tiny.pad_token_id, tiny.bos_token_id, tiny.eos_token_id) == (0, 1, 2)  # the tiny tokenizer's ids
+    model = modeling.build_fresh_model(tiny, seed=0)
+    assert type(model).__name__.endswith("ForCausalLM")
+    assert model(input_ids=torch.tensor([[1, 5, 6]])).logits.shape == (1, 3, 300)
+
+
+def test_encoder_only_and_unknown_models_are_refused():
+    with pytest.raises(DialsumError, match="model type 'bert' is not supported"):
+        archs.family_of(archs.causal_config("bert", {}))
+
+
+def test_validate_shows_what_an_llm_config_needs():
+    text = describe_plan("solar", plan(SOLAR.name))
+    assert "10,731,524,096 in the model; 10,468,982,784 (98%) stored in 4 bits" in text
+    assert "62,914,560 trainable in LoRA adapters" in text  # r 16 on 7 projections x 48 layers
+    assert "prompt 896 + summary 128 = 1024 of the model's 4,096 positions" in text
+    assert "gate -> gate_proj x48; up -> up_proj x48; down -> down_proj x48" in text
+    assert "fits 24 GB" in text and "does not fit" not in text
+    exaone = describe_plan("exaone", plan(EXAONE.name))
+    assert "2,405,327,360 in the model" in exaone and "of the model's 32,768 positions" in exaone
+
+
+def test_memory_compares_with_this_gpu():
+    small_gpu = device(cuda=True, bf16=True, tf32=True, cores=8)
+    small_gpu.device_name, small_gpu.total_memory_mb = "Tiny GPU", 8 * 1024
+    text = describe_plan("solar", plan(SOLAR.name, dev=small_gpu))
+    assert "does not fit this Tiny GPU 8 GB" in text
+
+
+def test_a_sequence_longer_than_the_positions_cuts_the_prompt(tmp_path):
+    ckpt = tmp_path / "short-llama"
+    archs.causal_config("llama", {**SMALL, "max_position_embeddings": 512}).save_pretrained(ckpt)
+    p = plan(SOLAR.name, sets=[f"model.name={ckpt}"])
+    assert p.cfg.tokenizer.encoder_max_len == 384  # 512 - 128 summary tokens
+    assert any("exceed the 512 positions" in a and "using a prompt of 384" in a for a in p.adaptations)
+    tight = plan(SOLAR.name, sets=[f"model.name={ckpt}", "tokenizer.decoder_max_len=500"])
+    assert tight.errors and "leave 12 of the 512 positions" in tight.errors[0]
+
+
+def test_tiny_causal_lora_adapts_embeddings_and_head_at_full_width():
+    p = plan(SOLAR.name, init="tiny", dev=device())
+    assert p.cfg.lora.lora_rank == 128 and p.cfg.lora.lora_alpha == 256
+    assert {"embed_tokens", "lm_head"} <= set(p.cfg.lora.target_modules)
+    assert p.cfg.training.gradient_checkpointing is False
+    assert any("paged_adamw_8bit: paging moves optimizer states" in a for a in p.adaptations)
+    seq2seq = plan("01_mt5_xlsum_ultimate_korean_qlora.yaml", init="tiny", dev=device())
+    assert not any("embeddings and head are random" in a for a in seq2seq.adaptations)
+
+
+@pytest.mark.parametrize(("supported", "liger", "note"), [
+    (True, True, "fused linear cross-entropy for llama replaces the chunked loss"),
+    (False, False, "liger-kernel does not patch llama"),
+    (None, False, "liger-kernel is not installed"),
+])
+def test_liger_kernel_on_cuda_only_where_it_applies(monkeypatch, supported, liger, note):
+    monkeypatch.setattr(modeling, "liger_supports", lambda model_type: supported)
+    p = plan(SOLAR.name, dev=GPU)
+    assert p.liger is liger and any(note in a for a in p.adaptations)
+    assert not plan(SOLAR.name, dev=device()).liger  # never on the CPU
+    assert not plan(SOLAR.name, dev=GPU, sets=["speed.liger_kernel=false"]).liger
+
+
+def test_remote_code_runs_only_when_the_config_allows_it(tmp_path):
+    ckpt = tmp_path / "custom"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({
+        "model_type": "acme_lm", "auto_map": {"AutoConfig": "configuration_acme.AcmeConfig",
+                                              "AutoModelForCausalLM": "modeling_acme.AcmeForCausalLM"}}))
+    proc = run_cli("validate", str(SOLAR), "--set", f"model.name={ckpt}")
+    assert proc.returncode == 2 and "model type 'acme_lm' is not built into transformers" in proc.stdout
+    assert "set model.trust_remote_code=true" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_causal():
+    texts = [f"#Person1#: {w} 주세요. #Person2#: 네 {w} 드릴게요." for w in ("커피", "녹차", "주스", "우유")] * 20
+    tok = modeling.train_tokenizer(texts, "causal", 150, ["#Person1#", "#Person2#"])
+    modeling.add_keep_whole_tokens(tok, ["#Person1#", "#Person2#"])
+    full = archs.causal_config("llama", dict(SMALL))
+    cfg = archs.tiny_causal_config(full, 64, 2, len(tok))
+    cfg.initializer_range = 0.5  # large random weights: outputs that depend on the prompt
+    return tok, modeling.build_fresh_model(cfg, seed=3)
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_left_padded_batches_equal_batch_of_one_and_drop_the_prompt(tiny_causal, beams):
+    tok, model = tiny_causal
+    rng = random.Random(beams)
+    prompts = [[tok.bos_token_id] + [rng.randrange(10, len(tok)) for _ in range(rng.randrange(3, 30))]
+               for _ in range(9)]
+    common = dict(num_beams=beams, max_length=6, min_length=2, no_repeat_ngram_size=2)
+    alone = GenerationSection(**common, batch_tokens=64, sort_by_length=False)
+    plain = [generation.generate(model, tok, [p], alone, ["<s>", "</s>", "<pad>"])[0] for p in prompts]
+    batched = generation.generate(model, tok, prompts, GenerationSection(**common, batch_tokens=400),
+                                  ["<s>", "</s>", "<pad>"])
+    assert batched == plain and len(set(plain)) > 1
+    for p, text in zip(prompts, plain, strict=True):
+        new = tok(text, add_special_tokens=False)["input_ids"]
+        assert len(new) <= 6 + 2 and new != p[-len(new):]  # the continuation alone, not the prompt
+
+
+def train_causal(data_dir: Path, run_dir: Path, *extra: str, steps: int = 2) -> dict:
+    cfg = config.load(SOLAR, [*FAST, f"data.dir={data_dir}", *extra])
+    return run_experiment(cfg, RunOptions(init="tiny", run_dir=run_dir, max_steps=steps))
+
+
+def test_a_causal_qlora_run_scores_dev_during_training_and_predict_reproduces_it(small_data, tmp_path):
+    run = tmp_path / "run"
+    metrics = train_causal(small_data, run, "training.eval_strategy=steps", "training.eval_steps=1",
+                           "training.save_strategy=steps", "training.save_steps=1", "training.logging_steps=1",
+                           "training.per_device_train_batch_size=4", "training.gradient_accumulation_steps=1")
+    info = json.loads((run / "model_info.json").read_text())
+    assert info["family"] == "causal" and info["four_bit"] and info["adapter"]
+    assert metrics["arch"] == "causal" and metrics["best_checkpoint"]
+    logged = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in logged if "eval_final" in e] == [1, 2] and all("eval_loss" in e for e in logged
+                                                                          if "eval_final" in e)
+    proc = run_cli("predict", str(run), "--input", str(small_data / "test.csv"), "--out", str(tmp_path / "p.csv"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "p.csv").read_text(encoding="utf-8") == (run / "submission.csv").read_text(encoding="utf-8")
+
+
+def test_training_tokens_count_each_causal_position_once(tmp_path):
+    data_dir = make_data_dir(tmp_path / "data", 2, 2, 2)
+    metrics = train_causal(data_dir, tmp_path / "run", "training.per_device_train_batch_size=2",
+                           "training.gradient_accumulation_steps=1", steps=1)
+    from dialsum import prompt
+    from dialsum.modeling import load_tokenizer
+
+    resolved = config.load(tmp_path / "run" / "config.yaml")
+    tok = load_tokenizer(str(tmp_path / "run" / "model"))
+    rows = prompt.make_encoder(tok, "causal", resolved).examples(pd.read_csv(data_dir / "train.csv", dtype=str))
+    assert metrics["train_tokens"] == sum(len(r["input_ids"]) for r in rows)
+
+
+def test_a_bad_prompt_template_is_a_clean_error(small_data):
+    proc = run_cli("train", str(SOLAR), "--init", "tiny", "--data", str(small_data),
+                   "--set", "prompt.template={instruction} only")
+    assert_clean_error(proc, "prompt.template: must hold {dialogue} exactly once")
+
+
+@pytest.mark.slow
+def test_tiny_causal_qlora_learns_beyond_the_extractive_baseline(tmp_path):
+    """A tiny SOLAR-family model, 4-bit with LoRA, three epochs of the sample on the CPU: it reads the dialogue."""
+    data_dir = make_data_dir(tmp_path / "data", 2000, 200, 10)
+    cfg = config.load(SOLAR, [f"data.dir={data_dir}", "training.eval_strategy=no", "training.report_to=[none]",
+                              "training.per_device_train_batch_size=8", "training.gradient_accumulation_steps=1",
+                              "training.num_train_epochs=3", "generation.num_beams=1", "generation.max_length=64"])
+    metrics = run_experiment(cfg, RunOptions(init="tiny", run_dir=tmp_path / "run"))
+    trained, baseline = metrics["dev"]["morpheme"]["final"], metrics["baseline"]["morpheme"]
+    assert 10 < baseline < 30
+    assert trained > baseline, (trained, baseline)
+    preds = pd.read_csv(tmp_path / "run" / "dev_predictions.csv", dtype=str, keep_default_na=False)
+    assert preds["summary"].nunique() > len(preds) * 0.5
+    assert json.loads((tmp_path / "run" / "model_info.json").read_text())["four_bit"] is True
