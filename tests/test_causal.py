@@ -53,6 +53,12 @@ def test_validate_shows_what_an_llm_config_needs():
     assert "2,405,327,360 in the model" in exaone and "of the model's 32,768 positions" in exaone
 
 
+def test_random_init_keeps_the_full_architecture_with_the_tokenizer_ids():
+    p = plan(SOLAR.name, init="random", dev=device())
+    assert p.parameters == 10_731_524_096 and p.hf_config.num_hidden_layers == 48
+    assert (p.hf_config.pad_token_id, p.hf_config.bos_token_id, p.hf_config.eos_token_id) == (0, 1, 2)
+
+
 def test_memory_compares_with_this_gpu():
     small_gpu = device(cuda=True, bf16=True, tf32=True, cores=8)
     small_gpu.device_name, small_gpu.total_memory_mb = "Tiny GPU", 8 * 1024
@@ -186,3 +192,61 @@ def test_tiny_causal_qlora_learns_beyond_the_extractive_baseline(tmp_path):
     preds = pd.read_csv(tmp_path / "run" / "dev_predictions.csv", dtype=str, keep_default_na=False)
     assert preds["summary"].nunique() > len(preds) * 0.5
     assert json.loads((tmp_path / "run" / "model_info.json").read_text())["four_bit"] is True
+
+
+def test_no_repeat_ngrams_count_the_generated_tokens_only():
+    from transformers import NoRepeatNGramLogitsProcessor
+
+    ids = torch.tensor([[5, 6, 5, 7, 8, 5], [1, 2, 3, 5, 6, 5]])  # prompts of 3, then 3 generated tokens
+    ours = generation.NewTokensNoRepeatNGram(2, prompt_len=3)(ids, torch.zeros(2, 10))
+    theirs = NoRepeatNGramLogitsProcessor(2)(ids, torch.zeros(2, 10))
+    assert theirs[0, 6] == float("-inf")  # transformers forbids the prompt's "5 6" after the last 5
+    assert torch.isfinite(ours[0]).all()  # the generated "7 8 5" holds no n-gram to repeat
+    assert ours[1, 6] == float("-inf") and torch.isfinite(ours[1, torch.arange(10) != 6]).all()  # "5 6" was made
+
+
+def test_trim_applies_only_to_summaries_cut_by_the_length_limit(tiny_causal):
+    tok, model = tiny_causal
+    prompts = [[tok.bos_token_id, 10, 11, 12]]
+    section = GenerationSection(num_beams=1, max_length=5, trim_unfinished=True)
+    model.generation_config.eos_token_id = 2
+    cut = generation.generate(model, tok, prompts, section, ["<s>", "</s>", "<pad>"])
+    full = generation.generate(model, tok, prompts, section.model_copy(update={"trim_unfinished": False}),
+                               ["<s>", "</s>", "<pad>"])
+    assert cut == [generation.trim_unfinished(full[0])]
+
+
+def pretrained_causal_checkpoint(folder: Path, data_dir: Path) -> Path:
+    """A local 'pretrained' decoder-only checkpoint as a hub download would give it: an untied head, a
+    tokenizer without the mask tokens but with a chat template, a sampling generation_config."""
+    from transformers import GenerationConfig
+
+    train = pd.read_csv(data_dir / "train.csv", dtype=str)
+    tok = modeling.train_tokenizer(list(train["dialogue"]) + list(train["summary"]), "causal", 400, [])
+    tok.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    cfg = archs.tiny_causal_config(archs.causal_config("llama", dict(SMALL)), 64, 1, len(tok))
+    cfg.tie_word_embeddings = False
+    model = modeling.build_fresh_model(cfg, seed=0)
+    model.generation_config = GenerationConfig(do_sample=True, temperature=0.7, top_p=0.9, eos_token_id=2,
+                                               bos_token_id=1, pad_token_id=0)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_a_pretrained_causal_checkpoint_trains_its_added_token_rows_and_predict_reproduces(small_data, tmp_path):
+    ckpt = pretrained_causal_checkpoint(tmp_path / "ckpt", small_data)
+    run = tmp_path / "run"
+    cfg = config.load(SOLAR, [*FAST, f"data.dir={small_data}", f"model.name={ckpt}", "generation.num_beams=1"])
+    metrics = run_experiment(cfg, RunOptions(init="pretrained", run_dir=run, max_steps=2))
+    assert metrics["added_tokens"] == 15  # the competition's mask tokens, new to this vocabulary
+    adapter = json.loads((run / "model" / "adapter_config.json").read_text())
+    rows = adapter["trainable_token_indices"]
+    assert set(rows) == {"embed_tokens", "lm_head"} and len(rows["lm_head"]) == 15  # the untied head's rows too
+    log = (run / "train.log").read_text(encoding="utf-8")
+    assert "prompt: the start token, then '<|user|>다음 대화를 요약해줘.\\n\\n<dialogue>" in log  # chat template
+    assert not any("chat template" in a for a in metrics["adaptations"])
+    proc = run_cli("predict", str(run), "--input", str(small_data / "test.csv"), "--out", str(tmp_path / "p.csv"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "p.csv").read_text(encoding="utf-8") == (run / "submission.csv").read_text(encoding="utf-8")

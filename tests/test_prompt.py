@@ -65,6 +65,15 @@ def test_the_chat_template_wraps_the_user_turn_with_the_system_message():
     assert plain == "다음 대화를 요약해줘.\n\n대화\n\n요약:"
 
 
+def test_a_chat_template_that_refuses_the_prompt_is_a_clean_error():
+    chat = modeling.train_tokenizer(TEXTS, "causal", 200, MASKS)
+    chat.chat_template = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not "
+                          "supported') }}{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    enc = prompt.CausalEncoder(chat, PromptSection(system="너는 요약가다."), 64, 8)
+    with pytest.raises(DialsumError, match="System role not supported.*leave prompt.system empty"):
+        enc.dialogue_budget()
+
+
 def test_chat_template_and_padding_adapt_to_the_tokenizer(tok):
     cfg = config.validate_dict({"model": {"name": "x"}})
     notes: list[str] = []

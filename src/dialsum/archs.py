@@ -91,6 +91,9 @@ def family_of(hf_config: Any) -> str:
     native = kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
     remote = "AutoModelForCausalLM" in (getattr(hf_config, "auto_map", None) or {})
     if not getattr(hf_config, "is_encoder_decoder", False) and (native or remote):
+        if hf_config.get_text_config() is not hf_config:
+            raise DialsumError(f"model type {kind!r} is a multimodal model; point model.name at a text-only "
+                               "decoder checkpoint of its family")
         return "causal"
     raise DialsumError(
         f"model type {kind!r} is not supported; dialsum trains BART, T5 and mT5 encoder-decoders and "
@@ -107,8 +110,9 @@ def position_limit(hf_config: Any) -> int | None:
     family = family_of(hf_config)
     if family == "bart":
         return int(hf_config.max_position_embeddings) - 2
-    if family == "causal":
-        return int(hf_config.max_position_embeddings)
+    if family == "causal":  # None where the config does not say (state-space and other unbounded models)
+        positions = getattr(hf_config, "max_position_embeddings", None)
+        return int(positions) if positions else None
     return None
 
 
@@ -190,6 +194,10 @@ def with_tokenizer_ids(hf_config: Any) -> Any:
 def tiny_causal_config(hf_config: Any, d_model: int, layers: int, vocab: int) -> Any:
     """The decoder-only model scaled down: width, depth, heads (keeping the key-value grouping), MLP and
     vocabulary shrink; module names, activation, norms and positions stay those of the family."""
+    missing = [k for k in ("hidden_size", "intermediate_size", "num_attention_heads") if not hasattr(hf_config, k)]
+    if missing:
+        raise DialsumError(f"--init tiny: {hf_config.model_type} has no {missing[0]}; tiny copies are built for "
+                           "attention decoders (Llama, Qwen, Gemma, EXAONE, Mistral, ...); use --init pretrained")
     heads = max(2, d_model // 32)
     group = max(1, int(hf_config.num_attention_heads) // int(getattr(hf_config, "num_key_value_heads", None)
                                                              or hf_config.num_attention_heads))

@@ -252,7 +252,8 @@ class GenerationSection(_Section):
     )
     early_stopping: bool = Field(True, description="Stop beam search when all beams finished")
     batch_tokens: int = Field(
-        16384, ge=64, description="Token budget of one generation batch (input tokens x beams)"
+        16384, ge=64,
+        description="Token budget of one generation batch: tokens x beams (causal: prompt + max_length new tokens)"
     )
     sort_by_length: bool = Field(True, description="Generate in length order, restore input order after")
     trim_unfinished: bool = Field(

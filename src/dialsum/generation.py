@@ -70,6 +70,34 @@ def stop_kwargs(model: Any, tokenizer: Any) -> dict[str, Any]:
     return {"eos_token_id": eos, "pad_token_id": tokenizer.pad_token_id}
 
 
+class NewTokensNoRepeatNGram:
+    """`no_repeat_ngram_size` over the generated tokens only, as it acts for seq2seq. transformers' own
+    processor reads a decoder-only model's whole sequence, so it would also forbid every n-gram of the
+    dialogue in the prompt (names, `#Person1#은 ...`). A transformers LogitsProcessor."""
+
+    def __init__(self, size: int, prompt_len: int):
+        self.size, self.prompt_len = size, prompt_len
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        n = self.size
+        for row, ids in enumerate(input_ids[:, self.prompt_len:].tolist()):
+            if len(ids) < n - 1:
+                continue
+            prefix = ids[len(ids) - n + 1:]
+            banned = {ids[i + n - 1] for i in range(len(ids) - n + 1) if ids[i:i + n - 1] == prefix}
+            scores[row, list(banned)] = float("-inf")
+        return scores
+
+
+def _causal_processors(gen: GenerationSection, prompt_len: int) -> dict[str, Any]:
+    from transformers import LogitsProcessorList
+
+    if not gen.no_repeat_ngram_size:
+        return {}
+    return {"no_repeat_ngram_size": 0,
+            "logits_processor": LogitsProcessorList([NewTokensNoRepeatNGram(gen.no_repeat_ngram_size, prompt_len)])}
+
+
 def _padded(rows: list[list[int]], pad: int, left: bool) -> tuple[Any, Any]:
     import torch
 
@@ -91,6 +119,7 @@ def generate(model: Any, tokenizer: Any, inputs: list[list[int]], gen: Generatio
     device = next(model.parameters()).device
     causal = is_causal(model)
     kwargs = generation_kwargs(gen, causal) | (stop_kwargs(model, tokenizer) if causal else {})
+    end_ids = torch.tensor(kwargs.get("eos_token_id") or [tokenizer.eos_token_id])
     new_tokens = gen.max_length if causal else 0
     lengths = [len(x) + new_tokens for x in inputs]
     batches = token_budget_batches(lengths, gen.batch_tokens, gen.num_beams, sort=gen.sort_by_length)
@@ -99,13 +128,16 @@ def generate(model: Any, tokenizer: Any, inputs: list[list[int]], gen: Generatio
     done = 0
     for idx in batches:
         ids, mask = _padded([inputs[i] for i in idx], tokenizer.pad_token_id, left=causal)
+        batch_kwargs = kwargs | (_causal_processors(gen, ids.shape[1]) if causal else {})
         with torch.inference_mode():
-            seqs = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+            seqs = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **batch_kwargs)
         if causal:
             seqs = seqs[:, ids.shape[1]:]  # the continuation only
+        body = seqs if causal else seqs[:, 1:]  # a seq2seq row opens with its decoder start (BART: the end token)
+        ended = torch.isin(body.cpu(), end_ids).any(dim=1).tolist()  # false: cut by the length limit
         texts = tokenizer.batch_decode(seqs, skip_special_tokens=False)
-        for i, text in zip(idx, texts, strict=True):
-            out[i] = finish_summary(text, strip_tokens, gen.trim_unfinished)
+        for i, text, done_row in zip(idx, texts, ended, strict=True):
+            out[i] = finish_summary(text, strip_tokens, gen.trim_unfinished and not done_row)
         done += len(idx)
         if progress:
             progress(done, len(inputs))

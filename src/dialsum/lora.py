@@ -102,11 +102,16 @@ def apply(model: Any, *, targets: list[str], rank: int, alpha: float, dropout: f
     import peft
 
     if quantized:
-        model = peft.prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=gradient_checkpointing
+        model = peft.prepare_model_for_kbit_training(  # torch's recommended, non-reentrant checkpointing
+            model, use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
         )
     causal = not model.config.is_encoder_decoder
-    extra: dict[str, Any] = {"trainable_token_indices": list(new_token_ids)} if new_token_ids else {}
+    extra: dict[str, Any] = {}
+    if new_token_ids:
+        tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
+        rows = list(new_token_ids)  # an untied head has its own rows for these tokens, which must train too
+        extra["trainable_token_indices"] = {"embed_tokens": rows} if tied else {"embed_tokens": rows, "lm_head": rows}
     lora = peft.LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
                            task_type=peft.TaskType.CAUSAL_LM if causal else peft.TaskType.SEQ_2_SEQ_LM, **extra)
     with warnings.catch_warnings():

@@ -25,7 +25,7 @@ from dialsum.errors import DialsumError
 
 def train_tokenizer(texts: Iterable[str], family: str, vocab_size: int, keep_whole: list[str]) -> Any:
     """A BPE tokenizer (SentencePiece-style spaces) trained on the experiment's own text."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     specials = specials_of(family)
@@ -39,6 +39,8 @@ def train_tokenizer(texts: Iterable[str], family: str, vocab_size: int, keep_who
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials + keep_whole,
                                   min_frequency=2, show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
+    if family == "causal":  # a text opens with the start token, as Llama's tokenizer does it
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
     names = {"bart": {"bos_token": "<s>", "mask_token": "<mask>"}, "causal": {"bos_token": "<s>"}}.get(family, {})
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>",
                                    unk_token="<unk>", **names)
@@ -71,11 +73,11 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
         ) from None
 
 
-def add_keep_whole_tokens(tokenizer: Any, tokens: list[str]) -> int:
-    """Add mask tokens as special tokens (never split); returns how many were new."""
+def add_keep_whole_tokens(tokenizer: Any, tokens: list[str]) -> list[str]:
+    """Add mask tokens as special tokens (never split); returns those that were new to the vocabulary."""
     new = [t for t in tokens if t not in tokenizer.get_vocab()]
     tokenizer.add_tokens(tokens, special_tokens=True)
-    return len(new)
+    return new
 
 
 # ---------------------------------------------------------------- models
@@ -94,12 +96,12 @@ def count_parameters(model: Any) -> tuple[int, int]:
     return total, trainable
 
 
-def meta_model(hf_config: Any) -> Any:
+def meta_model(hf_config: Any, trust_remote_code: bool = False) -> Any:
     """The architecture on the meta device: shapes and names, no memory."""
     import torch
 
     with torch.device("meta"):
-        return build_fresh_model(hf_config, seed=None)  # meta tensors: no RNG, no seeding
+        return build_fresh_model(hf_config, seed=None, trust_remote_code=trust_remote_code)  # no RNG on meta
 
 
 def _auto_class(hf_config: Any) -> Any:
@@ -126,15 +128,26 @@ def attention_kernel(sdpa: bool) -> str:
     return "sdpa" if sdpa else "eager"
 
 
-def build_fresh_model(hf_config: Any, seed: int | None, sdpa: bool = True) -> Any:
+def build_fresh_model(hf_config: Any, seed: int | None, sdpa: bool = True, trust_remote_code: bool = False) -> Any:
     import torch
 
     if seed is not None:
         torch.manual_seed(seed)
-    model = _auto_class(hf_config).from_config(hf_config, attn_implementation=attention_kernel(sdpa))
+    model = _auto_class(hf_config).from_config(hf_config, attn_implementation=attention_kernel(sdpa),
+                                               trust_remote_code=trust_remote_code)
     if hf_config.is_encoder_decoder and wants_untied_head(hf_config):
         _untie_lm_head(model)
     return model
+
+
+def resize_embeddings(model: Any, size: int, seed: int) -> None:
+    """Grow the vocabulary to `size` rows. transformers samples the new rows around the mean of the old
+    ones; seeding first makes them the same in training and in every later load (`dialsum predict`)."""
+    import torch
+
+    if size > model.get_input_embeddings().num_embeddings:
+        torch.manual_seed(seed)
+        model.resize_token_embeddings(size)
 
 
 def quantization_config(compute_dtype: Any) -> Any:
@@ -180,7 +193,8 @@ def liger_supports(model_type: str) -> bool | None:
 
 def apply_liger(model: Any) -> None:
     """Swap the causal LM's head and loss for liger-kernel's fused linear cross-entropy (no logits are
-    materialised in training); its other kernels stay off, so 4-bit and LoRA layers are untouched."""
+    materialised in training); its other kernels stay off, so 4-bit and LoRA layers are untouched.
+    liger patches the model class, so the swap holds for every model of that type in this process."""
     import inspect
 
     from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN

@@ -49,6 +49,12 @@ def adapt_padding(tokenizer: Any, adaptations: list[str]) -> None:
     adaptations.append(f"tokenizer: no padding token; padding with {pad} (padded positions are masked out)")
 
 
+def _adds_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer opens a text with its start token when left to itself."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("요약", add_special_tokens=True)["input_ids"][:1] == [bos]
+
+
 @dataclass
 class CausalEncoder:
     """Prompt and completion ids for a causal LM, the same for training and generation."""
@@ -70,36 +76,45 @@ class CausalEncoder:
         if p.chat_template:
             messages = ([{"role": "system", "content": p.system}] if p.system else []) + [
                 {"role": "user", "content": user}]
-            user = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                                      enable_thinking=False)
+            try:
+                user = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                          enable_thinking=False)
+            except Exception as err:  # jinja2 errors, raised by the template itself (e.g. "no system role")
+                hint = "leave prompt.system empty or " if p.system else ""
+                raise DialsumError(f"prompt.chat_template=true: the tokenizer's chat template refuses this prompt "
+                                   f"({str(err).splitlines()[0][:160]}); {hint}set prompt.chat_template=false") from None
         head, _, tail = user.partition(_SENTINEL)
         return head, tail
 
     def pieces(self) -> tuple[list[int], list[int]]:
-        """Ids before and after the dialogue. Without a chat template the tokenizer's start token (if it
-        has one) opens the prompt; a chat template writes its own."""
+        """Ids before and after the dialogue. The prompt opens with the start token exactly when the
+        tokenizer itself would put one there (Llama's and SOLAR's do, Qwen's and EXAONE's do not), unless
+        the chat template already wrote it."""
         if self._pieces is None:
             head, tail = self._split()
             tok = self.tokenizer
             head_ids = tok(head, add_special_tokens=False)["input_ids"] if head else []
-            if not self.prompt.chat_template and tok.bos_token_id is not None:
-                head_ids = [tok.bos_token_id] + head_ids
+            bos = tok.bos_token_id
+            if _adds_bos(tok) and head_ids[:1] != [bos]:
+                head_ids = [bos] + head_ids
             tail_ids = tok(tail, add_special_tokens=False)["input_ids"] if tail else []
             self._pieces = head_ids, tail_ids
         return self._pieces
 
     def dialogue_budget(self) -> int:
+        """Tokens left for the dialogue; checked, so that a bad prompt fails before any training."""
         head, tail = self.pieces()
-        return self.prompt_max_len - len(head) - len(tail)
-
-    def inputs(self, dialogues: list[str]) -> list[list[int]]:
-        head, tail = self.pieces()
-        budget = self.dialogue_budget()
+        budget = self.prompt_max_len - len(head) - len(tail)
         if budget < 1:
             raise DialsumError(
                 f"tokenizer.encoder_max_len={self.prompt_max_len}: the prompt's instruction and template take "
                 f"{len(head) + len(tail)} tokens, leaving none for the dialogue; raise it or shorten prompt.template"
             )
+        return budget
+
+    def inputs(self, dialogues: list[str]) -> list[list[int]]:
+        head, tail = self.pieces()
+        budget = self.dialogue_budget()
         ids = self.tokenizer(dialogues, add_special_tokens=False)["input_ids"]
         return [head + d[:budget] + tail for d in ids]
 

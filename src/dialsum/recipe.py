@@ -74,6 +74,7 @@ class Run:
     started: float = field(default_factory=time.time)
     log_buffer: Any = None
     trained_world_size: int | None = None  # on --resume: how many processes trained the run so far
+    added_tokens: list[str] = field(default_factory=list)  # keep-whole tokens new to the tokenizer
 
 
 def run_experiment(cfg: ExperimentConfig, opts: RunOptions) -> dict[str, Any]:
@@ -87,6 +88,7 @@ def run_experiment(cfg: ExperimentConfig, opts: RunOptions) -> dict[str, Any]:
         train(run)
         if not distributed.is_main():
             return run.metrics
+        reload_saved_model(run)
         evaluate(run)
         predict(run)
         _write_metrics(run)
@@ -172,6 +174,7 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="peft")
+    warnings.filterwarnings("ignore", category=UserWarning, module="bitsandbytes")  # "paged ... on CPU": adapted
 
 
 def _environment(device: DeviceInfo) -> dict[str, Any]:
@@ -255,13 +258,20 @@ def _setup_plan(run: Run) -> None:
     if run.opts.resume:  # the model source first: a different one cannot even load the run's tokenizer
         _check_same_model(run.dir, run.cfg, ("model.init", "model.name"))
     tokenizer = _tokenizer(run)
-    run.metrics["added_tokens"] = modeling.add_keep_whole_tokens(tokenizer, run.cfg.tokenizer.special_tokens)
+    run.added_tokens = modeling.add_keep_whole_tokens(tokenizer, run.cfg.tokenizer.special_tokens)
+    run.metrics["added_tokens"] = len(run.added_tokens)
     plan = plan_and_check(run.cfg, None, run.device, vocab_size=len(tokenizer), world_size=distributed.world_size())
     if plan.family == "causal":
         prompt.adapt_padding(tokenizer, plan.adaptations)
         prompt.adapt_chat_template(plan.cfg, tokenizer, plan.adaptations)
     if not plan.ok:
         raise DialsumError("; ".join(plan.errors))
+    run.encoder = prompt.make_encoder(tokenizer, plan.family, plan.cfg)
+    if plan.family == "causal":
+        run.encoder.dialogue_budget()  # a prompt that cannot work fails here, before anything is written
+        head, _ = run.encoder.pieces()
+        opens = "the start token, then " if head[:1] == [tokenizer.bos_token_id] else ""
+        log.info("prompt: %s%r", opens, run.encoder.prompt_text("<dialogue>"))
     if run.opts.resume:
         info = _check_same_model(run.dir, plan.cfg, FIXED_ON_RESUME, len(tokenizer))
         run.trained_world_size = (info.get("world_size") or 1) if info else None
@@ -321,9 +331,7 @@ def _setup_model(run: Run) -> None:
     cfg, plan, tokenizer = run.cfg, run.plan, run.tokenizer
     assert plan is not None
     model, base = _base_model(run, tokenizer)
-    pretrained_vocab = model.get_input_embeddings().num_embeddings
-    if len(tokenizer) > pretrained_vocab:
-        model.resize_token_embeddings(len(tokenizer))
+    modeling.resize_embeddings(model, len(tokenizer), cfg.experiment.seed)
     if plan.liger:
         modeling.apply_liger(model)
     if cfg.lora.enabled:
@@ -331,17 +339,17 @@ def _setup_model(run: Run) -> None:
             model, targets=cfg.lora.target_modules, rank=cfg.lora.lora_rank, alpha=cfg.lora.lora_alpha,
             dropout=cfg.lora.lora_dropout, quantized=plan.four_bit,
             gradient_checkpointing=cfg.training.gradient_checkpointing,
-            new_token_ids=_new_token_ids(run, pretrained_vocab),
+            new_token_ids=_new_token_ids(run),
         )
     run.model = model
     run.strip_tokens = generation.decoder_tokens_to_strip(tokenizer)
-    run.encoder = prompt.make_encoder(tokenizer, plan.family, cfg)
     total, trainable = modeling.count_parameters(model)
     run.metrics.update(parameters=total, trainable_parameters=trainable)
     if distributed.is_main():
         atomic_write_json(run.dir / "model_info.json", {
             "base": base, "family": plan.family, "vocab_size": len(tokenizer), "adapter": cfg.lora.enabled,
-            "four_bit": plan.four_bit, "init": cfg.model.init, "model_name": cfg.model.name,
+            "four_bit": plan.four_bit, "compute_dtype": "bfloat16" if cfg.training.bf16 else "float32",
+            "init": cfg.model.init, "model_name": cfg.model.name,
             "world_size": distributed.world_size(),
         })
     log.info("model: %s (%s, init=%s): %s parameters, %s trainable%s", cfg.model.name, plan.family,
@@ -349,14 +357,14 @@ def _setup_model(run: Run) -> None:
              f"; LoRA on {', '.join(plan.targets.describe())}" if plan.targets else "")
 
 
-def _new_token_ids(run: Run, pretrained_vocab: int) -> list[int]:
-    """A causal LM's tokens added to its pretrained vocabulary (the mask tokens): their embedding rows train
-    beside the LoRA adapters, else they would keep untrained vectors."""
-    added = range(pretrained_vocab, len(run.tokenizer))
-    if run.plan is None or run.plan.family != "causal" or not added:
+def _new_token_ids(run: Run) -> list[int]:
+    """A pretrained causal LM's tokens added to its vocabulary (the mask tokens): their embedding and head
+    rows train beside the LoRA adapters, else they would keep untrained vectors (new rows, or the unused
+    padding rows of a vocabulary rounded up, as Qwen's is)."""
+    if run.plan is None or run.plan.family != "causal" or not run.added_tokens:
         return []
-    log.info("LoRA: the embeddings of %d added token(s) train too (peft trainable_token_indices)", len(added))
-    return list(added)
+    log.info("LoRA: the rows of %d added token(s) train too (peft trainable_token_indices)", len(run.added_tokens))
+    return run.tokenizer.convert_tokens_to_ids(run.added_tokens)
 
 
 def _base_model(run: Run, tokenizer: Any) -> tuple[Any, str]:
@@ -369,9 +377,9 @@ def _base_model(run: Run, tokenizer: Any) -> tuple[Any, str]:
     if cfg.model.init == "pretrained":
         base = cfg.model.name
     else:
-        fresh = modeling.build_fresh_model(plan.hf_config, cfg.experiment.seed, sdpa=cfg.speed.sdpa)
-        if len(tokenizer) > fresh.get_input_embeddings().num_embeddings:
-            fresh.resize_token_embeddings(len(tokenizer))
+        fresh = modeling.build_fresh_model(plan.hf_config, cfg.experiment.seed, sdpa=cfg.speed.sdpa,
+                                           trust_remote_code=cfg.model.trust_remote_code)
+        modeling.resize_embeddings(fresh, len(tokenizer), cfg.experiment.seed)
         base = str(run.dir / "base_model")
         if distributed.is_main() and not (Path(base) / "config.json").exists():
             fresh.save_pretrained(base)
@@ -425,20 +433,19 @@ def train(run: Run) -> None:
         _ddp_results(run, trainer)
     if distributed.is_main():
         run.tokenizer.save_pretrained(str(final_dir))
-        if run.plan.four_bit:
-            _reload_saved_model(run)
 
 
-def _reload_saved_model(run: Run) -> None:
-    """A 4-bit run generates with the model as `dialsum predict` loads it: base and saved adapter. Loading an
-    adapter checkpoint into the 4-bit model in place (the best checkpoint at the end, or the last one of a
-    finished run on --resume) also rewrites the base layers' quantization constants (peft 0.21 with
-    bitsandbytes 0.50), so the model in memory would no longer be the one that was trained and saved."""
-    import torch
-
+def reload_saved_model(run: Run) -> None:
+    """On the CPU a 4-bit run generates with the model as `dialsum predict` loads it, base and saved adapter.
+    bitsandbytes (0.50) repacks 4-bit weights for its CPU inference kernel at an evaluation and back at each
+    checkpoint save, and the round trip changes the quantization constants a little: after training with
+    evaluations and checkpoints, the model in memory computes slightly differently from the saved one.
+    The training model is dropped first, so that two never share the memory."""
+    if not (run.plan and run.plan.four_bit and run.plan.device == "cpu"):
+        return
     run.model = None
-    torch.manual_seed(run.cfg.experiment.seed)
-    _, run.model, _ = load_run_model(run.dir, run.cfg.model.trust_remote_code)
+    free_memory()
+    _, run.model, _ = load_run_model(run.dir, run.cfg)
 
 
 def _ddp_results(run: Run, trainer: Any) -> None:
@@ -620,24 +627,26 @@ def summarize_metrics(metrics: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- reuse a finished run
 
 
-def load_run_model(run_dir: Path, trust_remote_code: bool = False) -> tuple[Any, Any, dict[str, Any]]:
-    """Tokenizer, model (base + LoRA adapter where trained so) and model_info of a finished run."""
+def load_run_model(run_dir: Path, cfg: ExperimentConfig) -> tuple[Any, Any, dict[str, Any]]:
+    """Tokenizer, model (base + LoRA adapter where trained so) and model_info of a finished run whose
+    config is `cfg`; a 4-bit base computes in the dtype it trained with."""
     import torch
 
     info_path, model_dir = run_dir / "model_info.json", run_dir / "model"
     if not info_path.is_file() or not model_dir.is_dir():
         raise DialsumError(f"{run_dir}: not a finished run (no model_info.json or model/); train it first")
     info = read_json(info_path, "train the run again")
-    tokenizer = modeling.load_tokenizer(str(model_dir), trust_remote_code)
+    remote = cfg.model.trust_remote_code
+    tokenizer = modeling.load_tokenizer(str(model_dir), remote)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    load = dict(compute_dtype=torch.float32, device=device, trust_remote_code=trust_remote_code)
+    load = dict(compute_dtype=getattr(torch, info.get("compute_dtype", "float32")), device=device,
+                trust_remote_code=remote)
     if not info["adapter"]:
         return tokenizer, modeling.load_pretrained_model(str(model_dir), four_bit=False, **load), info
     import peft
 
     base = modeling.load_pretrained_model(info["base"], four_bit=info["four_bit"], **load)
-    if info["vocab_size"] > base.get_input_embeddings().num_embeddings:
-        base.resize_token_embeddings(info["vocab_size"])
+    modeling.resize_embeddings(base, info["vocab_size"], cfg.experiment.seed)
     return tokenizer, peft.PeftModel.from_pretrained(base, str(model_dir)), info
 
 
@@ -649,7 +658,7 @@ def predict_file(run_dir: str | Path, input_path: str | Path, out: str | Path | 
         raise DialsumError(f"{run_dir}: no config.yaml; is this a dialsum run directory?")
     df = data.read_split(input_path, with_summary=False)
     quiet_libraries()
-    tokenizer, model, info = load_run_model(run_dir, cfg.model.trust_remote_code)
+    tokenizer, model, info = load_run_model(run_dir, cfg)
     model = model.to("cuda") if _cuda() and not info["four_bit"] else model
     encoder = prompt.make_encoder(tokenizer, info["family"], cfg)
     preds = generation.generate(model, tokenizer, encoder.inputs(list(df["dialogue"])), cfg.generation,

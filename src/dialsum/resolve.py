@@ -34,7 +34,7 @@ class Plan:
     four_bit: bool = False
     liger: bool = False  # liger-kernel's fused linear cross-entropy replaces the chunked loss (CUDA, causal)
     quantized_parameters: int = 0  # of `parameters`, those stored in NF4 when the base loads in 4 bits
-    memory: memory.MemoryEstimate | None = None  # peak GPU memory of training, as configured (not as adapted)
+    memory: memory.MemoryEstimate | None = None  # peak GPU memory of training (see _estimate_memory)
     gpu: str | None = None  # this machine's GPU and its memory, for the comparison
 
     @property
@@ -81,7 +81,7 @@ def plan_experiment(cfg: ExperimentConfig, init: str | None, device: DeviceInfo,
     _adapt_family(plan)
     _adapt_liger(plan)
     _adapt_loggers(plan)
-    meta = modeling.meta_model(plan.hf_config)
+    meta = modeling.meta_model(plan.hf_config, cfg.model.trust_remote_code)
     _resolve_lora(plan, meta)
     _estimate_memory(plan, configured, meta, device)
     return plan
@@ -375,15 +375,17 @@ def _resolve_lora(plan: Plan, meta: Any) -> None:
 
 
 def _estimate_memory(plan: Plan, configured: ExperimentConfig, meta: Any, device: DeviceInfo) -> None:
-    """Peak GPU memory of training on the GPU the config was written for: its own precision, 4-bit and
-    optimizer settings (a CPU-only machine adapts them away), at the adapted lengths."""
-    t, tok, sp = configured.training, plan.cfg.tokenizer, configured.speed
+    """Peak GPU memory of training the planned architecture at the adapted lengths. On a GPU machine, with the
+    settings as adapted to it (what will run there); on a CPU-only one, with the config's own precision,
+    4-bit, optimizer and loss settings, which a GPU would keep and this machine adapts away."""
+    settings = plan.cfg if device.cuda_available else configured
+    t, tok, sp = settings.training, plan.cfg.tokenizer, settings.speed
     causal = plan.family == "causal"
     plan.quantized_parameters = memory.quantized_parameters(meta)
     shape = memory.TrainingShape(
         micro_batch=t.per_device_train_batch_size,
         seq_tokens=tok.encoder_max_len + (tok.decoder_max_len if causal else 0), label_tokens=tok.decoder_max_len,
-        encoder_decoder=not causal, four_bit=configured.lora.load_in_4bit,
+        encoder_decoder=not causal, four_bit=settings.lora.load_in_4bit,
         lora_params=plan.trainable_parameters if plan.cfg.lora.enabled else 0, optimizer=t.optim, bf16=t.bf16,
         gradient_checkpointing=t.gradient_checkpointing, chunk_tokens=sp.chunk_tokens if sp.chunked_loss else None,
     )
@@ -410,9 +412,9 @@ def _lengths_line(plan: Plan) -> str:
         return (f"  lengths      encoder {tok.encoder_max_len}, decoder {tok.decoder_max_len}, "
                 f"generation {gen.max_length} {beams}")
     positions = archs.position_limit(plan.hf_config)
+    of = f" of the model's {positions:,} positions" if positions else ""
     return (f"  lengths      prompt {tok.encoder_max_len} + summary {tok.decoder_max_len} = "
-            f"{tok.encoder_max_len + tok.decoder_max_len} of the model's {positions:,} positions; generation "
-            f"{gen.max_length} new tokens {beams}")
+            f"{tok.encoder_max_len + tok.decoder_max_len}{of}; generation {gen.max_length} new tokens {beams}")
 
 
 def _parameters_line(plan: Plan) -> str:
