@@ -137,11 +137,34 @@ def predict(
     run_dir: str = typer.Argument(..., help="A finished run directory (from dialsum train)."),
     input_path: str = typer.Option(..., "--input", help="CSV with fname,dialogue."),
     out: str | None = typer.Option(None, "--out", help="Submission path (default RUN_DIR/predictions.csv)."),
+    generation: str | None = typer.Option(None, "--generation", help="Generation settings to use instead of the "
+                                          "run's: a YAML with a generation section (RUN_DIR/tune/best.yaml)."),
 ) -> None:
-    """Summarize a CSV with a trained run (LoRA adapters included), same generation settings."""
+    """Summarize a CSV with a trained run (LoRA adapters included), with its generation settings or tuned ones."""
     from dialsum.recipe import predict_file
 
-    typer.echo(f"wrote {predict_file(run_dir, input_path, out)}")
+    typer.echo(f"wrote {predict_file(run_dir, input_path, out, generation)}")
+
+
+@app.command()
+def tune(
+    run_dir: str = typer.Argument(..., help="A finished run directory (from dialsum train)."),
+    trials: int = typer.Option(20, "--trials", help="Trials to add to the study."),
+    timeout: float | None = typer.Option(None, "--timeout", help="Stop starting trials after this many minutes."),
+    dev_rows: int | None = typer.Option(None, "--dev-rows", help="Tune on a fixed, seeded subset of this many dev "
+                                        "rows (the best trials are then scored on all of dev)."),
+) -> None:
+    """Tune generation settings on dev (Optuna); writes tune/best.yaml and submission_tuned.csv."""
+    from pathlib import Path
+
+    from dialsum.tune import TuneOptions, tune_run
+
+    result = tune_run(TuneOptions(Path(run_dir), trials, timeout, dev_rows))
+    verdict = ("the run's own settings were already the best" if result["best"] == "own" else
+               f"{result['best']} is the best")
+    typer.echo(f"tune: {result['trials']} trials; on all {result['dev_rows']} dev rows the run's own settings score "
+               f"{result['own_score']:.2f}, the tuned ones {result['best_score']:.2f} ({verdict}); "
+               f"wrote {run_dir}/tune/best.yaml and {run_dir}/submission_tuned.csv")
 
 
 @app.command("make-sample")

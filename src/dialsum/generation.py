@@ -53,6 +53,7 @@ def generation_kwargs(gen: GenerationSection, causal: bool = False) -> dict[str,
         **lengths,
         "length_penalty": gen.length_penalty,
         "no_repeat_ngram_size": gen.no_repeat_ngram_size,
+        "repetition_penalty": gen.repetition_penalty,
         "early_stopping": gen.early_stopping,
         "do_sample": False,  # an instruct checkpoint's generation_config may sample; summaries are searched
     }

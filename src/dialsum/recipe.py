@@ -650,12 +650,18 @@ def load_run_model(run_dir: Path, cfg: ExperimentConfig) -> tuple[Any, Any, dict
     return tokenizer, peft.PeftModel.from_pretrained(base, str(model_dir)), info
 
 
-def predict_file(run_dir: str | Path, input_path: str | Path, out: str | Path | None) -> Path:
+def predict_file(run_dir: str | Path, input_path: str | Path, out: str | Path | None,
+                 generation_file: str | Path | None = None) -> Path:
+    from dialsum.tune import with_generation
+
     run_dir = Path(run_dir)
     target = paths.check_file(out, "--out") if out else run_dir / "predictions.csv"
     cfg = config.load(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
     if cfg is None:
         raise DialsumError(f"{run_dir}: no config.yaml; is this a dialsum run directory?")
+    if generation_file:  # as given, else inside the run directory (`--generation tune/best.yaml`)
+        inside = run_dir / generation_file
+        cfg = with_generation(cfg, generation_file if Path(generation_file).is_file() or not inside.is_file() else inside)
     df = data.read_split(input_path, with_summary=False)
     quiet_libraries()
     tokenizer, model, info = load_run_model(run_dir, cfg)
