@@ -167,6 +167,27 @@ def tune(
                f"wrote {run_dir}/tune/best.yaml and {run_dir}/submission_tuned.csv")
 
 
+@app.command()
+def ensemble(
+    runs: list[str] = typer.Argument(..., help="Two or more finished run directories."),
+    out: str = typer.Option(..., "--out", help="Folder for the ensemble's submission and scores."),
+    candidates: int = typer.Option(1, "--candidates", help="Candidates per run and dialogue: 1 reads each run's "
+                                   "own outputs; K generates its K best beams again."),
+    weighted: bool = typer.Option(False, "--weighted", help="Weight each run's candidates by its dev score."),
+    tuned: bool = typer.Option(False, "--tuned", help="Use each run's tuned outputs (dialsum tune) instead."),
+) -> None:
+    """Minimum-Bayes-risk ensemble: per dialogue, the candidate that agrees most with the others."""
+    from pathlib import Path
+
+    from dialsum.ensemble import EnsembleOptions, ensemble_runs
+
+    result = ensemble_runs(EnsembleOptions([Path(r) for r in runs], Path(out), candidates, weighted, tuned))
+    for m in result["members"]:
+        typer.echo(f"  {m['name']}: dev {m['dev_final']:.2f}, picked for {m['dev_picks']} dev and "
+                   f"{m['test_picks']} test dialogues")
+    typer.echo(f"ensemble: dev {result['dev_final']:.2f}; wrote {out}/submission.csv")
+
+
 @app.command("make-sample")
 def make_sample(
     out: str | None = typer.Option(None, "--out", help="Output folder (default data/sample)."),

@@ -115,16 +115,27 @@ def _padded(rows: list[list[int]], pad: int, left: bool) -> tuple[Any, Any]:
 def generate(model: Any, tokenizer: Any, inputs: list[list[int]], gen: GenerationSection,
              strip_tokens: list[str], progress: Callable[[int, int], None] | None = None) -> list[str]:
     """Summaries for encoded inputs (seq2seq inputs or causal prompts), in the order of `inputs`."""
+    return [c[0] for c in generate_candidates(model, tokenizer, inputs, gen, strip_tokens, 1, progress)]
+
+
+def generate_candidates(model: Any, tokenizer: Any, inputs: list[list[int]], gen: GenerationSection,
+                        strip_tokens: list[str], k: int,
+                        progress: Callable[[int, int], None] | None = None) -> list[list[str]]:
+    """The `k` best beams of each input, best first (beams raised to `k` where fewer), in input order."""
     import torch
 
     device = next(model.parameters()).device
     causal = is_causal(model)
+    if k > gen.num_beams:
+        gen = gen.model_copy(update={"num_beams": k})
     kwargs = generation_kwargs(gen, causal) | (stop_kwargs(model, tokenizer) if causal else {})
+    if k > 1:
+        kwargs["num_return_sequences"] = k
     end_ids = torch.tensor(kwargs.get("eos_token_id") or [tokenizer.eos_token_id])
     new_tokens = gen.max_length if causal else 0
     lengths = [len(x) + new_tokens for x in inputs]
     batches = token_budget_batches(lengths, gen.batch_tokens, gen.num_beams, sort=gen.sort_by_length)
-    out: list[str] = [""] * len(inputs)
+    out: list[list[str]] = [[] for _ in inputs]
     model.eval()
     done = 0
     for idx in batches:
@@ -137,8 +148,8 @@ def generate(model: Any, tokenizer: Any, inputs: list[list[int]], gen: Generatio
         body = seqs if causal else seqs[:, 1:]  # a seq2seq row opens with its decoder start (BART: the end token)
         ended = torch.isin(body.cpu(), end_ids).any(dim=1).tolist()  # false: cut by the length limit
         texts = tokenizer.batch_decode(seqs, skip_special_tokens=False)
-        for i, text, done_row in zip(idx, texts, ended, strict=True):
-            out[i] = finish_summary(text, strip_tokens, gen.trim_unfinished and not done_row)
+        for row, (text, done_row) in enumerate(zip(texts, ended, strict=True)):  # k rows per input, in order
+            out[idx[row // k]].append(finish_summary(text, strip_tokens, gen.trim_unfinished and not done_row))
         done += len(idx)
         if progress:
             progress(done, len(inputs))

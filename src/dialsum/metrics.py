@@ -117,6 +117,18 @@ def score(
     return Scores.from_per_dialogue(rows, tokenize)
 
 
+def pairwise(texts: Sequence[str], tokenize: str = "morpheme") -> list[list[float]]:
+    """`final` (mean F1 x 100) of each text scored against each other one: row i, column j is text i as the
+    prediction and text j as the reference. Each distinct text is analysed and prepared once (and its
+    morphemes come from the cache when they were analysed before)."""
+    _check_tokenize(tokenize)
+    spaced = morpheme_texts(texts) if tokenize == "morpheme" else {t: t for t in texts}
+    prepared = _Preparer()
+    items = [prepared(spaced[t]) for t in texts]
+    with _gc_paused():
+        return [[sum(_pair_scores(a, b)) / 3 * 100 for b in items] for a in items]
+
+
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
     """Scoring allocates many short-lived, acyclic tuples and sets; cycle collection only slows it."""

@@ -10,8 +10,9 @@ survive Ctrl-C and a later `dialsum tune` adds to them. Trial 0 is the run's own
 scored on a fixed, seeded subset of dev (`--dev-rows`); the best few, and the run's own settings, are
 then scored on all of dev and the winner is chosen there, so the result is never worse than the run's
 own settings on dev. Written to `RUN_DIR/tune/`: `best.yaml` (the generation section, and the prompt's
-instruction for causal LMs), `trials.csv`, `result.json`, `optimization_history.png`,
-`param_importances.png`; and `RUN_DIR/submission_tuned.csv`, test summarized with the winner.
+instruction for causal LMs), `trials.csv`, `result.json`, `dev_predictions.csv` (the winner's),
+`optimization_history.png`, `param_importances.png`; and `RUN_DIR/submission_tuned.csv`, test
+summarized with the winner.
 """
 
 from __future__ import annotations
@@ -141,11 +142,15 @@ class Scorer:
         return generation.generate(self.model, self.tokenizer, encoder.inputs(dialogues), cfg.generation, strip)
 
     def score(self, params: dict[str, Any], rows: list[int]) -> float:
+        return self.evaluate(params, rows)[0]
+
+    def evaluate(self, params: dict[str, Any], rows: list[int]) -> tuple[float, list[str]]:
+        """The dev score of these settings on these rows, and the summaries that got it."""
         from dialsum.metrics import score
 
         frame = self.dev.iloc[rows]
         preds = self.summaries(apply(self.cfg, params), list(frame["dialogue"]))
-        return float(score(preds, [[s] for s in frame["summary"]], tokenize="morpheme").final)
+        return float(score(preds, [[s] for s in frame["summary"]], tokenize="morpheme").final), preds
 
 
 def dev_subset(n_dev: int, rows: int | None, seed: int) -> list[int]:
@@ -246,10 +251,12 @@ def finish(study: Any, scorer: Scorer, space: dict[str, list[Any]], out: Path, r
         if len(top) < RESCORED and t.params != own and all(t.params != o.params for o in top):
             top.append(t)
     everything = list(range(len(scorer.dev)))
-    rescored = [(scorer.score(own, everything), "own", own)]
-    rescored += [(scorer.score(t.params, everything), f"trial {t.number}", dict(t.params)) for t in top]
-    best_score, best_name, best_params = max(rescored, key=lambda r: r[0])
+    rescored = [(*scorer.evaluate(own, everything), "own", own)]
+    rescored += [(*scorer.evaluate(t.params, everything), f"trial {t.number}", dict(t.params)) for t in top]
+    best_score, best_preds, best_name, best_params = max(rescored, key=lambda r: r[0])
     tuned = apply(scorer.cfg, best_params)
+    atomic_write_rows(out / "dev_predictions.csv", ["fname", "summary", "reference"],
+                      zip(scorer.dev["fname"], best_preds, scorer.dev["summary"], strict=True))
     _write_best(out / "best.yaml", tuned, scorer.family)
     _write_trials(out / "trials.csv", done)
     _plots(study, out)
@@ -259,7 +266,7 @@ def finish(study: Any, scorer: Scorer, space: dict[str, list[Any]], out: Path, r
     result = {"trials": len(done), "dev_rows_tuned": len(study.user_attrs["subset"]), "dev_rows": len(everything),
               "own_score_subset": own_subset, "own_score": rescored[0][0], "best_score": best_score,
               "best": best_name, "best_params": best_params,
-              "rescored": [{"name": n, "score": s} for s, n, _ in rescored]}
+              "rescored": [{"name": n, "score": s} for s, _, n, _ in rescored]}
     atomic_write_json(out / "result.json", result)
     return result
 

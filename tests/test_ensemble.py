@@ -1,0 +1,90 @@
+"""`dialsum ensemble`: minimum-Bayes-risk picks across finished runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import FAST, assert_clean_error, run_cli
+
+from dialsum import config
+from dialsum.ensemble import mbr
+from dialsum.metrics import score
+from dialsum.recipe import RunOptions, run_experiment
+
+
+def test_mbr_picks_the_consensus_candidate():
+    candidates = [["#Person1#은 커피를 주문하고 #Person2#가 가격을 알려준다."],
+                  ["#Person1#은 커피를 주문하고 #Person2#가 가격을 말한다."],
+                  ["날씨가 좋아서 공원에 간다."]]
+    pick = mbr(candidates, [1.0, 1.0, 1.0])
+    assert pick.member in (0, 1) and pick.text == candidates[pick.member][0]
+    # a candidate is judged by the others' weights: trusting run 1 favours run 0's summary, and back
+    assert mbr(candidates, [1.0, 10.0, 1.0]).member == 0
+    assert mbr(candidates, [10.0, 1.0, 1.0]).member == 1
+    assert mbr([["하나"]], [1.0]).text == "하나"
+
+
+def test_mbr_ties_go_to_the_earlier_run_and_the_better_beam():
+    same = [["같은 요약이다.", "다른 요약"], ["같은 요약이다."]]
+    assert (mbr(same, [1.0, 1.0]).member, mbr(same, [1.0, 1.0]).rank) == (0, 0)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, small_data) -> list[Path]:
+    root = tmp_path_factory.mktemp("ens")
+    out = []
+    for name, cfg_path in (("a", "04_batch_optimization_rtx3090.yaml"), ("b", "03_high_learning_rate_rtx3090.yaml"),
+                           ("c", "01_baseline_kobart_rtx3090.yaml")):
+        cfg = config.load(Path("configs/experiments") / cfg_path, [*FAST, f"data.dir={small_data}"])
+        run_experiment(cfg, RunOptions(init="tiny", run_dir=root / name, max_steps=6))
+        out.append(root / name)
+    return out
+
+
+def test_ensemble_of_tiny_runs_writes_a_submission_in_test_order(runs, small_data, tmp_path):
+    proc = run_cli("ensemble", *map(str, runs), "--out", str(tmp_path / "ens"))
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "ens"
+    submission = pd.read_csv(out / "submission.csv", dtype=str, keep_default_na=False)
+    test = pd.read_csv(small_data / "test.csv", dtype=str)
+    assert list(submission.columns) == ["fname", "summary"] and list(submission["fname"]) == list(test["fname"])
+    sources = pd.read_csv(out / "submission_sources.csv", dtype=str)
+    members = {r.name: pd.read_csv(r / "submission.csv", dtype=str, keep_default_na=False) for r in runs}
+    names = {json.loads((r / "metrics.json").read_text())["experiment"]: r.name for r in runs}
+    for i, row in sources.iterrows():  # each pick is the named run's own summary for that dialogue
+        assert submission["summary"][i] == members[names[row["run"]]]["summary"][i]
+    result = json.loads((out / "ensemble.json").read_text())
+    dev = pd.read_csv(out / "dev_predictions.csv", dtype=str, keep_default_na=False)
+    assert result["dev_final"] == pytest.approx(score(list(dev["summary"]), [[r] for r in dev["reference"]]).final)
+    for m, run in zip(result["members"], runs, strict=True):
+        own = json.loads((run / "metrics.json").read_text())["dev"]["morpheme"]["final"]
+        assert m["dev_final"] == pytest.approx(own, abs=0.01)
+    assert sum(m["dev_picks"] for m in result["members"]) == len(dev) == 12
+    assert "ensemble: dev" in proc.stdout
+    again = run_cli("ensemble", *map(str, runs), "--out", str(out))
+    assert_clean_error(again, "already holds an ensemble's submission.csv")
+
+
+def test_beams_as_candidates(runs, tmp_path):
+    proc = run_cli("ensemble", *map(str, runs[:2]), "--out", str(tmp_path / "ens"), "--candidates", "2", "--weighted")
+    assert proc.returncode == 0, proc.stderr
+    sources = pd.read_csv(tmp_path / "ens" / "dev_predictions.csv", dtype=str)
+    assert set(sources["candidate"]) <= {"0", "1"}
+    assert json.loads((tmp_path / "ens" / "ensemble.json").read_text())["candidates"] == 2
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--candidates", "0"], "--candidates 0: must be at least 1"),
+    (["--tuned"], "has no tune/best.yaml; run dialsum tune on it first"),
+])
+def test_bad_ensemble_input_is_one_line(runs, tmp_path, args, needle):
+    assert_clean_error(run_cli("ensemble", *map(str, runs[:2]), "--out", str(tmp_path / "e"), *args), needle)
+
+
+def test_one_run_or_a_missing_run_is_refused(runs, tmp_path):
+    assert_clean_error(run_cli("ensemble", str(runs[0]), "--out", str(tmp_path / "e")), "at least two run directories")
+    assert_clean_error(run_cli("ensemble", str(runs[0]), str(tmp_path), "--out", str(tmp_path / "e")),
+                       "not a finished run (config.yaml is missing)")
