@@ -864,3 +864,40 @@ def test_a_state_file_from_the_earlier_untyped_suite_resumes(tmp_path: Path) -> 
     path.write_text(json.dumps({**old, "records": [{"name": "a", "state": "exploded"}]}), encoding="utf-8")
     with pytest.raises(DialsumError, match=r"not a suite state this dialsum can read \(records\.0\.state"):
         suite_state.read_state(path)
+
+
+# ---------------------------------------------------------------- tuning and the ensemble
+
+
+def test_entries_tune_after_training_and_the_suite_ends_with_their_ensemble(tmp_path: Path, small_data: Path) -> None:
+    suite_file = write_suite(tmp_path / "tuned.yaml", [
+        {**entry("batch", BATCH_OPT), "tune": {"trials": 2, "dev_rows": 6}},
+        {**entry("high_lr", HIGH_LR), "tune": {"trials": 2}},
+    ])
+    doc = yaml.safe_load(suite_file.read_text(encoding="utf-8"))
+    doc["ensemble"] = {"runs": ["batch", "high_lr"], "tuned": True}
+    suite_file.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    out = tmp_path / "out"
+    result = run_cli(*suite_args(suite_file, out, small_data, "--max-steps", "2"), env=child_env(), timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("batch", "high_lr"):
+        tuned = json.loads((out / name / "run" / "tune" / "result.json").read_text())
+        assert tuned["trials"] == 2 and (out / name / "run" / "submission_tuned.csv").is_file()
+    assert (out / "ensemble" / "submission.csv").is_file()
+    ensemble = json.loads((out / "ensemble" / "ensemble.json").read_text())
+    assert ensemble["tuned"] and [m["name"] for m in ensemble["members"]] == ["kobart_batch_opt", "kobart_high_lr"]
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "Tuned (morph.)" in report and "| ens | MBR ensemble of" in report
+    assert "## Generation tuning" in report and "batch/run/tune/optimization_history.png" in report
+    assert f"{ensemble['dev_final']:.2f}" in report
+
+
+def test_an_ensemble_of_unknown_or_untuned_experiments_is_refused(tmp_path: Path, small_data: Path) -> None:
+    suite_file = write_suite(tmp_path / "bad.yaml", [entry("batch", BATCH_OPT), entry("high_lr", HIGH_LR)])
+    doc = yaml.safe_load(suite_file.read_text(encoding="utf-8"))
+    doc["ensemble"] = {"runs": ["batch", "nope"]}
+    suite_file.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    assert_clean_error(run_cli(*suite_args(suite_file, tmp_path / "o", small_data)), "ensemble.runs: unknown experiment(s) nope")
+    doc["ensemble"] = {"runs": ["batch", "high_lr"], "tuned": True}
+    suite_file.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    assert_clean_error(run_cli(*suite_args(suite_file, tmp_path / "o", small_data)), "ensemble.tuned: batch, high_lr has no tune")

@@ -105,8 +105,11 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue --run-dir from its last checkpoint."),
     nproc: int = typer.Option(1, "--nproc", help="Processes for one experiment (DDP through torchrun: one per "
                               "GPU, or gloo on the CPU); 1 is a plain process."),
+    tune_trials: int | None = typer.Option(None, "--tune", help="Then tune its generation: this many trials "
+                                           "(as dialsum tune RUN_DIR --trials N)."),
+    tune_dev_rows: int | None = typer.Option(None, "--tune-dev-rows", help="With --tune: dev rows per trial."),
 ) -> None:
-    """Train one experiment, score it on dev and write its submission."""
+    """Train one experiment, score it on dev and write its submission (then tune its generation, with --tune)."""
     from pathlib import Path
 
     from dialsum import distributed
@@ -118,18 +121,29 @@ def train(
         summarize_metrics,
         target_dir,
     )
+    from dialsum.tune import TuneOptions, check_options, tune_run
 
     cfg = _load(config_path, sets, data_dir)
     opts = RunOptions(init, Path(run_dir) if run_dir else None, max_steps, one_epoch, resume)
+    tuning = TuneOptions(Path("."), tune_trials, None, tune_dev_rows) if tune_trials is not None else None
+    if tuning:
+        check_options(tuning)
     if nproc != 1 and not distributed.launched():
         apply_options(cfg, opts)  # the options are checked here, before any process starts
         check_nproc(nproc)
         argv = distributed.without_option(distributed.without_option(sys.argv[1:], "--nproc"), "--run-dir")
         argv += ["--run-dir", str(target_dir(cfg, opts))]  # one directory for every rank, checked here
         raise typer.Exit(distributed.launch(argv, nproc))
+    if tuning and opts.run_dir is None:
+        apply_options(cfg, opts)
+        opts.run_dir = target_dir(cfg, opts)  # tune finds the run where it was written
     metrics = run_experiment(cfg, opts)
     if distributed.is_main():
         typer.echo(summarize_metrics(metrics))
+        if tuning and opts.run_dir is not None:
+            tuning.run_dir = opts.run_dir
+            result = tune_run(tuning)
+            typer.echo(f"tune: {result['own_score']:.2f} with the run's settings, {result['best_score']:.2f} tuned")
 
 
 @app.command()

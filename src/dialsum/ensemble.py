@@ -150,6 +150,10 @@ def ensemble_runs(opts: EnsembleOptions) -> dict[str, Any]:
     if (out / "submission.csv").exists():
         raise DialsumError(f"--out {out}: already holds an ensemble's submission.csv; choose another folder")
     members = [load_member(Path(r), opts.candidates, opts.tuned) for r in opts.runs]
+    names = [m.name for m in members]
+    for m in members:  # two runs of one experiment are told apart by their directories
+        if names.count(m.name) > 1:
+            m.name = f"{m.name} ({m.run_dir})"
     references = pd.read_csv(members[0].run_dir / "dev_predictions.csv", dtype=str, keep_default_na=False)
     test_names = [list(pd.read_csv(m.run_dir / "submission.csv", dtype=str)["fname"]) for m in members]
     dev_names = [list(pd.read_csv(m.run_dir / "dev_predictions.csv", dtype=str)["fname"]) for m in members]

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dialsum.csvio import atomic_write_json, atomic_write_rows, atomic_write_text
-from dialsum.report.inputs import load_experiment, load_suite_state
+from dialsum.report.inputs import load_experiment, load_suite_state, read_optional_json
 from dialsum.report.plots import write_plots
 from dialsum.report.render import render_html, render_markdown, report_blocks
 from dialsum.report.results import (
@@ -40,8 +40,10 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = write_plots(out_dir, experiments, rows)
     generated = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    notes: list[str] = []
+    ensemble = read_optional_json(out_dir / "ensemble" / "ensemble.json", notes) or None
     blocks = report_blocks(
-        title or "Experiment comparison", generated, experiments, rows, recommendations, paths
+        title or "Experiment comparison", generated, experiments, rows, recommendations, paths, out_dir, ensemble
     )
     markdown = render_markdown(blocks)
     paths["report_md"] = atomic_write_text(out_dir / "report.md", markdown)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dialsum.csvio import read_json
 from dialsum.errors import DialsumError
 from dialsum.rundir import load_metrics
 from dialsum.suite.state import ExperimentRecord, SuiteState, read_state
@@ -26,6 +27,7 @@ class Experiment:
     memory: list[dict[str, Any]] = field(default_factory=list)
     submission: Path | None = None
     notes: list[str] = field(default_factory=list)
+    tune: dict[str, Any] = field(default_factory=dict)  # its tune/result.json (dialsum tune), when tuned
 
     @property
     def name(self) -> str:
@@ -54,12 +56,24 @@ def load_experiment(index: int, record: ExperimentRecord, out_dir: Path) -> Expe
         exp.metrics = read_metrics(exp.run_dir, exp.notes, expected=exp.state == "finished")
         exp.log = read_train_log(exp.run_dir / "train_log.jsonl", exp.notes)
         exp.submission = find_submission(exp.run_dir, exp.metrics, exp.notes)
+        exp.tune = read_optional_json(exp.run_dir / "tune" / "result.json", exp.notes)
     elif exp.state == "finished":
         exp.notes.append("no run directory recorded")
     memory_csv = resolve_path(record.memory_csv, out_dir)
     if memory_csv is not None:
         exp.memory = read_memory_csv(memory_csv, exp.notes)
     return exp
+
+
+def read_optional_json(path: Path, notes: list[str]) -> dict[str, Any]:
+    """A JSON result that may not exist (tuning, an ensemble); an unreadable one is a note."""
+    if not path.is_file():
+        return {}
+    try:
+        return read_json(path, "run the command that wrote it again")
+    except DialsumError as err:
+        notes.append(str(err))
+        return {}
 
 
 def resolve_path(value: Any, base: Path) -> Path | None:

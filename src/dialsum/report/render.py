@@ -22,7 +22,7 @@ from dialsum.report.results import (
 STATES = ("finished", "failed", "running", "pending", "skipped")
 TABLE_HEADER = [
     "#", "Experiment", "Model", "Params (trainable)", "Batch x accum = eff.", "LR", "Epochs", "Final (morph.)",
-    "R1 / R2 / RL (morph.)", "Final (ws)", "Train / expected", "Peak memory", "Tokens/s", "State",
+    "Tuned (morph.)", "R1 / R2 / RL (morph.)", "Final (ws)", "Train / expected", "Peak memory", "Tokens/s", "State",
 ]  # fmt: skip
 
 Block = tuple[Any, ...]
@@ -35,6 +35,8 @@ def report_blocks(
     rows: list[dict[str, Any]],
     recs: list[dict[str, Any]],
     plots: dict[str, Path],
+    out_dir: Path,
+    ensemble: dict[str, Any] | None = None,
 ) -> list[Block]:
     """The report as a list of blocks, for `render_markdown`."""
     blocks: list[Block] = [("h", 1, title), ("p", f"{summary_line(rows)} Generated {generated}.")]
@@ -46,12 +48,13 @@ def report_blocks(
             "whitespace-token scores are shown too.",
         )
     ]
-    blocks += [("h", 2, "Comparison"), comparison_table(rows)]
+    blocks += [("h", 2, "Comparison"), comparison_table(rows, ensemble)]
     blocks += reference_blocks(rows)
     blocks += recommendation_blocks(rows, recs)
     blocks += failure_blocks(experiments)
     blocks += adaptation_blocks(experiments)
     blocks += plot_blocks(plots)
+    blocks += tuning_blocks(experiments, out_dir, ensemble)
     notes = [(exp.label, "; ".join(exp.notes)) for exp in experiments if exp.notes]
     if notes:
         blocks += [("h", 2, "Data notes"), ("list", notes)]
@@ -70,7 +73,7 @@ def summary_line(rows: list[dict[str, Any]]) -> str:
     return f"{len(rows)} experiment(s): {states}; total wall time {wall:.1f} min{tail}."
 
 
-def comparison_table(rows: list[dict[str, Any]]) -> Block:
+def comparison_table(rows: list[dict[str, Any]], ensemble: dict[str, Any] | None = None) -> Block:
     body = [
         [
             str(i + 1),
@@ -81,6 +84,7 @@ def comparison_table(rows: list[dict[str, Any]]) -> Block:
             fmt_lr(row["learning_rate"]),
             fmt_float(row["epochs"], 1),
             fmt_float(row["morpheme_final"]),
+            fmt_float(row["tuned_final"]),
             " / ".join(fmt_float(row[f"morpheme_{k}"]) for k in ("rouge1", "rouge2", "rougeL")),
             fmt_float(row["whitespace_final"]),
             fmt_minutes(row["train_minutes"] or row["wall_minutes"], row["expected_minutes"]),
@@ -93,8 +97,43 @@ def comparison_table(rows: list[dict[str, Any]]) -> Block:
     ref = reference(rows)
     if ref is not None:
         body.append(["ref", "Longest turn (extractive)", "-", "-", "-", "-", "-", fmt_float(ref["morpheme"]), "-",
-                     fmt_float(ref["whitespace"]), "-", "-", "-", "reference"])
+                     "-", fmt_float(ref["whitespace"]), "-", "-", "-", "reference"])
+    if ensemble:
+        names = ", ".join(m["name"] for m in ensemble["members"])
+        body.append(["ens", f"MBR ensemble of {names}", "-", "-", "-", "-", "-", fmt_float(ensemble["dev_final"]),
+                     "-", "-", "-", "-", "-", "-", "ensemble"])
     return ("table", TABLE_HEADER, body)
+
+
+def tuning_blocks(experiments: list[Experiment], out_dir: Path, ensemble: dict[str, Any] | None) -> list[Block]:
+    """The generation tuning of each tuned experiment (its scores and Optuna's plots), and the ensemble."""
+    tuned = [exp for exp in experiments if exp.tune and exp.run_dir is not None]
+    blocks: list[Block] = []
+    if tuned:
+        blocks.append(("h", 2, "Generation tuning"))
+        blocks.append(("list", [(exp.label, f"{exp.tune['trials']} trials; on all {exp.tune['dev_rows']} dev rows "
+                                f"{exp.tune['own_score']:.2f} with the run's own settings, {exp.tune['best_score']:.2f} "
+                                f"tuned ({exp.tune['best']})") for exp in tuned]))
+        for exp in tuned:
+            for plot, caption in (("optimization_history", "optimization history"),
+                                  ("param_importances", "parameter importances")):
+                png = exp.run_dir / "tune" / f"{plot}.png"
+                if png.is_file():
+                    blocks.append(("img", relative(png, out_dir), f"{exp.label}: {caption}"))
+    if ensemble:
+        blocks.append(("h", 2, "Ensemble"))
+        blocks.append(("list", [(m["name"], f"dev {m['dev_final']:.2f}; picked for {m['dev_picks']} dev and "
+                                 f"{m['test_picks']} test dialogues") for m in ensemble["members"]]))
+        blocks.append(("p", f"The MBR ensemble scores {ensemble['dev_final']:.2f} on dev; its submission is "
+                            "ensemble/submission.csv."))
+    return blocks
+
+
+def relative(path: Path, base: Path) -> str:
+    try:
+        return path.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def reference_blocks(rows: list[dict[str, Any]]) -> list[Block]:

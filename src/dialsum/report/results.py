@@ -28,7 +28,7 @@ RESULT_COLUMNS = [
     "parameters", "trainable_parameters", "micro_batch", "grad_accum", "effective_batch",
     "learning_rate", "epochs", "steps",
     *[f"{tok}_{key}" for tok in TOKENIZATIONS for key in SCORE_KEYS], "dev_n",
-    *[f"baseline_{tok}_final" for tok in TOKENIZATIONS],
+    *[f"baseline_{tok}_final" for tok in TOKENIZATIONS], "tuned_final", "tuned_trials",
     "train_minutes", "wall_minutes", "expected_minutes", "attempts", "slot",
     "peak_memory_mb", "memory_kind", "memory_source", "tokens_per_second", "loss_cv",
     "submission", "run_dir", "config", "adaptations", "notes",
@@ -115,6 +115,7 @@ def result_row(exp: Experiment, out_dir: Path) -> dict[str, Any]:
         "steps": m.get("steps"),
     }
     row.update(score_columns(m))
+    row.update(tuned_final=to_number(exp.tune.get("best_score")), tuned_trials=exp.tune.get("trials"))
     row.update(
         {
             "train_minutes": minutes(m.get("train_seconds")),

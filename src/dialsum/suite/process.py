@@ -103,8 +103,15 @@ def check_no_orphan(rec: ExperimentRecord) -> None:
         )
 
 
+def ensemble_command(runs: list[Path], out: Path, spec: Any) -> list[str]:
+    """`python -m dialsum.cli ensemble RUN... --out OUT` as the suite file's ensemble section says."""
+    cmd = [sys.executable, "-m", "dialsum.cli", "ensemble", *map(str, runs), "--out", str(out),
+           "--candidates", str(spec.candidates)]
+    return cmd + (["--weighted"] if spec.weighted else []) + (["--tuned"] if spec.tuned else [])
+
+
 def train_command(config: str, entry_sets: list[str], args: TrainArgs, run_dir: Path, extra: list[str],
-                  resume: bool, nproc: int = 1) -> list[str]:
+                  resume: bool, nproc: int = 1, tune: Any = None) -> list[str]:
     """`python -m dialsum.cli train CONFIG --run-dir RUN ...` with the suite's options and overrides."""
     cmd = [sys.executable, "-m", "dialsum.cli", "train", config, "--run-dir", str(run_dir)]
     if args.init:
@@ -117,6 +124,8 @@ def train_command(config: str, entry_sets: list[str], args: TrainArgs, run_dir: 
         cmd.append("--resume")
     if nproc > 1:
         cmd += ["--nproc", str(nproc)]
+    if tune is not None:  # then its generation tuning, in the same child
+        cmd += ["--tune", str(tune.trials)] + (["--tune-dev-rows", str(tune.dev_rows)] if tune.dev_rows else [])
     for item in args.overrides(entry_sets, extra):
         cmd += ["--set", item]
     return cmd

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -127,7 +128,8 @@ class SuiteRunner:
                 self._launch(queue)
                 self._refresh()
                 time.sleep(POLL_S)
-            return 1 if any(r.state == "failed" for r in self.state.records) else 0
+            failed = any(r.state == "failed" for r in self.state.records)
+            return 1 if self._ensemble() or failed else 0
         except SuiteInterrupted:
             self._stop_all()
             self.display.event(f"interrupted by {self.stop_signal}: state saved; continue with --resume")
@@ -135,6 +137,25 @@ class SuiteRunner:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _ensemble(self) -> bool:
+        """The suite's ensemble, once every experiment in it has finished; True when it failed."""
+        spec = self.suite.ensemble
+        if spec is None:
+            return False
+        records = {r.name: r for r in self.state.records}
+        missing = [n for n in spec.runs if records[n].state != "finished"]
+        if missing:
+            self.display.event(f"ensemble: not built, {', '.join(missing)} did not finish")
+            return False
+        target = self.out / "ensemble"
+        shutil.rmtree(target, ignore_errors=True)  # rebuilt from the runs as they are now
+        cmd = process.ensemble_command([self.out / n / "run" for n in spec.runs], target, spec)
+        self.display.event(f"ensemble: {', '.join(spec.runs)} -> {target}")
+        with (self.out / "ensemble.log").open("ab") as log:
+            code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+        self.display.event("ensemble: " + ("built" if code == 0 else f"failed (exit {code}); see ensemble.log"))
+        return code != 0
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stop_signal = signal.Signals(signum).name
@@ -217,7 +238,7 @@ class SuiteRunner:
             rec.adaptations.append(f"suite: CPU slot shared by {self.backend.total} experiments: "
                                    f"speed.cpu_threads={slot.threads}")
         cmd = process.train_command(entry.config, entry.set, self.state.train_args, run_dir.resolve(),
-                                    [*slot.overrides(), *rec.overrides], resume, nproc=entry.gpus)
+                                    [*slot.overrides(), *rec.overrides], resume, nproc=entry.gpus, tune=entry.tune)
         with log_path.open("ab") as log_file:
             log_file.write(f"\n=== {datetime.now():%Y-%m-%d %H:%M:%S} suite: {' '.join(cmd)}\n".encode())
             log_start = log_file.tell()

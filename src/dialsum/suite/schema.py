@@ -41,6 +41,18 @@ class SuiteSettings(_Strict):
     )
 
 
+class SuiteTune(_Strict):
+    trials: int = Field(..., ge=1, description="Generation tuning trials after training (dialsum tune)")
+    dev_rows: int | None = Field(None, ge=1, description="Dev rows per trial (default: all of dev)")
+
+
+class SuiteEnsemble(_Strict):
+    runs: list[str] = Field(..., min_length=2, description="Experiments (names) to ensemble once they finish")
+    candidates: int = Field(1, ge=1, description="Candidates per run: 1 its own output, K its K best beams")
+    weighted: bool = Field(False, description="Weight each run by its dev score")
+    tuned: bool = Field(False, description="Use each run's tuned outputs (its entry needs tune)")
+
+
 class SuiteEntry(_Strict):
     name: str = Field(..., pattern=NAME_PATTERN, description="Short name; names <out>/<name>/")
     label: str = Field("", description="Human label for tables (default: the name)")
@@ -54,6 +66,7 @@ class SuiteEntry(_Strict):
     gpus: int = Field(
         1, ge=1, description="GPUs (CPU processes on a CPU-only run) for this experiment; more than 1 trains DDP"
     )
+    tune: SuiteTune | None = Field(None, description="Tune its generation once trained: {trials: N}")
 
 
 class SuiteFile(_Strict):
@@ -61,6 +74,7 @@ class SuiteFile(_Strict):
     description: str = Field("", description="One line: what the suite compares")
     settings: SuiteSettings = Field(default_factory=SuiteSettings)
     experiments: list[SuiteEntry] = Field(..., min_length=1, description="Experiments, in running order")
+    ensemble: SuiteEnsemble | None = Field(None, description="An MBR ensemble of finished experiments, at the end")
 
     @model_validator(mode="after")
     def _unique_names(self) -> SuiteFile:
@@ -68,6 +82,14 @@ class SuiteFile(_Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"experiments: duplicate name(s) {', '.join(dup)}; each names its own directory")
+        if self.ensemble:
+            unknown = [n for n in self.ensemble.runs if n not in names]
+            if unknown:
+                raise ValueError(f"ensemble.runs: unknown experiment(s) {', '.join(unknown)}; the suite has "
+                                 f"{', '.join(names)}")
+            untuned = [n for n in self.ensemble.runs if self.ensemble.tuned and self.entry(n).tune is None]
+            if untuned:
+                raise ValueError(f"ensemble.tuned: {', '.join(untuned)} has no tune; add tune: {{trials: N}} to it")
         return self
 
     def entry(self, name: str) -> SuiteEntry:
@@ -78,6 +100,7 @@ SCHEMA_KEYS = {
     "": set(SuiteFile.model_fields),
     "settings": set(SuiteSettings.model_fields),
     "experiments": set(SuiteEntry.model_fields),
+    "ensemble": set(SuiteEnsemble.model_fields),
 }
 
 
