@@ -87,3 +87,50 @@ def test_beam_settings_are_neutral_without_beams():
 def test_the_dev_subset_is_fixed_by_the_seed():
     assert tune.dev_subset(100, 10, 42) == tune.dev_subset(100, 10, 42) != tune.dev_subset(100, 10, 7)
     assert tune.dev_subset(5, 10, 42) == [0, 1, 2, 3, 4]
+
+
+def test_jobs_run_trials_in_parallel_processes_on_one_study(finished):
+    proc = run_cli("tune", str(finished), "--trials", "4", "--dev-rows", "6", "--jobs", "2")
+    assert proc.returncode == 0, proc.stderr
+    import optuna
+
+    study = optuna.load_study(study_name="generation", storage=f"sqlite:///{finished / 'tune' / 'study.db'}")
+    assert sum(t.value is not None for t in study.trials) >= 4
+    assert_clean_error(run_cli("tune", str(finished), "--jobs", "64"), "--slots 64: this machine has")
+
+
+def test_ctrl_c_keeps_the_finished_trials_and_tune_continues(finished):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import optuna
+    from conftest import ROOT
+
+    db = finished / "tune" / "study.db"
+
+    def complete() -> int:
+        if not db.is_file():
+            return 0
+        try:
+            study = optuna.load_study(study_name="generation", storage=f"sqlite:///{db}")
+        except KeyError:
+            return 0
+        return sum(t.value is not None for t in study.trials)
+
+    before = complete()
+    proc = subprocess.Popen([sys.executable, "-m", "dialsum.cli", "tune", str(finished), "--trials", "200",
+                             "--dev-rows", "6"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while complete() < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "finished trial(s) are kept in tune/study.db" in err and "Traceback" not in err
+    kept = complete()
+    assert kept >= before + 2
+    again = run_cli("tune", str(finished), "--trials", "1", "--dev-rows", "6")
+    assert again.returncode == 0, again.stderr
+    assert complete() == kept + 1

@@ -167,13 +167,18 @@ def tune(
     timeout: float | None = typer.Option(None, "--timeout", help="Stop starting trials after this many minutes."),
     dev_rows: int | None = typer.Option(None, "--dev-rows", help="Tune on a fixed, seeded subset of this many dev "
                                         "rows (the best trials are then scored on all of dev)."),
+    jobs: int = typer.Option(1, "--jobs", help="Trials in parallel processes: one per GPU, or CPU processes "
+                             "sharing the cores."),
+    worker: int = typer.Option(0, "--worker", hidden=True, help="Set by --jobs for its worker processes."),
 ) -> None:
     """Tune generation settings on dev (Optuna); writes tune/best.yaml and submission_tuned.csv."""
     from pathlib import Path
 
     from dialsum.tune import TuneOptions, tune_run
 
-    result = tune_run(TuneOptions(Path(run_dir), trials, timeout, dev_rows))
+    result = tune_run(TuneOptions(Path(run_dir), trials, timeout, dev_rows, jobs, worker))
+    if worker:
+        return
     verdict = ("the run's own settings were already the best" if result["best"] == "own" else
                f"{result['best']} is the best")
     typer.echo(f"tune: {result['trials']} trials; on all {result['dev_rows']} dev rows the run's own settings score "

@@ -45,6 +45,8 @@ class TuneOptions:
     trials: int = 20
     timeout_minutes: float | None = None
     dev_rows: int | None = None  # None: all of dev
+    jobs: int = 1  # worker processes, one per GPU (or a share of the CPU)
+    worker: int = 0  # >0: one of --jobs' workers (no files, no bar); set by the parent
 
 
 def check_options(opts: TuneOptions) -> None:
@@ -52,6 +54,8 @@ def check_options(opts: TuneOptions) -> None:
         raise DialsumError(f"--trials {opts.trials}: must be at least 1")
     if opts.timeout_minutes is not None and opts.timeout_minutes <= 0:
         raise DialsumError(f"--timeout {opts.timeout_minutes:g}: minutes, more than 0")
+    if opts.jobs < 1:
+        raise DialsumError(f"--jobs {opts.jobs}: must be at least 1")
     if opts.dev_rows is not None and opts.dev_rows < 1:
         raise DialsumError(f"--dev-rows {opts.dev_rows}: must be at least 1; leave it out to use all of dev")
 
@@ -174,23 +178,31 @@ def tune_run(opts: TuneOptions) -> dict[str, Any]:
     if cfg.data.max_eval_samples:
         dev = dev.head(cfg.data.max_eval_samples)
     subset = dev_subset(len(dev), opts.dev_rows, cfg.experiment.seed)
+    slots = _slots(opts.jobs) if opts.jobs > 1 else None  # checked before anything is written
     from dialsum.recipe import load_run_model, quiet_libraries
 
     quiet_libraries()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    tokenizer, model, _ = load_run_model(run_dir, cfg)
-    scorer = Scorer(cfg, tokenizer, model, family, dev.reset_index(drop=True))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # its "trial failed" warning repeats a Ctrl-C
     out = run_dir / "tune"
     out.mkdir(exist_ok=True)
     study = optuna.create_study(storage=f"sqlite:///{out / 'study.db'}", study_name=STUDY_NAME, direction="maximize",
                                 load_if_exists=True)
-    # seeded, and by the trials so far: a continued study samples new settings, not the first call's again
-    study.sampler = optuna.samplers.TPESampler(seed=cfg.experiment.seed + len(study.trials))
+    # seeded, and by the trials so far (and the worker): a continued study samples new settings
+    study.sampler = optuna.samplers.TPESampler(seed=cfg.experiment.seed + len(study.trials) + 1000 * opts.worker)
     _check_same_subset(study, subset, space)
-    if not study.trials:
+    if not study.trials and not opts.worker:
         study.enqueue_trial(own_params(cfg, space))
-    own_score = _optimize(study, scorer, space, subset, opts)
-    return finish(study, scorer, space, out, run_dir, own_score)
+    if slots is not None:
+        _run_workers(opts, study, slots)
+        tokenizer, model, _ = load_run_model(run_dir, cfg)
+        scorer = Scorer(cfg, tokenizer, model, family, dev.reset_index(drop=True))
+    else:
+        tokenizer, model, _ = load_run_model(run_dir, cfg)
+        scorer = Scorer(cfg, tokenizer, model, family, dev.reset_index(drop=True))
+        _optimize(study, scorer, space, subset, opts)
+    if opts.worker:
+        return {}
+    return finish(study, scorer, space, out, run_dir, _own_value(study))
 
 
 def _check_same_subset(study: Any, subset: list[int], space: dict[str, list[Any]]) -> None:
@@ -207,34 +219,99 @@ def _check_same_subset(study: Any, subset: list[int], space: dict[str, list[Any]
                            "delete tune/study.db to start over")
 
 
-def _optimize(study: Any, scorer: Scorer, space: dict[str, list[Any]], subset: list[int],
-              opts: TuneOptions) -> float | None:
-    """Run the trials with a progress bar; Ctrl-C keeps every finished trial in the study."""
-    from tqdm.auto import tqdm
+class _Bar:
+    """The progress bar: trials done, the best score so far, and the score of the run's own settings."""
 
-    bar = tqdm(total=opts.trials, desc="tune", dynamic_ncols=True)
-    state: dict[str, Any] = {"own": _own_value(study)}
+    def __init__(self, total: int, quiet: bool):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc="tune", dynamic_ncols=True, disable=quiet)
+
+    def show(self, study: Any, done: int) -> None:
+        values = [t.value for t in study.trials if t.value is not None]
+        own = _own_value(study)
+        self.bar.update(done - self.bar.n)
+        self.bar.set_postfix({"trials": len(values), "best": f"{max(values, default=math.nan):.2f}",
+                              "own settings": f"{own if own is not None else math.nan:.2f}"})
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _interrupted(study: Any) -> KeyboardInterrupt:
+    done = sum(t.value is not None for t in study.trials)
+    print(f"tune: interrupted; {done} finished trial(s) are kept in tune/study.db, and dialsum tune continues "
+          "the study", file=sys.stderr)
+    return KeyboardInterrupt()
+
+
+def _optimize(study: Any, scorer: Scorer, space: dict[str, list[Any]], subset: list[int], opts: TuneOptions) -> None:
+    """Run the trials in this process; Ctrl-C keeps every finished trial in the study (SQLite)."""
+    bar = _Bar(opts.trials, quiet=opts.worker > 0)
+    counted = {"done": 0}
 
     def objective(trial: Any) -> float:
         return scorer.score(suggest(trial, space, scorer.cfg), subset)
 
     def report(study_: Any, trial: Any) -> None:
-        if trial.number == 0 and trial.value is not None:
-            state["own"] = trial.value
-        best = study_.best_value if any(t.value is not None for t in study_.trials) else math.nan
-        bar.update(1)
-        bar.set_postfix({"trial": trial.number, "best": f"{best:.2f}", "own settings": f"{state['own'] or math.nan:.2f}"})
+        counted["done"] += 1
+        bar.show(study_, counted["done"])
 
     try:
         study.optimize(objective, n_trials=opts.trials, timeout=opts.timeout_minutes and opts.timeout_minutes * 60,
                        callbacks=[report], catch=())
     except KeyboardInterrupt:
         bar.close()
-        done = sum(t.value is not None for t in study.trials)
-        raise DialsumError(f"interrupted: {done} finished trial(s) are kept in tune/study.db; run dialsum tune "
-                           "again to continue") from None
+        raise _interrupted(study) from None
     bar.close()
-    return state["own"]
+
+
+def _slots(jobs: int) -> list[Any]:
+    """One slot per worker: a GPU each where there are GPUs, else a share of the CPU cores."""
+    from dialsum.device import probe
+    from dialsum.suite.backends.local import plan_slots
+
+    device = probe()
+    pool = plan_slots(None, None if device.cuda_available else jobs, device.cpu_cores)
+    if pool.total < jobs:
+        raise DialsumError(f"--jobs {jobs}: this machine has {pool.total} GPU(s); use at most {pool.total}")
+    return [pool.take(1) for _ in range(jobs)]
+
+
+def _run_workers(opts: TuneOptions, study: Any, slots: list[Any]) -> None:
+    """`--jobs N`: N worker processes, each on its slot, add their share of the trials to the same study."""
+    import os
+    import subprocess
+    import time
+
+    shares = [opts.trials // len(slots) + (i < opts.trials % len(slots)) for i in range(len(slots))]
+    before = len(study.trials)
+    workers = []
+    for i, (slot, trials) in enumerate(zip(slots, shares, strict=True)):
+        if not trials:
+            continue
+        cmd = [sys.executable, "-m", "dialsum.cli", "tune", str(opts.run_dir), "--trials", str(trials),
+               "--worker", str(i + 1)] + (["--dev-rows", str(opts.dev_rows)] if opts.dev_rows else [])
+        if opts.timeout_minutes:
+            cmd += ["--timeout", str(opts.timeout_minutes)]
+        env = {**os.environ, **slot.env(), **({"OMP_NUM_THREADS": str(slot.threads)} if slot.threads else {})}
+        workers.append(subprocess.Popen(cmd, env=env))
+    bar = _Bar(opts.trials, quiet=False)
+    try:
+        while any(w.poll() is None for w in workers):
+            time.sleep(1.0)
+            bar.show(study, len(study.get_trials(deepcopy=False)) - before)
+    except KeyboardInterrupt:
+        for w in workers:
+            w.wait()
+        bar.close()
+        raise _interrupted(study) from None
+    bar.show(study, len(study.get_trials(deepcopy=False)) - before)
+    bar.close()
+    codes = [w.returncode for w in workers if w.returncode]
+    if codes:
+        raise DialsumError(f"--jobs: {len(codes)} worker(s) failed (exit {codes[0]}); the trials they finished are "
+                           "kept; run without --jobs to see the error")
 
 
 def _own_value(study: Any) -> float | None:
