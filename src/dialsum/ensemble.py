@@ -8,8 +8,8 @@ with the others, in the competition's own score.
 Each run brings its candidates for every dev and test dialogue: its own summary (`--candidates 1`, read
 from the run's `dev_predictions.csv` and `submission.csv`, or with `--tuned` from its tuned outputs) or
 its `--candidates K` best beams (generated again). The pick for a dialogue is the candidate with the
-highest mean `final` ROUGE (morphemes, as the leaderboard tokenizes) against the other candidates, each
-weighted by its run's dev score with `--weighted`. Ties go to the earlier run and the better beam.
+highest expected `final` ROUGE (morphemes, as the leaderboard tokenizes) against all the candidates,
+each weighted by its run's dev score with `--weighted` (else equally). Ties go to the earlier run and the better beam.
 Written to `--out`: `submission.csv` (test order), `submission_sources.csv` and `dev_predictions.csv`
 (which run and beam each pick came from), and `ensemble.json` (the ensemble's dev score beside each
 member's).
@@ -48,17 +48,18 @@ class Pick:
 
 
 def mbr(candidates: list[list[str]], weights: list[float]) -> Pick:
-    """The candidate with the highest weighted mean score against the others (one list per member)."""
+    """The candidate with the highest expected score against all candidates (itself included), each taken
+    as a possible reference with its run's weight (one list per member). With equal weights this ranks as
+    the mean against the others does; with dev-score weights a stronger run's candidate counts for more."""
     flat = [(text, m, r) for m, texts in enumerate(candidates) for r, text in enumerate(texts)]
     if len(flat) == 1:
         return Pick(*flat[0])
     matrix = pairwise([t for t, _, _ in flat])
+    evidence = [weights[m] for _, m, _ in flat]
     best, best_utility = 0, float("-inf")
-    for i in range(len(flat)):
-        others = [(j, weights[flat[j][1]]) for j in range(len(flat)) if j != i]
-        total = sum(w for _, w in others) or 1.0
-        utility = sum(w * matrix[i][j] for j, w in others) / total
-        if utility > best_utility + 1e-12:
+    for i, row in enumerate(matrix):
+        utility = sum(w * s for w, s in zip(evidence, row, strict=True))
+        if utility > best_utility + 1e-9:
             best, best_utility = i, utility
     return Pick(*flat[best])
 

@@ -364,12 +364,16 @@ def _write_trials(path: Path, trials: list[Any]) -> None:
 
 def _plots(study: Any, out: Path) -> None:
     """Optuna's matplotlib plots; importances need two or more finished trials that differ."""
+    import warnings
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from optuna.exceptions import ExperimentalWarning
     from optuna.visualization import matplotlib as ovm
 
+    warnings.filterwarnings("ignore", category=ExperimentalWarning)  # the plots are marked experimental
     for name, plot in (("optimization_history", ovm.plot_optimization_history),
                        ("param_importances", ovm.plot_param_importances)):
         try:
