@@ -89,3 +89,23 @@ def test_one_run_or_a_missing_run_is_refused(runs, tmp_path):
     assert_clean_error(run_cli("ensemble", str(runs[0]), "--out", str(tmp_path / "e")), "at least two run directories")
     assert_clean_error(run_cli("ensemble", str(runs[0]), str(tmp_path), "--out", str(tmp_path / "e")),
                        "not a finished run (config.yaml is missing)")
+
+
+@pytest.mark.slow
+def test_an_ensemble_of_trained_tiny_runs_scores_at_least_their_mean(tmp_path):
+    """Three tiny KoBART-family runs as `make demo` trains them (three epochs of the sample), weighted MBR."""
+    from conftest import make_data_dir
+
+    data_dir = make_data_dir(tmp_path / "data", 2000, 200, 20)
+    runs = []
+    for name in ("01_baseline_kobart_rtx3090", "03_high_learning_rate_rtx3090", "04_batch_optimization_rtx3090"):
+        cfg = config.load(Path("configs/experiments") / f"{name}.yaml", [
+            f"data.dir={data_dir}", "training.num_train_epochs=3", "generation.max_length=64",
+            "training.report_to=[none]", "training.eval_strategy=no"])
+        run_experiment(cfg, RunOptions(init="tiny", run_dir=tmp_path / name))
+        runs.append(tmp_path / name)
+    proc = run_cli("ensemble", *map(str, runs), "--out", str(tmp_path / "ens"), "--weighted")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
+    members = [m["dev_final"] for m in result["members"]]
+    assert result["dev_final"] >= sum(members) / len(members), (result["dev_final"], members)

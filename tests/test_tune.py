@@ -134,3 +134,11 @@ def test_ctrl_c_keeps_the_finished_trials_and_tune_continues(finished):
     again = run_cli("tune", str(finished), "--trials", "1", "--dev-rows", "6")
     assert again.returncode == 0, again.stderr
     assert complete() == kept + 1
+
+
+def test_every_value_of_the_search_space_is_checked_up_front():
+    with pytest.raises(DialsumError, match=r"tune: num_beams: 0 is not a valid generation.num_beams"):
+        config.validate_dict({"model": {"name": "x"}, "tune": {"num_beams": [0, 2]}})
+    with pytest.raises(DialsumError, match=r"tune.length_penalty: \[2.0, 1.0\]: give \[low, high\]"):
+        config.validate_dict({"model": {"name": "x"}, "tune": {"length_penalty": [2, 1]}})
+    assert config.validate_dict({"model": {"name": "x"}, "tune": {"min_length": [300]}}).tune.min_length == [300]

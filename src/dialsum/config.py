@@ -297,6 +297,19 @@ class TuneSection(_Section):
             raise ValueError(f"{value}: give [low, high] with low <= high, or [] to keep the run's value")
         return value
 
+    @model_validator(mode="after")
+    def _each_value_is_a_setting(self) -> TuneSection:
+        """Every value tried must be one the generation section accepts, so no trial fails on it."""
+        for name in GenerationSection.model_fields.keys() & type(self).model_fields.keys():
+            for value in getattr(self, name):
+                longest = {"max_length": 10**9} if name == "min_length" else {}  # tune keeps min <= max itself
+                try:
+                    GenerationSection.model_validate({name: value, **longest})
+                except ValidationError as err:
+                    raise ValueError(f"{name}: {value!r} is not a valid generation.{name} "
+                                     f"({err.errors()[0]['msg']})") from None
+        return self
+
 
 class SpeedSection(_Section):
     chunked_loss: bool = Field(True, description="Loss in vocabulary chunks, no full float32 logits")
