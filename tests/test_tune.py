@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from conftest import FAST, assert_clean_error, run_cli
 
 from dialsum import config, tune
@@ -142,3 +143,23 @@ def test_every_value_of_the_search_space_is_checked_up_front():
     with pytest.raises(DialsumError, match=r"tune.length_penalty: \[2.0, 1.0\]: give \[low, high\]"):
         config.validate_dict({"model": {"name": "x"}, "tune": {"length_penalty": [2, 1]}})
     assert config.validate_dict({"model": {"name": "x"}, "tune": {"min_length": [300]}}).tune.min_length == [300]
+
+
+def test_a_causal_run_tunes_its_instruction_and_predict_reads_it_back(small_data, tmp_path):
+    run = tmp_path / "run"
+    cfg = config.load(Path("configs/experiments/05_solar_10.7b_qlora.yaml"), [
+        *FAST, f"data.dir={small_data}", "training.per_device_train_batch_size=4",
+        "training.gradient_accumulation_steps=1", "tune.num_beams=[]", "tune.length_penalty=[]",
+        "tune.no_repeat_ngram_size=[]", "tune.repetition_penalty=[]", "tune.max_length=[]", "tune.min_length=[]",
+        "tune.early_stopping=[]", "tune.trim_unfinished=[]", "tune.instruction=[요약해., 짧게 요약해.]"])
+    run_experiment(cfg, RunOptions(init="tiny", run_dir=run, max_steps=2))
+    result = tune.tune_run(tune.TuneOptions(run, trials=3))
+    assert set(result["best_params"]) == {"instruction"}
+    best = yaml.safe_load((run / "tune" / "best.yaml").read_text(encoding="utf-8"))
+    assert best["prompt"]["instruction"] == result["best_params"]["instruction"]
+    trials = pd.read_csv(run / "tune" / "trials.csv", dtype=str)
+    assert trials["instruction"][0] == "다음 대화를 요약해줘."  # trial 0: the run's own prompt
+    again = run_cli("predict", str(run), "--input", str(small_data / "test.csv"), "--out", str(tmp_path / "p.csv"),
+                    "--generation", "tune/best.yaml")
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "p.csv").read_text() == (run / "submission_tuned.csv").read_text()
