@@ -97,7 +97,7 @@ def test_jobs_run_trials_in_parallel_processes_on_one_study(finished):
 
     study = optuna.load_study(study_name="generation", storage=f"sqlite:///{finished / 'tune' / 'study.db'}")
     assert sum(t.value is not None for t in study.trials) >= 4
-    assert_clean_error(run_cli("tune", str(finished), "--jobs", "64"), "--slots 64: this machine has")
+    assert_clean_error(run_cli("tune", str(finished), "--jobs", "64"), "--jobs 64: this machine has")
 
 
 def test_ctrl_c_keeps_the_finished_trials_and_tune_continues(finished):

@@ -272,6 +272,9 @@ def _slots(jobs: int) -> list[Any]:
     from dialsum.suite.backends.local import plan_slots
 
     device = probe()
+    if not device.cuda_available and jobs > device.cpu_cores:
+        raise DialsumError(f"--jobs {jobs}: this machine has {device.cpu_cores} CPU cores; use at most "
+                           f"{device.cpu_cores}")
     pool = plan_slots(None, None if device.cuda_available else jobs, device.cpu_cores)
     if pool.total < jobs:
         raise DialsumError(f"--jobs {jobs}: this machine has {pool.total} GPU(s); use at most {pool.total}")
