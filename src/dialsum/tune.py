@@ -192,13 +192,11 @@ def tune_run(opts: TuneOptions) -> dict[str, Any]:
     _check_same_subset(study, subset, space)
     if not study.trials and not opts.worker:
         study.enqueue_trial(own_params(cfg, space))
-    if slots is not None:
+    if slots is not None:  # the workers run the trials; this process loads the model afterwards, to finish
         _run_workers(opts, study, slots)
-        tokenizer, model, _ = load_run_model(run_dir, cfg)
-        scorer = Scorer(cfg, tokenizer, model, family, dev.reset_index(drop=True))
-    else:
-        tokenizer, model, _ = load_run_model(run_dir, cfg)
-        scorer = Scorer(cfg, tokenizer, model, family, dev.reset_index(drop=True))
+    tokenizer, model, _ = load_run_model(run_dir, cfg)
+    scorer = Scorer(cfg, tokenizer, model, family, dev.reset_index(drop=True))
+    if slots is None:
         _optimize(study, scorer, space, subset, opts)
     if opts.worker:
         return {}

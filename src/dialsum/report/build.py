@@ -40,8 +40,7 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = write_plots(out_dir, experiments, rows)
     generated = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
-    notes: list[str] = []
-    ensemble = read_optional_json(out_dir / "ensemble" / "ensemble.json", notes) or None
+    ensemble = read_optional_json(out_dir / "ensemble" / "ensemble.json", []) or None
     blocks = report_blocks(
         title or "Experiment comparison", generated, experiments, rows, recommendations, paths, out_dir, ensemble
     )
