@@ -35,7 +35,7 @@ class Plan:
     liger: bool = False  # liger-kernel's fused linear cross-entropy replaces the chunked loss (CUDA, causal)
     quantized_parameters: int = 0  # of `parameters`, those stored in NF4 when the base loads in 4 bits
     memory: memory.MemoryEstimate | None = None  # peak GPU memory of training (see _estimate_memory)
-    gpu: str | None = None  # this machine's GPU and its memory, for the comparison
+    gpu: tuple[str, int] | None = None  # this machine's GPU (name, bytes), for the comparison
 
     @property
     def ok(self) -> bool:
@@ -391,7 +391,7 @@ def _estimate_memory(plan: Plan, configured: ExperimentConfig, meta: Any, device
     )
     plan.memory = memory.estimate(meta, shape)
     if device.cuda_available and device.total_memory_mb:
-        plan.gpu = f"{device.device_name} {device.total_memory_mb / 1024:.0f} GB"
+        plan.gpu = (str(device.device_name), int(device.total_memory_mb * 2**20))
 
 
 def _memory_line(plan: Plan) -> str:
@@ -399,8 +399,9 @@ def _memory_line(plan: Plan) -> str:
     t = plan.cfg.training
     verdicts = [f"{'fits' if plan.memory.fits(gb * memory.GB) else 'does not fit'} {gb} GB" for gb in (24, 80)]
     if plan.gpu:
-        gb = float(plan.gpu.rsplit(" ", 2)[-2])
-        verdicts.append(f"{'fits' if plan.memory.fits(int(gb * memory.GB)) else 'does not fit'} this {plan.gpu}")
+        name, size = plan.gpu
+        fits = "fits" if plan.memory.fits(size) else "does not fit"
+        verdicts.append(f"{fits} this {name} {size / memory.GB:.0f} GB")
     return (f"  memory       about {plan.memory.describe()} at micro-batch {t.per_device_train_batch_size} "
             f"(an estimate); {', '.join(verdicts)}")
 
