@@ -1,30 +1,37 @@
-"""Training throughput, real tokens per second: competition baseline vs plain Hugging Face vs dialsum.
+"""Training throughput, real tokens per second: competition baseline vs plain Hugging Face (random order and
+its own group_by_length) vs dialsum.
 
-    .venv/bin/python bench/train_throughput.py --quick                  # tiny KoBART, under ~2 minutes on CPU
-    .venv/bin/python bench/train_throughput.py                          # 4 steps x 7 rounds
-    .venv/bin/python bench/train_throughput.py --device cuda --size full --steps 8 --rounds 9
+    .venv/bin/python bench/train_throughput.py --quick            # tiny KoBART, one epoch each, ~1.5 min on CPU
+    .venv/bin/python bench/train_throughput.py                    # two epochs each, ~3 minutes
+    .venv/bin/python bench/train_throughput.py --device cuda --size full
 
-Three ways to take training steps (forward + backward + AdamW step) on the embedded training data
+Four ways to take training steps (forward + backward + AdamW step) on the embedded training data
 (data/sample/train.csv), with the KoBART architecture and micro-batch of
 configs/experiments/04_batch_optimization_rtx3090.yaml:
 
 - `baseline` (the competition baseline's way): every example padded to the maximum lengths (encoder
   512 for the tiny model, the config's 1024 for the full one; decoder to its 200), fixed batches in
   random order, float32, `model(**batch).loss`.
-- `hf` (plain Hugging Face): `transformers.DataCollatorForSeq2Seq` dynamic padding, random order,
-  float32 (the Trainer's default), `model(**batch).loss`.
-- `dialsum`: `dialsum.data.LengthBucketSampler`, what training uses for `group_by_length` (sorted
-  by input length, ties in random order, cut into micro-batches, batches shuffled),
-  `dialsum.data.Seq2SeqCollator` dynamic padding, `dialsum.losses.seq2seq_loss`; on CUDA also bf16
-  autocast and fused AdamW.
+- `hf` (plain Hugging Face, what a user writes with the Trainer and its defaults):
+  `transformers.DataCollatorForSeq2Seq` dynamic padding, random order, the Trainer's default
+  optimizer (fused AdamW with torch >= 2.8), `model(**batch).loss`; float32 on the CPU, bf16 autocast
+  on CUDA (what a user turns on there).
+- `hf_grouped`: the same with transformers' own `group_by_length` (`LengthGroupedSampler`: random
+  mega-batches of 50 micro-batches, each sorted by input length, longest first).
+- `dialsum`: `dialsum.data.LengthBucketSampler` as training uses it for `group_by_length` (sorted by
+  input length; each window of a few micro-batches re-sorted by label length; batches shuffled),
+  `dialsum.data.Seq2SeqCollator` dynamic padding, `dialsum.losses.seq2seq_loss` (only labelled
+  positions reach the head), fused AdamW as `speed.fused_adamw` makes it; on CUDA also bf16 autocast.
 
 Labels are padded with -100 everywhere. The tokenizer is trained offline on the training text
 (`model.tiny_vocab_size` ids); the full model keeps KoBART's 30,000-id embedding and head.
-Each variant has its own model (same seed) and optimizer. A measurement is `--steps` micro-batches
-taken at evenly spaced positions of that variant's epoch order, so every measurement sees the whole
-length range; batches are collated and moved to the device before the clock starts. Rounds run the
-variants interleaved (baseline, hf, dialsum, baseline, ...) and the medians are reported, because the
-machine may be shared; `--threads 1` (the default) keeps CPU timings stable on a busy machine.
+Each variant has its own model (same seed) and optimizer, and takes every micro-batch of its own epoch
+order (`--epochs` times), so all of them train on exactly the same tokens and throughput is total real
+tokens over total step time: no sample of batches decides the ratio. The epoch is cut into `--rounds`
+slices of evenly spaced batches, and the rounds run the variants interleaved (hf, hf_grouped, dialsum,
+hf, ...), because the machine may be shared. The baseline, ten times slower, takes `--baseline-steps`
+evenly spaced batches per round. Batches are collated and moved to the device before the clock
+starts; `--threads 1` (the default) keeps CPU timings stable on a busy machine.
 Padding efficiency = real tokens / padded tokens (inputs + labels) over every batch of the epoch,
 counted on the collated tensors. Prints a table, then the JSON as the last line.
 """
@@ -35,7 +42,6 @@ import argparse
 import contextlib
 import json
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -49,8 +55,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "experiments" / "04_batch_optimization_rtx3090.yaml"
 KOBART = "digit82/kobart-summarization"
-VARIANTS = ("baseline", "hf", "dialsum")
-TARGETS = {"speedup_vs_baseline": 4.0, "speedup_vs_hf": 1.3, "padding_efficiency": 0.9}
+VARIANTS = ("baseline", "hf", "hf_grouped", "dialsum")
+TARGETS = {"speedup_vs_baseline": 4.0, "speedup_vs_hf": 1.3, "speedup_vs_hf_grouped": 1.1,
+           "padding_efficiency": 0.9}
 TINY_ENCODER_MAX = 512
 
 Batch = dict[str, Any]
@@ -62,15 +69,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--size", choices=["tiny", "full"], default="tiny",
                         help="tiny KoBART-family model (config's tiny_d_model/tiny_layers) or full KoBART (124M)")
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (2 steps x 7 rounds)")
-    parser.add_argument("--steps", type=int, default=4, help="micro-batches per measurement")
-    parser.add_argument("--rounds", type=int, default=7, help="measurements per variant (interleaved)")
+    parser.add_argument("--quick", action="store_true", help="one epoch per variant in 5 rounds")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs each variant takes (all its batches)")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved slices of each epoch")
+    parser.add_argument("--baseline-steps", type=int, default=2, help="the baseline's micro-batches per round")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (1: stable timings on a shared machine)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.steps, args.rounds = 2, 7
+        args.epochs, args.rounds, args.baseline_steps = 1, 5, 2
     if args.device == "cuda":
         import torch
 
@@ -131,11 +139,21 @@ def random_batches(n: int, micro: int, seed: int) -> list[list[int]]:
     return chunk(torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist(), micro)
 
 
-def grouped_batches(lengths: list[int], micro: int, seed: int) -> list[list[int]]:
-    """dialsum's `group_by_length` epoch: `LengthBucketSampler` order, cut by the loader."""
+def hf_grouped_batches(lengths: list[int], micro: int, seed: int) -> list[list[int]]:
+    """transformers' `group_by_length` epoch: `LengthGroupedSampler` order, cut by the loader."""
+    import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    sampler = LengthGroupedSampler(micro, lengths=lengths, generator=torch.Generator().manual_seed(seed))
+    return chunk(list(sampler), micro)
+
+
+def dialsum_batches(setup: Setup, micro: int, seed: int) -> list[list[int]]:
+    """dialsum's `group_by_length` epoch: `LengthBucketSampler` order over input and label lengths."""
     from dialsum.data import LengthBucketSampler
 
-    return LengthBucketSampler(lengths, micro, seed=seed).batches()
+    return LengthBucketSampler([len(e["input_ids"]) for e in setup.examples], micro, seed=seed,
+                               label_lengths=[len(e["labels"]) for e in setup.examples]).batches()
 
 
 def pad_to_max_collator(pad_id: int, encoder_max: int, decoder_max: int) -> Callable[[list[dict]], Batch]:
@@ -186,8 +204,12 @@ class Variant:
     optimizer: Any
     bf16: bool = False
     padding: dict[str, float] = field(default_factory=dict)
-    tokens_per_s: list[float] = field(default_factory=list)
-    ms_per_step: list[float] = field(default_factory=list)
+    measured: list[tuple[int, float, int]] = field(default_factory=list)  # per round: real tokens, s, steps
+
+    def throughput(self, rounds: slice = slice(None)) -> float:
+        """Real tokens per second over the measured rounds (all by default)."""
+        part = self.measured[rounds]
+        return sum(t for t, _, _ in part) / sum(s for _, s, _ in part)
 
 
 def plain_loss(model: Any, batch: Batch) -> Any:
@@ -207,6 +229,8 @@ def adamw(model: Any, lr: float, fused: bool) -> Any:
 
 
 def build_variants(setup: Setup, args: argparse.Namespace) -> list[Variant]:
+    from transformers import TrainingArguments
+
     from dialsum.data import Seq2SeqCollator
 
     t, cuda = setup.cfg.training, args.device == "cuda"
@@ -214,15 +238,22 @@ def build_variants(setup: Setup, args: argparse.Namespace) -> list[Variant]:
     lengths = [len(e["input_ids"]) for e in setup.examples]
     shuffled = random_batches(n, micro, args.seed)
     pad = setup.tokenizer.pad_token_id
-    models = [fresh_model(setup, args) for _ in VARIANTS]
+    hf_fused = TrainingArguments.optim == "adamw_torch_fused"  # the Trainer's default optimizer
+    models = dict(zip(VARIANTS, (fresh_model(setup, args) for _ in VARIANTS), strict=True))
+
+    def hf(name: str, batches: list[list[int]]) -> Variant:
+        model = models[name]
+        return Variant(name, batches, hf_collator(setup.tokenizer, model), plain_loss, model,
+                       adamw(model, lr, fused=hf_fused), bf16=cuda)  # on a GPU a user turns bf16 on
+
     return [
         Variant("baseline", shuffled, pad_to_max_collator(pad, setup.encoder_max, setup.decoder_max),
-                plain_loss, models[0], adamw(models[0], lr, fused=False)),
-        Variant("hf", shuffled, hf_collator(setup.tokenizer, models[1]), plain_loss, models[1],
-                adamw(models[1], lr, fused=False)),
-        Variant("dialsum", grouped_batches(lengths, micro, args.seed),
-                Seq2SeqCollator(pad), dialsum_loss(setup.cfg.speed.chunk_tokens), models[2],
-                adamw(models[2], lr, fused=cuda and setup.cfg.speed.fused_adamw), bf16=cuda),
+                plain_loss, models["baseline"], adamw(models["baseline"], lr, fused=False)),
+        hf("hf", shuffled),
+        hf("hf_grouped", hf_grouped_batches(lengths, micro, args.seed)),
+        Variant("dialsum", dialsum_batches(setup, micro, args.seed), Seq2SeqCollator(pad),
+                dialsum_loss(setup.cfg.speed.chunk_tokens), models["dialsum"],
+                adamw(models["dialsum"], lr, fused=setup.cfg.speed.fused_adamw), bf16=cuda),
     ]
 
 
@@ -264,9 +295,10 @@ def train_step(variant: Variant, batch: Batch, device: str) -> float:
     return time.perf_counter() - start
 
 
-def measurement_plan(n_batches: int, steps: int, rounds: int) -> list[list[int]]:
-    """Batch positions per round: evenly spaced over the epoch, each round its own offsets."""
-    total = min(steps * rounds, n_batches)
+def measurement_plan(n_batches: int, steps: int | None, rounds: int) -> list[list[int]]:
+    """Batch positions per round: `steps` evenly spaced over the epoch (None: every batch), each round
+    its own interleaved share."""
+    total = n_batches if steps is None else min(steps * rounds, n_batches)
     grid = [round(i * (n_batches - 1) / max(total - 1, 1)) for i in range(total)]
     return [grid[r::rounds] for r in range(rounds) if grid[r::rounds]]
 
@@ -278,21 +310,23 @@ def prepared(variant: Variant, positions: list[int], examples: list[dict], devic
 
 def measure(variant: Variant, positions: list[int], examples: list[dict], device: str) -> None:
     batches = prepared(variant, positions, examples, device)
-    seconds = [train_step(variant, b, device) for b in batches]
-    real = sum(token_counts(b)[0] for b in batches)
-    variant.tokens_per_s.append(real / sum(seconds))
-    variant.ms_per_step.append(1000 * sum(seconds) / len(seconds))
+    seconds = sum(train_step(variant, b, device) for b in batches)
+    variant.measured.append((sum(token_counts(b)[0] for b in batches), seconds, len(batches)))
 
 
 def run_rounds(variants: list[Variant], examples: list[dict], args: argparse.Namespace) -> None:
     for v in variants:  # warm-up: first-step allocations and optimizer states, untimed
         train_step(v, prepared(v, [0], examples, args.device)[0], args.device)
-    plan = measurement_plan(len(variants[0].batches), args.steps, args.rounds)
-    for r, positions in enumerate(plan):
-        for v in variants:
-            measure(v, positions, examples, args.device)
-        print(f"round {r + 1}/{len(plan)}: " + ", ".join(f"{v.name} {v.tokens_per_s[-1]:,.0f}"
-                                                         for v in variants) + " tok/s", file=sys.stderr)
+    plans = {v.name: measurement_plan(len(v.batches), args.baseline_steps if v.name == "baseline" else None,
+                                      args.rounds) for v in variants}
+    for epoch in range(args.epochs):
+        for r in range(args.rounds):
+            for v in variants:
+                if r < len(plans[v.name]):
+                    measure(v, plans[v.name][r], examples, args.device)
+            print(f"epoch {epoch + 1}/{args.epochs} round {r + 1}/{args.rounds}: "
+                  + ", ".join(f"{v.name} {v.throughput(slice(-1, None)):,.0f}" for v in variants) + " tok/s",
+                  file=sys.stderr)
 
 
 # ---------------------------------------------------------------- report
@@ -300,31 +334,30 @@ def run_rounds(variants: list[Variant], examples: list[dict], args: argparse.Nam
 
 def summarize(variants: list[Variant], setup: Setup, args: argparse.Namespace, load: list[float]) -> dict:
     by = {v.name: v for v in variants}
-    med = {v.name: statistics.median(v.tokens_per_s) for v in variants}
-    paired = {other: statistics.median(c / o for c, o in zip(by["dialsum"].tokens_per_s,
-                                                                by[other].tokens_per_s, strict=True))
-              for other in ("baseline", "hf")}
+    speed = {v.name: v.throughput() for v in variants}
+    per_epoch = len(by["dialsum"].measured) // args.epochs
+    epochs = [slice(e * per_epoch, (e + 1) * per_epoch) for e in range(args.epochs)]
     t = setup.cfg.training
     summary: dict[str, Any] = {
         "benchmark": "train_throughput", "device": args.device, "size": args.size,
         "parameters": sum(p.numel() for p in variants[0].model.parameters()),
         "micro_batch": t.per_device_train_batch_size, "grad_accum": t.gradient_accumulation_steps,
         "encoder_max": setup.encoder_max, "decoder_max": setup.decoder_max,
-        "steps_per_measurement": args.steps, "rounds": len(by["dialsum"].tokens_per_s),
-        "examples_per_measurement": args.steps * t.per_device_train_batch_size,
-        "torch_threads": _torch_threads(), "load_avg_1m": load,
-        "variants": {v.name: {"tokens_per_s": round(med[v.name], 1),
-                              "ms_per_step": round(statistics.median(v.ms_per_step), 1),
+        "epochs": args.epochs, "rounds": args.rounds, "torch_threads": _torch_threads(), "load_avg_1m": load,
+        "variants": {v.name: {"tokens_per_s": round(speed[v.name], 1),
+                              "steps": sum(n for _, _, n in v.measured),
+                              "ms_per_step": round(1000 * sum(s for _, s, _ in v.measured)
+                                                   / sum(n for _, _, n in v.measured), 1),
                               "padding_efficiency": round(v.padding["total"], 4),
                               "input_padding_efficiency": round(v.padding["inputs"], 4),
-                              "label_padding_efficiency": round(v.padding["labels"], 4),
-                              "tokens_per_s_all": [round(x, 1) for x in v.tokens_per_s]} for v in variants},
-        "speedup_vs_baseline": round(med["dialsum"] / med["baseline"], 3),
-        "speedup_vs_hf": round(med["dialsum"] / med["hf"], 3),
-        "paired_speedup_vs_baseline": round(paired["baseline"], 3),
-        "paired_speedup_vs_hf": round(paired["hf"], 3),
-        "padding_efficiency": round(by["dialsum"].padding["total"], 4),
+                              "label_padding_efficiency": round(v.padding["labels"], 4)} for v in variants},
     }
+    for other in ("baseline", "hf", "hf_grouped"):
+        summary[f"speedup_vs_{other}"] = round(speed["dialsum"] / speed[other], 3)
+        if other != "baseline":  # the same tokens in each epoch: a ratio per epoch shows the spread
+            summary[f"speedup_vs_{other}_per_epoch"] = [
+                round(by["dialsum"].throughput(e) / by[other].throughput(e), 3) for e in epochs]
+    summary["padding_efficiency"] = round(by["dialsum"].padding["total"], 4)
     summary["targets_met"] = {key: summary[key] >= goal for key, goal in TARGETS.items()}
     return summary
 
@@ -337,13 +370,13 @@ def _torch_threads() -> int:
 
 def print_table(summary: dict) -> None:
     print(f"training throughput: KoBART {summary['size']} ({summary['parameters'] / 1e6:.1f}M params), "
-          f"{summary['device']}, micro-batch {summary['micro_batch']}, {summary['steps_per_measurement']} steps"
-          f" x {summary['rounds']} interleaved rounds, load {summary['load_avg_1m']}")
-    print(f"{'variant':<10}{'tok/s (median)':>16}{'ms/step':>10}{'pad. eff.':>11}{'(in/labels)':>13}"
+          f"{summary['device']}, micro-batch {summary['micro_batch']}, {summary['epochs']} epoch(s) in "
+          f"{summary['rounds']} interleaved rounds, load {summary['load_avg_1m']}")
+    print(f"{'variant':<11}{'tok/s':>10}{'steps':>7}{'ms/step':>10}{'pad. eff.':>11}{'(in/labels)':>13}"
           f"{'dialsum is':>12}")
     dialsum = summary["variants"]["dialsum"]["tokens_per_s"]
     for name, row in summary["variants"].items():
-        print(f"{name:<10}{row['tokens_per_s']:>16,.0f}{row['ms_per_step']:>10.1f}"
+        print(f"{name:<11}{row['tokens_per_s']:>10,.0f}{row['steps']:>7}{row['ms_per_step']:>10.1f}"
               f"{row['padding_efficiency']:>11.3f}"
               f"{row['input_padding_efficiency']:>7.3f}/{row['label_padding_efficiency']:.3f}"
               f"{dialsum / row['tokens_per_s']:>11.2f}x")

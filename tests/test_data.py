@@ -104,3 +104,24 @@ def test_length_buckets_cover_all_and_pad_little():
     assert firsts != sorted(firsts) and firsts != sorted(firsts, reverse=True)  # batch order is shuffled
     sampler.set_epoch(0)
     assert list(sampler) == first  # an epoch's order is reproducible (resume)
+
+
+def test_length_buckets_pad_labels_too_with_the_same_batches():
+    import random
+
+    rng = random.Random(1)
+    lengths = [rng.randrange(20, 400) for _ in range(640)]
+    labels = [rng.randrange(5, 120) for _ in range(640)]  # independent of the inputs, as summaries nearly are
+    plain = data.LengthBucketSampler(lengths, batch_size=16, seed=3).batches()
+    both = data.LengthBucketSampler(lengths, batch_size=16, seed=3, label_lengths=labels).batches()
+    assert sorted(i for b in both for i in b) == list(range(640))
+    assert [len(b) for b in both] == [16] * 40  # the micro-batch is what the config says
+    def efficiency(batches, lens):
+        return data.padding_efficiency([[lens[i] for i in b] for b in batches])
+    assert efficiency(both, labels) > efficiency(plain, labels) + 0.1
+    assert efficiency(both, lengths) > 0.9
+    def padded(batches):  # what a step pads: its widest input plus its widest label, per row
+        return sum(len(b) * (max(lengths[i] for i in b) + max(labels[i] for i in b)) for b in batches)
+    assert padded(both) < padded(plain)
+    with pytest.raises(ValueError, match="3 label lengths for 640"):
+        data.LengthBucketSampler(lengths, 16, label_lengths=[1, 2, 3])

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from dialsum import losses
 from dialsum.errors import DialsumError
 from dialsum.losses import causal_loss, chunked_lm_loss, chunked_loss, seq2seq_loss, supports_chunked_loss
 
@@ -26,6 +27,14 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True, params=["recomputed", "kept"])
+def logits_in_backward(request, monkeypatch) -> str:
+    """Every case runs both ways: chunk logits recomputed in backward (the big-vocabulary path) and kept."""
+    limit = 0 if request.param == "recomputed" else 1 << 40
+    monkeypatch.setattr(losses, "KEEP_LOGITS_ELEMENTS", limit)
+    return request.param
 
 
 def _random_labels(gen: torch.Generator, shape: tuple[int, int], vocab: int, ignored: float = 0.3) -> torch.Tensor:
@@ -121,7 +130,7 @@ def test_only_valid_rows_are_projected() -> None:
     assert max(seen_rows) <= 4
 
 
-def test_logits_recomputed_in_backward_not_kept() -> None:
+def test_logits_recomputed_in_backward_only_above_the_limit(logits_in_backward: str) -> None:
     hidden, head, labels = _head_case(seed=4)
     calls: list[int] = []
     head.register_forward_hook(lambda _m, inputs, _o: calls.append(inputs[0].shape[0]))
@@ -129,7 +138,23 @@ def test_logits_recomputed_in_backward_not_kept() -> None:
     loss = chunked_lm_loss(leaf, head, labels, chunk_tokens=8)
     forward_calls = len(calls)
     loss.backward()
-    assert len(calls) == 2 * forward_calls
+    assert len(calls) == (2 if logits_in_backward == "recomputed" else 1) * forward_calls
+
+
+def test_default_limit_keeps_small_logits_and_recomputes_big_ones(monkeypatch) -> None:
+    monkeypatch.undo()  # the module's own limit
+    hidden, head, labels = _head_case(seed=4)  # 500-token vocabulary: its logits are kept
+    calls: list[int] = []
+    head.register_forward_hook(lambda _m, inputs, _o: calls.append(inputs[0].shape[0]))
+    chunked_lm_loss(hidden.clone().requires_grad_(True), head, labels, chunk_tokens=8).backward()
+    kept = len(calls)
+    calls.clear()
+    n = 2048
+    big = nn.Linear(D_MODEL, losses.KEEP_LOGITS_ELEMENTS // n + 1, bias=False)  # n labelled rows pass the limit
+    big.register_forward_hook(lambda _m, inputs, _o: calls.append(inputs[0].shape[0]))
+    rows = torch.randn(n, D_MODEL, requires_grad=True)
+    chunked_lm_loss(rows, big, torch.arange(n), chunk_tokens=n).backward()
+    assert kept > 0 and calls == [n, n]
 
 
 def test_all_ignored_labels_give_connected_zero() -> None:

@@ -81,8 +81,9 @@ def test_hardware_adaptations_on_a_cpu():
     assert "training.dataloader_num_workers=36" in text
     # every setting the plan turns off is said, not only the ones that looked important
     assert "training.dataloader_persistent_workers=true" in text and "training.dataloader_pin_memory=true" in text
-    assert "speed.fused_adamw=true: the fused AdamW kernel is used on CUDA only" in text
-    assert p.cfg.training.optim == "adamw_torch" and not p.cfg.speed.fused_adamw
+    # torch's fused AdamW kernel runs on the CPU too, and the switch is said like every other
+    assert "training.optim=adamw_torch: using its fused CPU kernel, adamw_torch_fused" in text
+    assert p.cfg.training.optim == "adamw_torch_fused"
 
 
 @pytest.mark.parametrize(("optim", "expected", "note"), [

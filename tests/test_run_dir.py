@@ -128,3 +128,19 @@ def test_an_incomplete_checkpoint_is_passed_over(tmp_path):
     (tmp_path / "checkpoint-3").mkdir()  # killed before its state was written
     assert rundir.last_checkpoint(tmp_path) == tmp_path / "checkpoint-1"
     assert json.loads((tmp_path / "checkpoint-1" / "trainer_state.json").read_text()) == {}
+
+
+def test_a_lora_run_loads_after_it_moved_and_from_another_directory(tmp_path, small_data, monkeypatch):
+    from dialsum.recipe import load_run_model
+
+    monkeypatch.chdir(tmp_path)  # trained from here, with a run directory relative to it
+    cfg = config.load(Path(config.__file__).parents[2] / "configs/experiments/01_baseline_kobart_rtx3090.yaml",
+                      [*FAST, f"data.dir={small_data}"])
+    run_experiment(cfg, RunOptions(init="tiny", run_dir=Path("runs/lora"), max_steps=1))
+    info = json.loads((tmp_path / "runs/lora/model_info.json").read_text())
+    assert info["adapter"] and info["base"] == "base_model"  # named inside the run, not from the working directory
+    moved = tmp_path / "elsewhere" / "lora"
+    (tmp_path / "runs/lora").rename(moved.parent.mkdir() or moved)
+    monkeypatch.chdir(moved.parent)
+    tokenizer, model, _ = load_run_model(moved, config.load(moved / "config.yaml"))
+    assert type(model).__name__.startswith("Peft") and len(tokenizer) == info["vocab_size"]

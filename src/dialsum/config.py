@@ -259,6 +259,10 @@ class GenerationSection(_Section):
         description="Token budget of one generation batch: tokens x beams (causal: prompt + max_length new tokens)"
     )
     sort_by_length: bool = Field(True, description="Generate in length order, restore input order after")
+    drop_finished: bool = Field(
+        True, description="Beam search: an input leaves the batch once its beams are final (same summaries, "
+                          "less compute); false runs transformers' own loop"
+    )
     trim_unfinished: bool = Field(
         False, description="Cut an unfinished last sentence (text after the last . ! or ?) from each summary"
     )
@@ -314,7 +318,7 @@ class TuneSection(_Section):
 class SpeedSection(_Section):
     chunked_loss: bool = Field(True, description="Loss in vocabulary chunks, no full float32 logits")
     chunk_tokens: int = Field(1024, ge=1, description="Target tokens per loss chunk")
-    fused_adamw: bool = Field(True, description="Fused AdamW on CUDA")
+    fused_adamw: bool = Field(True, description="adamw_torch runs as its fused kernel (CUDA and CPU)")
     sdpa: bool = Field(True, description="Scaled-dot-product attention kernels where supported")
     torch_compile: bool = Field(False, description="torch.compile the model (CUDA)")
     liger_kernel: bool = Field(

@@ -62,8 +62,10 @@ class _DialsumParts:
         if not self.length_buckets:
             return super()._get_train_sampler(train_dataset)
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        lengths = [len(f["input_ids"]) for f in dataset]  # seq2seq inputs are ~4/5 of its tokens; causal: all
-        return LengthBucketSampler(lengths, self.args.train_batch_size, seed=self.args.seed)
+        lengths = [len(f["input_ids"]) for f in dataset]
+        # seq2seq summaries are a second sequence to pad; a causal LM's labels are positions of its inputs
+        labels = [len(f["labels"]) for f in dataset] if self.count_labels else None
+        return LengthBucketSampler(lengths, self.args.train_batch_size, seed=self.args.seed, label_lengths=labels)
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:

@@ -5,7 +5,8 @@
 
 mT5's 250,112-token vocabulary makes the float32 logits of one batch (32 x 200 x 250k) larger than
 the model itself. `chunked_lm_loss` projects only the positions that carry a label, a chunk of rows
-at a time, and checkpoints each chunk so its logits are recomputed in backward instead of kept.
+at a time, and checkpoints each chunk so its logits are recomputed in backward instead of kept (once
+all the labelled rows' logits would pass 64 MiB; below that, keeping them is faster and costs little).
 `seq2seq_loss` runs a BART/T5/mT5 body (plain or peft-wrapped) without its head and applies it;
 `causal_loss` does the same for decoder-only LMs whose head is a plain `lm_head` (Llama, Mistral,
 Qwen2/3, Gemma, EXAONE 3/4), where the prompt positions (labels -100) never reach the head.
@@ -34,6 +35,9 @@ _SEQ2SEQ = (_MT5, _T5, _BART)
 # `self.model`, nothing applied after the head (no soft-capping, scaling or bias). "exaone" (EXAONE 3.x)
 # loads as LlamaForCausalLM. Gemma2/Gemma3 soft-cap their logits, so they stay out.
 _CAUSAL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "exaone", "exaone4"})
+# Below this many logits (labelled rows x vocabulary: 64 MiB in float32) a chunk's logits are kept for
+# backward instead of recomputed: tiny and small-vocabulary models train faster at no real memory cost.
+KEEP_LOGITS_ELEMENTS = 1 << 24
 _CAUSAL_KEYS = frozenset({"input_ids", "attention_mask", "labels"})
 _SEQ2SEQ_KEYS = _CAUSAL_KEYS | {"decoder_input_ids", "decoder_attention_mask"}
 
@@ -53,6 +57,12 @@ def _chunk_loss_sum(
     if logit_bias is not None:
         logits = logits + logit_bias.to(device=logits.device, dtype=torch.float32)
     return F.cross_entropy(logits, label_rows, reduction="sum", label_smoothing=label_smoothing)
+
+
+def _vocab_size(lm_head: LmHead) -> int | None:
+    """Output width of a Linear-like head (plain, LoRA-wrapped or 4-bit: all keep `out_features`)."""
+    width = getattr(lm_head, "out_features", None)
+    return width if isinstance(width, int) else None
 
 
 def _empty_loss(hidden: Tensor, lm_head: LmHead) -> Tensor:
@@ -95,7 +105,10 @@ def chunked_lm_loss(
         return _empty_loss(hidden, lm_head)
     rows = hidden.reshape(-1, hidden.shape[-1])[valid]
     targets = flat_labels[valid]
-    use_checkpoint = torch.is_grad_enabled()
+    # Recomputing a chunk's logits in backward saves their memory at the price of a second head
+    # projection; when every labelled row's logits together are small, keeping them is the better deal.
+    vocab = _vocab_size(lm_head)
+    use_checkpoint = torch.is_grad_enabled() and (vocab is None or n_valid * vocab > KEEP_LOGITS_ELEMENTS)
     total = rows.new_zeros((), dtype=torch.float32)
     for start in range(0, n_valid, chunk_tokens):
         args = (rows[start : start + chunk_tokens], targets[start : start + chunk_tokens])

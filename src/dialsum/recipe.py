@@ -233,13 +233,16 @@ def _set_cpu_threads(run: Run) -> None:
         log.info("torch CPU threads: %d (speed.cpu_threads)", threads)
 
 
+BASE_DIR = "base_model"  # a tiny or random base, saved inside its run directory
+
+
 def _tokenizer(run: Run) -> Any:
     """The hub tokenizer; for tiny and random builds the one saved with the run, else one trained on the data."""
     m = run.cfg.model
     hf_config, _ = archs.resolve_hf_config(m.name, m.trust_remote_code)  # a missing or broken checkpoint, said plainly
     if m.init == "pretrained":
         return modeling.load_tokenizer(m.name, m.trust_remote_code)
-    saved = run.dir / "base_model"
+    saved = run.dir / BASE_DIR
     if run.opts.resume and (saved / "tokenizer_config.json").is_file():
         return modeling.load_tokenizer(str(saved))
     return modeling.tokenizer_from_data(run.frames["train"], archs.family_of(hf_config), run.cfg.tokenizer.prefix,
@@ -347,7 +350,7 @@ def _setup_model(run: Run) -> None:
     run.metrics.update(parameters=total, trainable_parameters=trainable)
     if distributed.is_main():
         atomic_write_json(run.dir / "model_info.json", {
-            "base": base, "family": plan.family, "vocab_size": len(tokenizer), "adapter": cfg.lora.enabled,
+            "base": _base_reference(run.dir, base), "family": plan.family, "vocab_size": len(tokenizer), "adapter": cfg.lora.enabled,
             "four_bit": plan.four_bit, "compute_dtype": "bfloat16" if cfg.training.bf16 else "float32",
             "init": cfg.model.init, "model_name": cfg.model.name,
             "world_size": distributed.world_size(),
@@ -367,6 +370,24 @@ def _new_token_ids(run: Run) -> list[int]:
     return run.tokenizer.convert_tokens_to_ids(run.added_tokens)
 
 
+def _base_reference(run_dir: Path, base: str) -> str:
+    """How model_info.json names the base: the run's own base by its name inside the run (the run directory
+    may move, or be read from another working directory), a local checkpoint by its absolute path, a hub
+    id as it is."""
+    if Path(base) == run_dir / BASE_DIR:
+        return BASE_DIR
+    return str(Path(base).resolve()) if Path(base).is_dir() else base
+
+
+def _base_location(run_dir: Path, info: dict[str, Any]) -> str:
+    """Where to load a finished run's base from; runs written before bases were named inside the run
+    stored the path as seen from the directory they were trained in."""
+    own = run_dir / BASE_DIR
+    if info["base"] == BASE_DIR or (info.get("init") != "pretrained" and own.is_dir()):
+        return str(own)
+    return info["base"]
+
+
 def _base_model(run: Run, tokenizer: Any) -> tuple[Any, str]:
     """The model before LoRA, and where to load it from again (hub id or run-local directory)."""
     import torch
@@ -380,7 +401,7 @@ def _base_model(run: Run, tokenizer: Any) -> tuple[Any, str]:
         fresh = modeling.build_fresh_model(plan.hf_config, cfg.experiment.seed, sdpa=cfg.speed.sdpa,
                                            trust_remote_code=cfg.model.trust_remote_code)
         modeling.resize_embeddings(fresh, len(tokenizer), cfg.experiment.seed)
-        base = str(run.dir / "base_model")
+        base = str(run.dir / BASE_DIR)
         if distributed.is_main() and not (Path(base) / "config.json").exists():
             fresh.save_pretrained(base)
             tokenizer.save_pretrained(base)  # a resumed run tokenizes exactly as this one
@@ -645,7 +666,7 @@ def load_run_model(run_dir: Path, cfg: ExperimentConfig) -> tuple[Any, Any, dict
         return tokenizer, modeling.load_pretrained_model(str(model_dir), four_bit=False, **load), info
     import peft
 
-    base = modeling.load_pretrained_model(info["base"], four_bit=info["four_bit"], **load)
+    base = modeling.load_pretrained_model(_base_location(run_dir, info), four_bit=info["four_bit"], **load)
     modeling.resize_embeddings(base, info["vocab_size"], cfg.experiment.seed)
     return tokenizer, peft.PeftModel.from_pretrained(base, str(model_dir)), info
 

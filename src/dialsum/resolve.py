@@ -211,24 +211,21 @@ def _adapt_hardware(plan: Plan, dev: DeviceInfo) -> None:
 
 
 def _adapt_optimizer(plan: Plan) -> None:
-    """speed.fused_adamw turns adamw_torch into its fused CUDA kernel, and nothing else."""
+    """speed.fused_adamw turns adamw_torch into its fused kernel (torch has one for CUDA and the CPU), and
+    nothing else."""
     t, sp = plan.cfg.training, plan.cfg.speed
     if t.optim.startswith("paged_") and plan.device == "cpu":
         plan.adaptations.append(f"training.optim={t.optim}: paging moves optimizer states out of GPU memory; "
                                 "on the CPU bitsandbytes runs it unpaged")
     if not sp.fused_adamw or t.optim == "adamw_torch_fused":
         return
-    if t.optim != "adamw_torch":
-        plan.adaptations.append(f"speed.fused_adamw=true applies to adamw_torch only; training.optim={t.optim} "
-                                "is kept")
-    elif plan.device == "cuda":
-        plan.adaptations.append("training.optim=adamw_torch: using its fused CUDA kernel, adamw_torch_fused "
-                                "(speed.fused_adamw)")
+    if t.optim == "adamw_torch":
+        plan.adaptations.append(f"training.optim=adamw_torch: using its fused {plan.device.upper()} kernel, "
+                                "adamw_torch_fused (speed.fused_adamw)")
         t.optim = "adamw_torch_fused"
         return
-    else:
-        plan.adaptations.append("speed.fused_adamw=true: the fused AdamW kernel is used on CUDA only; plain "
-                                "adamw_torch on the CPU")
+    plan.adaptations.append(f"speed.fused_adamw=true applies to adamw_torch only; training.optim={t.optim} "
+                            "is kept")
     sp.fused_adamw = False
 
 
