@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Full-size throughput and memory benchmarks on one CUDA GPU, an estimated 5-6 minutes on an H200 (each step
-# has its own time limit, 7.5 minutes in all, so one stuck step cannot take the others' time).
+# Full-size throughput and memory benchmarks on one CUDA GPU, under 7.5 minutes on an H200 (each step has
+# its own time limit, 7.5 minutes in all, so one stuck step cannot take the others' time).
 #   bash bench/gpu.sh                        # NAME.json (the JSON line), NAME.log to $OUT, else bench/results/
+#   bash bench/gpu.sh --dry-run              # the same four steps on the CPU at tiny sizes: checks the plumbing
 #   PYTHON=/opt/venv/bin/python bash bench/gpu.sh
 # Steps:
-#   train_throughput       full KoBART (124M): baseline / plain HF in float32, dialsum in bf16 + fused AdamW
-#   generation_throughput  full KoBART, random weights, 96 dev dialogues, 4 and 12 beams
+#   train_throughput       full KoBART (124M): baseline in float32, plain HF (random order and its own
+#                          group_by_length) and dialsum, both in bf16 with fused AdamW
+#   generation_throughput  full KoBART trained from random weights on the sample (once, about a minute),
+#                          96 dev dialogues, 4 beams: fixed batches vs sorted vs dropping finished inputs
 #   vocab_memory           mT5 vocabulary (250,112) at mT5-base width and depth (768, 12 layers), the seed's
 #                          batch 32 x 1024 -> 200 (that script has no bf16 switch: float32 there)
+#   causal_qlora           1.1B Llama-shaped model in 4-bit NF4 with LoRA r16 (the EXAONE recipe): plain HF
+#                          vs dialsum, tokens per second and step memory
 # Exit status: 0 when every step wrote its JSON, 1 when one failed, 2 when Python cannot use CUDA.
-# Untested: written without access to a GPU.
+# Only the --dry-run has run so far (no GPU was available): the CUDA paths are untested.
 set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 2
@@ -25,9 +30,16 @@ fi
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 
-probe='import torch, transformers, dialsum
+dry_run=false
+[[ "${1:-}" == "--dry-run" ]] && dry_run=true
+if $dry_run; then
+  probe='import torch, transformers, dialsum
+print("dry run on the CPU: torch", torch.__version__, "transformers", transformers.__version__)'
+else
+  probe='import torch, transformers, dialsum
 assert torch.cuda.is_available(), "torch sees no CUDA device"
 print("torch", torch.__version__, "transformers", transformers.__version__, torch.cuda.get_device_name(0))'
+fi
 if ! "$py" -c "$probe" > "$dest/environment.txt" 2>&1; then
   cat "$dest/environment.txt"
   echo "gpu.sh: $py cannot run the benchmarks on CUDA (see above); set PYTHON=..." >&2
@@ -54,10 +66,18 @@ bench() {
   echo "   $name took $((SECONDS - started))s"
 }
 
-bench train_throughput 120 bench/train_throughput.py --device cuda --size full --steps 8 --rounds 9
-bench generation_throughput 210 bench/generation_throughput.py --device cuda --size full --n 96 \
-  --beams 4 12 --rounds 3
-bench vocab_memory 120 bench/vocab_memory.py --device cuda --d-model 768 --layers 12 --batch 32 \
-  --src-len 1024 --tgt-len 200 --chunk-tokens 1024
+if $dry_run; then
+  bench train_throughput 240 bench/train_throughput.py --quick
+  bench generation_throughput 600 bench/generation_throughput.py --quick
+  bench vocab_memory 240 bench/vocab_memory.py --quick
+  bench causal_qlora 120 bench/causal_qlora.py --quick
+else
+  bench train_throughput 90 bench/train_throughput.py --device cuda --size full --epochs 1 --rounds 5
+  bench generation_throughput 150 bench/generation_throughput.py --device cuda --size full --n 96 --beams 4 \
+    --rounds 3
+  bench vocab_memory 90 bench/vocab_memory.py --device cuda --d-model 768 --layers 12 --batch 32 \
+    --src-len 1024 --tgt-len 200 --chunk-tokens 1024
+  bench causal_qlora 120 bench/causal_qlora.py --device cuda --size 1b --steps 4 --rounds 5
+fi
 
 exit "$failed"
