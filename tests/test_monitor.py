@@ -376,3 +376,13 @@ def test_wait_rejects_bad_arguments() -> None:
         SmartWait(1, -1, reader=ScriptedReader([mb(0)]))
 
 
+
+
+def test_a_multi_gpu_slot_is_watched_on_every_gpu_and_warns_for_the_fullest(tmp_path: Path) -> None:
+    reader = PerGpuReader({2: [3000], 3: [23000]})  # the second GPU of a DDP slot is nearly full
+    warnings: list[str] = []
+    with MemoryMonitor(tmp_path / "m.csv", interval_s=NO_THREAD, reader=reader, indices=[2, 3],
+                       on_warn=warnings.append) as mon:
+        pass
+    assert mon.peak_mb == 23000 and len(warnings) == 1 and "23000/24000" in warnings[0]
+    assert {float(row["used_mb"]) for row in read_rows(tmp_path / "m.csv")} == {23000.0}

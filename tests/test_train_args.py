@@ -48,3 +48,12 @@ def test_generation_settings_transformers_would_refuse_at_the_first_checkpoint()
     found = train_args.problems(raw, four_bit=False, device="cpu")
     assert len(found) == 1 and found[0].startswith("generation: transformers refuses") and "early_stopping" in found[0]
     assert train_args.problems(planned("generation.num_beams=1"), four_bit=False, device="cpu") == []
+
+
+@pytest.mark.parametrize("find", [False, True])
+def test_ddp_searches_for_unused_parameters_only_when_asked(find):
+    cfg = planned(f"training.ddp_find_unused_parameters={str(find).lower()}")
+    assert train_args.device_arguments(cfg, "cpu", 2) == {
+        "use_cpu": True, "ddp_find_unused_parameters": find, "ddp_backend": "gloo"}
+    assert train_args.device_arguments(cfg, "cuda", 4) == {"ddp_find_unused_parameters": find}
+    assert train_args.device_arguments(cfg, "cuda", 1) == {}  # one process: no DDP settings at all

@@ -38,10 +38,16 @@ _STATELESS_CRITERIA = frozenset({"MaxLengthCriteria", "EosTokenCriteria"})
 _PER_STEP_KEYS = frozenset({"cache_position", "use_cache"})  # not one entry per row
 
 
+# transformers' beam-step helpers this loop calls (transformers 5); without them its own loop runs.
+_HELPERS = ("_prefill", "_update_model_kwargs_for_generation", "_get_top_k_continuations",
+            "_get_running_beams_for_next_iteration", "_update_finished_beams", "_check_early_stop_heuristic")
+
+
 def supported(logits_processor: Any, stopping_criteria: Any, generation_config: Any, synced_gpus: bool) -> bool:
     """Whether dropping finished inputs is known to leave every output unchanged for these settings."""
     return (
-        not synced_gpus
+        all(hasattr(GenerationMixin, name) for name in _HELPERS)
+        and not synced_gpus
         and not generation_config.do_sample
         and not generation_config.return_dict_in_generate
         and all(type(p).__name__ in _STATELESS_PROCESSORS for p in logits_processor)

@@ -148,6 +148,10 @@ class TrainingSection(_Section):
     dataloader_persistent_workers: bool = Field(False, description="Keep workers between epochs")
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory")
     group_by_length: bool = Field(True, description="Batch examples of similar length (less padding)")
+    ddp_find_unused_parameters: bool = Field(
+        False, description="DDP (--nproc): search each step for parameters without a gradient; only for a model "
+                           "that leaves some unused (DDP then says so), as it costs a pass over the graph"
+    )
     eval_strategy: Literal["no", "steps", "epoch"] = Field(
         "epoch",
         validation_alias=AliasChoices("eval_strategy", "evaluation_strategy"),

@@ -19,6 +19,16 @@ from typing import Any
 from dialsum.config import ExperimentConfig
 
 
+def device_arguments(cfg: ExperimentConfig, device: str, world: int) -> dict[str, Any]:
+    """The training arguments that depend on the device and the number of processes."""
+    out: dict[str, Any] = {"use_cpu": True} if device == "cpu" else {}
+    if world > 1:  # dialsum's models use every trainable parameter: no search unless asked for
+        out["ddp_find_unused_parameters"] = cfg.training.ddp_find_unused_parameters
+        if device == "cpu":  # without these transformers trains each rank alone on all the data
+            out["ddp_backend"] = "gloo"
+    return out
+
+
 def training_arguments(cfg: ExperimentConfig, *, output_dir: str, four_bit: bool, device: str) -> Any:
     from transformers import Seq2SeqTrainingArguments
 
@@ -26,11 +36,7 @@ def training_arguments(cfg: ExperimentConfig, *, output_dir: str, four_bit: bool
 
     t, gen = cfg.training, cfg.generation
     best = t.load_best_model_at_end and t.eval_strategy != "no"
-    ddp: dict[str, Any] = {"use_cpu": True} if device == "cpu" else {}
-    if world_size() > 1:  # every module takes part in the loss: no search for unused parameters
-        ddp["ddp_find_unused_parameters"] = False
-        if device == "cpu":  # without these transformers trains each rank alone on all the data
-            ddp["ddp_backend"] = "gloo"
+    ddp = device_arguments(cfg, device, world_size())
     return Seq2SeqTrainingArguments(
         output_dir=output_dir,
         per_device_train_batch_size=t.per_device_train_batch_size,

@@ -15,7 +15,7 @@ import importlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -191,7 +191,8 @@ class MemoryMonitor:
             child.wait()
         print(mon.kind, mon.peak_mb, mon.samples)
 
-    Each row is flushed at once, so a killed suite keeps the rows so far. Rows are appended to an
+    With several GPUs (`indices`, a DDP experiment's), each row is the fullest of them. Each row is
+    flushed at once, so a killed suite keeps the rows so far. Rows are appended to an
     existing file (the header is written once). `stop()` takes a final sample and is idempotent.
     """
 
@@ -204,7 +205,7 @@ class MemoryMonitor:
         warn_fraction: float = 0.92,
         on_warn: Callable[[str], Any] | None = None,
         reader: GpuReader | None = None,
-        index: int = 0,
+        indices: Sequence[int] = (0,),
     ) -> None:
         if interval_s <= 0:
             raise DialsumError(f"MemoryMonitor interval_s={interval_s}: must be > 0 seconds")
@@ -216,7 +217,9 @@ class MemoryMonitor:
         self.csv_path = Path(csv_path)
         self.interval_s, self.warn_fraction, self.on_warn = interval_s, warn_fraction, on_warn
         self.reader: GpuReader = reader if reader is not None else NvmlReader()
-        self.index = index
+        if not indices:
+            raise DialsumError("MemoryMonitor indices=(): name at least one GPU index to watch")
+        self.indices = list(indices)
         self.kind, self.note = "rss", RSS_NOTE
         self.peak_mb = 0.0
         self.samples = 0
@@ -295,11 +298,13 @@ class MemoryMonitor:
                 self.note = f"{self.note}; monitor error: {type(err).__name__}: {err}".lstrip("; ")
 
     def _measure(self) -> GpuSample:
+        """The fullest of the watched GPUs (a DDP run fails when any one of them is full), else the RSS."""
         if self.kind == "gpu":
-            sample, reason = safe_sample(self.reader, self.index)
-            if sample is not None:
-                return sample
-            self.kind, self.note = "rss", f"{RSS_NOTE}; {reason}"
+            samples = [safe_sample(self.reader, index) for index in self.indices]
+            failed = next((reason for sample, reason in samples if sample is None), None)
+            if failed is None:
+                return max((sample for sample, _ in samples), key=lambda s: s.used_mb / max(s.total_mb, 1e-9))
+            self.kind, self.note = "rss", f"{RSS_NOTE}; {failed}"
         return GpuSample(process_rss_mb(self.pid), machine_memory_mb())
 
     def _open_csv(self) -> None:

@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from typing import Any
 from dialsum.errors import DialsumError
 from dialsum.paths import check_folder
 from dialsum.suite import checks, failures, process
-from dialsum.suite.backends.local import LocalBackend, Slot, plan_slots
+from dialsum.suite.backends.local import Slot
 from dialsum.suite.display import (
     LineDisplay,
     Live,
@@ -41,6 +41,7 @@ from dialsum.suite.display import (
 )
 from dialsum.suite.lock import SuiteLock
 from dialsum.suite.monitor import SmartWait
+from dialsum.suite.opening import SuiteOptions, check_units, given_args, open_backend, open_state, suite_args
 from dialsum.suite.schema import SuiteEntry, SuiteFile, load_suite, select_names
 from dialsum.suite.state import (
     STATE_FILE,
@@ -51,35 +52,14 @@ from dialsum.suite.state import (
     TrainArgs,
     WaitInfo,
     clear_partial_checkpoints,
-    merge_records,
     next_action,
     now,
-    read_state,
     resume_args,
 )
 
 POLL_S = 0.5
 REFRESH_S = 2.0
 WAIT_LOG_S = 30.0
-
-
-@dataclass
-class SuiteOptions:
-    suite_file: str
-    init: str | None = None
-    one_epoch: bool | None = None
-    max_steps: int | None = None
-    resume: bool = False
-    only: list[str] = field(default_factory=list)
-    skip: list[str] = field(default_factory=list)
-    out: str | None = None
-    sets: list[str] = field(default_factory=list)
-    data: str | None = None
-    gpus: str | None = None
-    slots: int | None = None
-    backend: str = "local"  # local | ray
-    address: str | None = None  # Ray: auto or HOST:PORT (None: a new local instance)
-    live: bool | None = None  # None: a live table when stdout is a terminal
 
 
 class SuiteInterrupted(Exception):
@@ -291,7 +271,7 @@ class SuiteRunner:
         try:
             monitor = MemoryMonitor(
                 memory_csv, interval_s=self.settings.monitor_interval_seconds, pid=pid,
-                index=slot.gpu_indices[0] if slot.gpu_indices else 0,
+                indices=slot.gpu_indices or [0],
                 on_warn=lambda text: self.display.event(f"{name}: warning: {text}"),
             ).start()  # fmt: skip
         except DialsumError as err:  # the child exited before the monitor could attach
@@ -395,66 +375,6 @@ class SuiteRunner:
 
 
 # ---------------------------------------------------------------- entry point
-
-
-def given_args(opts: SuiteOptions) -> dict[str, Any]:
-    data = str(Path(opts.data).resolve()) if opts.data else None
-    return {"init": opts.init, "one_epoch": opts.one_epoch or None, "max_steps": opts.max_steps,
-            "sets": list(opts.sets), "data": data}  # fmt: skip
-
-
-def suite_args(opts: SuiteOptions, suite: SuiteFile, out: Path, given: dict[str, Any]) -> tuple[TrainArgs, list[str]]:
-    """The options this suite run trains with (with --resume: the stored ones, updated) and the changes."""
-    path = out / STATE_FILE
-    if path.exists() and not opts.resume:
-        raise DialsumError(
-            f"{path}: a suite already ran in {out}; continue it with --resume, or choose another --out"
-        )
-    if not path.exists():
-        return checks.check_train_args(resume_args(None, given)[0]), []
-    stored = read_state(path)
-    if stored.suite != suite.name:
-        raise DialsumError(f"{path}: holds suite {stored.suite!r}, not {suite.name!r}; pass its suite file or another --out")
-    args, changes = resume_args(stored.train_args, given)
-    return checks.check_train_args(args), changes
-
-
-def open_state(opts: SuiteOptions, suite: SuiteFile, out: Path, args: TrainArgs, changes: list[str]) -> SuiteState:
-    """A new state, or the stored one merged with the suite file; option changes are recorded in it."""
-    path = out / STATE_FILE
-    stored = read_state(path) if path.exists() else None
-    state = SuiteState(suite=suite.name, suite_file=str(Path(opts.suite_file).resolve()), train_args=args,
-                       records=merge_records(suite, stored.records if stored else []),
-                       option_changes=stored.option_changes if stored else [])
-    for change in changes:
-        state.option_changes.append(f"{now()} --resume {change}")
-        for rec in state.records:
-            if rec.state != "finished":
-                rec.adaptations.append(f"suite: resumed with {change}")
-    return state
-
-
-def check_units(suite: SuiteFile, chosen: list[str], backend: Any) -> None:
-    wanting = {n: [f"needs {suite.entry(n).gpus} {backend.kind} slot(s); this run has {backend.total} "
-                   f"({backend.describe()})"] for n in chosen if suite.entry(n).gpus > backend.total}
-    checks.refuse_problems(wanting, len(chosen), "cannot be placed")
-
-
-def open_backend(opts: SuiteOptions) -> Any:
-    """This machine's slots (--gpus, --slots), or a Ray cluster (--backend ray [--address])."""
-    from dialsum.device import cpu_core_count
-
-    if opts.backend == "ray":
-        if opts.gpus is not None or opts.slots is not None:
-            raise DialsumError("--backend ray: Ray places the experiments itself; drop --gpus and --slots")
-        from dialsum.suite.backends.ray import RayBackend
-
-        return RayBackend(opts.address)
-    if opts.backend != "local":
-        raise DialsumError(f"--backend {opts.backend}: choose local or ray")
-    if opts.address is not None:
-        raise DialsumError("--address goes with --backend ray")
-    return LocalBackend(plan_slots(opts.gpus, opts.slots, cpu_core_count()))
 
 
 def run_suite(opts: SuiteOptions) -> int:

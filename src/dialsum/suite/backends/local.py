@@ -107,11 +107,19 @@ def parse_gpus(text: str, visible: int) -> list[int]:
 
 
 def visible_gpus(reader: Any = None) -> int:
-    """How many GPUs this process may use, read through NVML (0 without NVML or GPUs)."""
+    """How many GPUs this process may use, read through NVML; where NVML fails or is missing, as CUDA
+    counts them (a machine whose GPUs work without NVML still gets one slot per GPU)."""
     try:
-        return (reader or NvmlReader()).visible_count()
-    except Exception:  # NVML trouble of any kind means no GPU to schedule on
-        return 0
+        count = (reader or NvmlReader()).visible_count()
+    except Exception:  # NVML trouble of any kind: ask CUDA instead
+        count = 0
+    return count or _cuda_count()
+
+
+def _cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 class LocalHandle:
