@@ -276,3 +276,14 @@ def test_loggers_missing_are_dropped_unknown_are_errors():
     assert any("wandb is not installed" in a for a in p.adaptations)
     bad = plan("04_batch_optimization_rtx3090.yaml", sets=["training.report_to=[tensorbord]"])
     assert not bad.ok and "tensorbord" in bad.errors[0]
+
+
+@pytest.mark.parametrize(("config_file", "sets", "why"), [
+    ("05_solar_10.7b_qlora.yaml", [], "a causal LM's summary is part of its one sequence, so off"),
+    ("04_batch_optimization_rtx3090.yaml", ["training.group_by_length=false"], "training.group_by_length=false"),
+])
+def test_sorting_summaries_is_off_where_it_cannot_act(config_file, sets, why):
+    p = plan(config_file, sets=["speed.bucket_summaries=true", *sets])
+    assert not p.cfg.speed.bucket_summaries
+    assert any(a.startswith("speed.bucket_summaries=true") and why in a for a in p.adaptations), p.adaptations
+    assert plan("04_batch_optimization_rtx3090.yaml", sets=["speed.bucket_summaries=true"]).cfg.speed.bucket_summaries

@@ -331,6 +331,10 @@ class SpeedSection(_Section):
     cpu_threads: int | None = Field(
         None, ge=1, description="CPU threads for torch (default: 2 for tiny models on a CPU, else torch's)"
     )
+    bucket_summaries: bool = Field(
+        False, description="Seq2seq with group_by_length: also sort each window of micro-batches by summary "
+                           "length (less label padding, faster steps; lower dev scores measured, see README)"
+    )
 
 
 class ExperimentConfig(_Section):

@@ -39,9 +39,11 @@ class _DialsumParts:
     # LM's labels are positions of its inputs, counted once.
     count_labels = True
 
-    def __init__(self, *args: Any, chunk_tokens: int | None, length_buckets: bool, **kwargs: Any):
+    def __init__(self, *args: Any, chunk_tokens: int | None, length_buckets: bool, bucket_summaries: bool = False,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.length_buckets = length_buckets
+        self.bucket_summaries = bucket_summaries
         self.chunk_tokens = chunk_tokens
         oom = os.environ.get(OOM_ABOVE_BATCH_ENV)
         self.oom_above_batch = int(oom) if oom else None
@@ -63,8 +65,9 @@ class _DialsumParts:
             return super()._get_train_sampler(train_dataset)
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         lengths = [len(f["input_ids"]) for f in dataset]
-        # seq2seq summaries are a second sequence to pad; a causal LM's labels are positions of its inputs
-        labels = [len(f["labels"]) for f in dataset] if self.count_labels else None
+        # seq2seq summaries are a second sequence to pad (sorted too on request); a causal LM's labels are
+        # positions of its inputs
+        labels = [len(f["labels"]) for f in dataset] if self.count_labels and self.bucket_summaries else None
         return LengthBucketSampler(lengths, self.args.train_batch_size, seed=self.args.seed, label_lengths=labels)
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,

@@ -502,6 +502,7 @@ def _build_trainer(run: Run, args: Any, train_set: list[dict], eval_df: Any) -> 
         eval_dataset=run.encoder.examples(eval_df) if args.eval_strategy != "no" else None,
         data_collator=data.Seq2SeqCollator(run.tokenizer.pad_token_id), processing_class=run.tokenizer,
         chunk_tokens=cfg.speed.chunk_tokens if chunked else None, length_buckets=cfg.training.group_by_length,
+        bucket_summaries=cfg.speed.bucket_summaries,
     )
     if causal:
         trainer = CausalDialsumTrainer(**common, dev_scorer=_dev_scorer(run, eval_df))

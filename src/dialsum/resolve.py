@@ -298,6 +298,13 @@ def _adapt_family(plan: Plan) -> None:
         plan.adaptations.append(f"tokenizer.prefix={tok.prefix!r} acts for seq2seq models; a causal LM reads "
                                 "prompt.template and prompt.instruction; unused")
         tok.prefix = ""
+    sp = plan.cfg.speed
+    if sp.bucket_summaries and (plan.family == "causal" or not plan.cfg.training.group_by_length):
+        why = ("a causal LM's summary is part of its one sequence" if plan.family == "causal"
+               else "training.group_by_length=false")
+        plan.adaptations.append(f"speed.bucket_summaries=true sorts seq2seq summaries in length-grouped batches; "
+                                f"{why}, so off")
+        sp.bucket_summaries = False
 
 
 def _adapt_liger(plan: Plan) -> None:
