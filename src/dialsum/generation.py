@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dialsum.beam import drop_finished_beam_search
 from dialsum.config import GenerationSection
 from dialsum.csvio import atomic_write_rows
 from dialsum.metrics import DEFAULT_DECODER_TOKENS, MASK_TOKEN_RE, TOKENIZATIONS, score
@@ -133,6 +132,8 @@ def generate_candidates(model: Any, tokenizer: Any, inputs: list[list[int]], gen
     if k > 1:
         kwargs["num_return_sequences"] = k
     if gen.drop_finished and gen.num_beams > 1:
+        from dialsum.beam import drop_finished_beam_search
+
         kwargs["custom_generate"] = drop_finished_beam_search
     end_ids = torch.tensor(kwargs.get("eos_token_id") or [tokenizer.eos_token_id])
     new_tokens = gen.max_length if causal else 0

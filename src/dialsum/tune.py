@@ -183,6 +183,9 @@ def tune_run(opts: TuneOptions) -> dict[str, Any]:
 
     quiet_libraries()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # its "trial failed" warning repeats a Ctrl-C
+    # A Ctrl-C inside a database call leaves SQLAlchemy a connection to roll back when it is collected, and it
+    # logs that with a traceback; SQLite has already rolled the unfinished transaction back, so it says nothing.
+    logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
     out = run_dir / "tune"
     out.mkdir(exist_ok=True)
     study = optuna.create_study(storage=f"sqlite:///{out / 'study.db'}", study_name=STUDY_NAME, direction="maximize",
