@@ -143,6 +143,7 @@ def train_causal(data_dir: Path, run_dir: Path, *extra: str, steps: int = 2) -> 
     return run_experiment(cfg, RunOptions(init="tiny", run_dir=run_dir, max_steps=steps))
 
 
+@pytest.mark.slow
 def test_a_causal_qlora_run_scores_dev_during_training_and_predict_reproduces_it(small_data, tmp_path):
     run = tmp_path / "run"
     metrics = train_causal(small_data, run, "training.eval_strategy=steps", "training.eval_steps=1",
@@ -235,6 +236,7 @@ def pretrained_causal_checkpoint(folder: Path, data_dir: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_a_pretrained_causal_checkpoint_trains_its_added_token_rows_and_predict_reproduces(small_data, tmp_path):
     ckpt = pretrained_causal_checkpoint(tmp_path / "ckpt", small_data)
     run = tmp_path / "run"

@@ -45,6 +45,7 @@ def runs(tmp_path_factory, small_data) -> list[Path]:
     return out
 
 
+@pytest.mark.slow
 def test_ensemble_of_tiny_runs_writes_a_submission_in_test_order(runs, small_data, tmp_path):
     proc = run_cli("ensemble", *map(str, runs), "--out", str(tmp_path / "ens"))
     assert proc.returncode == 0, proc.stderr
@@ -69,6 +70,7 @@ def test_ensemble_of_tiny_runs_writes_a_submission_in_test_order(runs, small_dat
     assert_clean_error(again, "already holds an ensemble's submission.csv")
 
 
+@pytest.mark.slow
 def test_beams_as_candidates(runs, tmp_path):
     proc = run_cli("ensemble", *map(str, runs[:2]), "--out", str(tmp_path / "ens"), "--candidates", "2", "--weighted")
     assert proc.returncode == 0, proc.stderr

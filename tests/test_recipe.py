@@ -75,6 +75,7 @@ def test_kobart_clamp_and_lora_mapping_are_recorded(small_data, tmp_path):
     assert resolved.lora.target_modules[:4] == ["q_proj", "k_proj", "v_proj", "out_proj"]
 
 
+@pytest.mark.slow
 def test_predict_reuses_a_lora_run(small_data, tmp_path):
     run = tmp_path / "run"
     train_tiny(Path("configs/experiments/01_baseline_kobart_rtx3090.yaml"), small_data, run, steps=2)

@@ -869,6 +869,7 @@ def test_a_state_file_from_the_earlier_untyped_suite_resumes(tmp_path: Path) -> 
 # ---------------------------------------------------------------- tuning and the ensemble
 
 
+@pytest.mark.slow
 def test_entries_tune_after_training_and_the_suite_ends_with_their_ensemble(tmp_path: Path, small_data: Path) -> None:
     suite_file = write_suite(tmp_path / "tuned.yaml", [
         {**entry("batch", BATCH_OPT), "tune": {"trials": 2, "dev_rows": 6}},

@@ -25,6 +25,7 @@ def finished(tmp_path_factory, small_data) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_tune_writes_every_file_and_never_loses_to_the_run_s_own_settings(finished, small_data, tmp_path):
     proc = run_cli("tune", str(finished), "--trials", "4", "--dev-rows", "6")
     assert proc.returncode == 0, proc.stderr
@@ -90,6 +91,7 @@ def test_the_dev_subset_is_fixed_by_the_seed():
     assert tune.dev_subset(5, 10, 42) == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_jobs_run_trials_in_parallel_processes_on_one_study(finished):
     proc = run_cli("tune", str(finished), "--trials", "4", "--dev-rows", "6", "--jobs", "2")
     assert proc.returncode == 0, proc.stderr
@@ -100,6 +102,7 @@ def test_jobs_run_trials_in_parallel_processes_on_one_study(finished):
     assert_clean_error(run_cli("tune", str(finished), "--jobs", "64"), "--jobs 64: this machine has")
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_the_finished_trials_and_tune_continues(finished):
     import signal
     import subprocess
@@ -145,6 +148,7 @@ def test_every_value_of_the_search_space_is_checked_up_front():
     assert config.validate_dict({"model": {"name": "x"}, "tune": {"min_length": [300]}}).tune.min_length == [300]
 
 
+@pytest.mark.slow
 def test_a_causal_run_tunes_its_instruction_and_predict_reads_it_back(small_data, tmp_path):
     run = tmp_path / "run"
     cfg = config.load(Path("configs/experiments/05_solar_10.7b_qlora.yaml"), [
