@@ -29,7 +29,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ SIZES = {  # Llama shapes: 1b is TinyLlama-1.1B's
 TARGETS = {"speedup_vs_hf": 1.5}
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import measurement_plan, random_batches, synchronize  # noqa: E402
+from train_throughput import measurement_plan, random_batches, require_cuda, train_step  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,11 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.rounds = 2, 3
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            sys.exit("error: --device cuda but torch sees no CUDA device; use --device cpu")
+    require_cuda(args.device)
     return args
 
 
@@ -79,6 +74,7 @@ class Variant:
     loss: Any
     model: Any
     optimizer: Any
+    bf16: bool = False  # autocast on CUDA, both sides
     measured: list[tuple[int, float]] = field(default_factory=list)  # real tokens, seconds
     step_memory: int = 0
 
@@ -133,30 +129,14 @@ def build_variants(cfg: Any, tok: Any, examples: list[dict], checkpoint: str, ar
             hf = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)
             out.append(Variant(name, random_batches(len(examples), micro, args.seed),
                                lambda f, hf=hf: dict(hf([dict(x) for x in f])), lambda m, b: m(**b).loss,
-                               model, optimizer))
+                               model, optimizer, bf16=args.device == "cuda"))
         else:
             lengths = [len(e["input_ids"]) for e in examples]
             out.append(Variant(name, LengthBucketSampler(lengths, micro, seed=args.seed).batches(),
                                Seq2SeqCollator(tok.pad_token_id),
-                               lambda m, b: causal_loss(m, b, chunk_tokens=cfg.speed.chunk_tokens), model, optimizer))
+                               lambda m, b: causal_loss(m, b, chunk_tokens=cfg.speed.chunk_tokens), model, optimizer,
+                               bf16=args.device == "cuda"))
     return out
-
-
-def step(v: Variant, batch: dict, device: str) -> float:
-    import contextlib
-
-    import torch
-
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
-    synchronize(device)
-    start = time.perf_counter()
-    with autocast:
-        loss = v.loss(v.model, batch)
-    loss.backward()
-    v.optimizer.step()
-    v.optimizer.zero_grad(set_to_none=True)
-    synchronize(device)
-    return time.perf_counter() - start
 
 
 def measure(v: Variant, positions: list[int], examples: list[dict], device: str) -> None:
@@ -168,7 +148,7 @@ def measure(v: Variant, positions: list[int], examples: list[dict], device: str)
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-    seconds = sum(step(v, b, device) for b in batches)
+    seconds = sum(train_step(v, b, device) for b in batches)
     if device == "cuda":
         v.step_memory = max(v.step_memory, torch.cuda.max_memory_allocated() - before)
     v.measured.append((sum(int(b["attention_mask"].sum()) for b in batches), seconds))
@@ -188,8 +168,8 @@ def main() -> None:
         variants = build_variants(cfg, tok, examples, tmp, args)
     parameters = sum(p.numel() for p in variants[0].model.parameters())
     for v in variants:  # warm-up, untimed
-        step(v, {k: t.to(args.device) for k, t in v.collate([examples[i] for i in v.batches[0]]).items()},
-             args.device)
+        train_step(v, {k: t.to(args.device) for k, t in v.collate([examples[i] for i in v.batches[0]]).items()},
+                   args.device)
     plans = {v.name: measurement_plan(len(v.batches), args.steps, args.rounds) for v in variants}
     for r in range(args.rounds):
         for v in variants:

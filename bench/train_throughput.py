@@ -81,12 +81,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs, args.rounds, args.baseline_steps = 1, 5, 2
-    if args.device == "cuda":
+    require_cuda(args.device)
+    return args
+
+
+def require_cuda(device: str) -> None:
+    """`--device cuda` where torch sees no CUDA device: one line, exit status 1."""
+    if device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             sys.exit("error: --device cuda but torch sees no CUDA device; use --device cpu")
-    return args
 
 
 # ---------------------------------------------------------------- data and models

@@ -18,12 +18,7 @@ TEXTS = [f"#Person1#: {w} 주세요. #Person2#: 네 {w} 드릴게요." for w in 
 STRIP = ["<s>", "</s>", "<pad>"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,7 @@ from dialsum.losses import causal_loss, chunked_lm_loss, chunked_loss, seq2seq_l
 D_MODEL, VOCAB = 32, 500
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls: a second intra-op thread only adds contention (100x slower on a busy 2-core box)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True, params=["recomputed", "kept"])
