@@ -160,7 +160,8 @@ def main() -> None:
     from dialsum import modeling
 
     args = parse_args()
-    torch.set_num_threads(args.threads)
+    if args.device == "cpu":  # on CUDA the host builds the 1.1B checkpoint with all its cores
+        torch.set_num_threads(args.threads)
     load_avg = [round(os.getloadavg()[0], 2)]
     cfg, tok, examples, hf_config = load(args)
     with tempfile.TemporaryDirectory() as tmp:

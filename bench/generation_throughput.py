@@ -96,9 +96,10 @@ def cached_run(size: str) -> Path:
 
         shutil.rmtree(run)
     print(f"training the {size} model once into {run.relative_to(ROOT)} ...", file=sys.stderr)
-    cmd = [str(Path(sys.executable).with_name("dialsum")), "train", str(CONFIG), *TRAIN_ARGS[size], "--set",
+    cmd = [sys.executable, "-m", "dialsum.cli", "train", str(CONFIG), *TRAIN_ARGS[size], "--set",
            "generation.max_length=64", "--run-dir", str(run)]
-    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": path})
     return run
 
 

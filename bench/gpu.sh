@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Full-size throughput and memory benchmarks on one CUDA GPU, under 7.5 minutes on an H200 (each step has
-# its own time limit, 7.5 minutes in all, so one stuck step cannot take the others' time).
+# Full-size throughput and memory benchmarks on one CUDA GPU, under 8 minutes (each step has its own time
+# limit, 7 min 45 s in all, so one stuck step cannot take the others' time).
 #   bash bench/gpu.sh                        # NAME.json (the JSON line), NAME.log to $OUT, else bench/results/
 #   bash bench/gpu.sh --dry-run              # the same four steps on the CPU at tiny sizes: checks the plumbing
 #   PYTHON=/opt/venv/bin/python bash bench/gpu.sh
@@ -72,12 +72,12 @@ if $dry_run; then
   bench vocab_memory 240 bench/vocab_memory.py --quick
   bench causal_qlora 120 bench/causal_qlora.py --quick
 else
-  bench train_throughput 90 bench/train_throughput.py --device cuda --size full --epochs 1 --rounds 5
-  bench generation_throughput 150 bench/generation_throughput.py --device cuda --size full --n 96 --beams 4 \
+  bench train_throughput 75 bench/train_throughput.py --device cuda --size full --epochs 1 --rounds 5
+  bench generation_throughput 180 bench/generation_throughput.py --device cuda --size full --n 96 --beams 4 \
     --rounds 3
-  bench vocab_memory 90 bench/vocab_memory.py --device cuda --d-model 768 --layers 12 --batch 32 \
+  bench vocab_memory 70 bench/vocab_memory.py --device cuda --d-model 768 --layers 12 --batch 32 \
     --src-len 1024 --tgt-len 200 --chunk-tokens 1024
-  bench causal_qlora 120 bench/causal_qlora.py --device cuda --size 1b --steps 4 --rounds 5
+  bench causal_qlora 140 bench/causal_qlora.py --device cuda --size 1b --steps 4 --rounds 5
 fi
 
 exit "$failed"

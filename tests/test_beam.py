@@ -46,8 +46,8 @@ def llama():
     cfg = archs.tiny_causal_config(full, 64, 2, len(tok))
     cfg.initializer_range = 0.5
     model = modeling.build_fresh_model(cfg, seed=3).eval()
-    with torch.no_grad():  # an end token likely enough that continuations end at different lengths
-        model.lm_head.weight[tok.eos_token_id] *= 0.0
+    with torch.no_grad():  # an end token likely enough that continuations end after 2 to 12 tokens
+        model.lm_head.weight[tok.eos_token_id] = model.lm_head.weight.max(dim=0).values
     rng = random.Random(5)
     prompts = [[tok.bos_token_id] + [rng.randrange(10, len(tok)) for _ in range(rng.randrange(3, 30))]
                for _ in range(10)]
@@ -101,15 +101,22 @@ def test_seq2seq_tokens_equal_transformers_beam_search(bart, settings):
     assert counts[0] == rows and counts[-1] < rows and counts == sorted(counts, reverse=True)
 
 
-@pytest.mark.parametrize("beams", [2, 4])
-def test_causal_candidates_equal_transformers_beam_search(llama, beams):
+@pytest.mark.parametrize(("beams", "penalty"), [(2, 1.0), (4, 1.0), (3, 1.3)])
+def test_causal_candidates_equal_transformers_beam_search(llama, beams, penalty):
     tok, model, prompts = llama
-    gen = GenerationSection(num_beams=beams, max_length=12, no_repeat_ngram_size=2, batch_tokens=4000)
-    ours = generation.generate_candidates(model, tok, prompts, gen, STRIP, k=2)
+    # left-padded prompts; transformers' repetition penalty then skips each row's own prompt (per-row state)
+    gen = GenerationSection(num_beams=beams, max_length=12, no_repeat_ngram_size=2, repetition_penalty=penalty,
+                            batch_tokens=4000)
+    counts, handle = _row_counts(model)
+    try:
+        ours = generation.generate_candidates(model, tok, prompts, gen, STRIP, k=2)
+    finally:
+        handle.remove()
     theirs = generation.generate_candidates(model, tok, prompts, gen.model_copy(update={"drop_finished": False}),
                                             STRIP, k=2)
     assert ours == theirs
     assert len({len(c[0]) for c in ours}) > 3  # continuations of many lengths
+    assert counts[0] == len(prompts) * beams and min(counts) < counts[0]  # finished prompts left the batch
 
 
 def test_trained_settings_through_generate_leave_the_batch(bart):
@@ -146,3 +153,24 @@ def test_unknown_processors_hand_over_to_transformers(bart, monkeypatch):
     assert calls == [1, 1] and torch.equal(handed, plain)
     model.generate(**kwargs, custom_generate=beam.drop_finished_beam_search)
     assert calls == [1, 1]  # known processors: dialsum's own loop
+
+
+def test_caches_and_searches_it_cannot_vouch_for_hand_over(bart):
+    from transformers import GenerationConfig
+    from transformers.cache_utils import DynamicCache, DynamicLayer, EncoderDecoderCache, StaticCache
+
+    class Quantized(DynamicLayer):  # a layer with state beyond keys and values
+        pass
+
+    plain = {"cache": EncoderDecoderCache(DynamicCache(), DynamicCache())}
+    config = GenerationConfig(num_beams=3)
+    _, model, _ = bart
+    assert beam.supported(model, [], [], config, plain)
+    odd = DynamicCache()
+    odd.layers.append(Quantized())
+    assert not beam.supported(model, [], [], config, {"cache": odd})
+    assert not beam.supported(model, [], [], config, {"cache": StaticCache(config=model.config, max_cache_len=8)})
+    assert not beam.supported(model, [], [], config, {"mems": (torch.zeros(1),)})  # a cache that is no Cache
+    for setting in ({"num_beam_groups": 3, "diversity_penalty": 0.5}, {"force_words_ids": [[5]]},
+                    {"low_memory": True}):
+        assert not beam.supported(model, [], [], GenerationConfig(num_beams=3, **setting), plain), setting

@@ -12,9 +12,12 @@ decodes). Each step is transformers' own beam step (its top-k, running-beam and 
 scores, length penalty and early stopping are exactly its rules); between steps, the inputs whose result
 can no longer change leave every tensor and the cache. Only the self-attention cache follows the beams.
 
-Where a setting could make a row's state matter beyond its own row (a logits processor or stopping
-criterion outside the known stateless ones, scores returned, synchronized GPUs), the loop hands over to
-transformers' beam search unchanged.
+The summaries are transformers' own token for token where the kernels compute each row the same
+whatever the batch holds (tested on the CPU; `bench/generation_throughput.py` reports `identical` on
+other hardware). Where a setting could make a row's state matter beyond its own row, the loop hands over
+to transformers' beam search unchanged: a logits processor or stopping criterion outside the known
+ones, a cache other than the plain dynamic one, a model with its own cache reorder, scores returned,
+grouped, constrained or contrastive search, or ranks kept in step (ZeRO-3, FSDP).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from transformers import GenerationMixin
-from transformers.cache_utils import Cache, EncoderDecoderCache
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.utils import ModelOutput
 
 # Processors and criteria that read only the rows they are given (no state across steps or rows).
@@ -36,6 +39,9 @@ _STATELESS_PROCESSORS = frozenset({
 })
 _STATELESS_CRITERIA = frozenset({"MaxLengthCriteria", "EosTokenCriteria"})
 _PER_STEP_KEYS = frozenset({"cache_position", "use_cache"})  # not one entry per row
+# Cache layers whose rows `batch_select_indices` selects completely (keys and values, nothing else per row).
+_PLAIN_LAYERS = frozenset({"DynamicLayer", "DynamicSlidingWindowLayer"})
+_CACHE_NAMES = ("cache", "past_key_values", "cache_params", "state", "mems", "past_buckets_states")
 
 
 # transformers' beam-step helpers this loop calls (transformers 5); without them its own loop runs.
@@ -43,24 +49,60 @@ _HELPERS = ("_prefill", "_update_model_kwargs_for_generation", "_get_top_k_conti
             "_get_running_beams_for_next_iteration", "_update_finished_beams", "_check_early_stop_heuristic")
 
 
-def supported(logits_processor: Any, stopping_criteria: Any, generation_config: Any, synced_gpus: bool) -> bool:
+def supported(model: Any, logits_processor: Any, stopping_criteria: Any, generation_config: Any,
+              model_kwargs: dict[str, Any]) -> bool:
     """Whether dropping finished inputs is known to leave every output unchanged for these settings."""
+    g = generation_config
     return (
         all(hasattr(GenerationMixin, name) for name in _HELPERS)
-        and not synced_gpus
-        and not generation_config.do_sample
-        and not generation_config.return_dict_in_generate
+        and not _synced_gpus(model)
+        and not g.do_sample
+        and not g.return_dict_in_generate
+        and not g.low_memory
+        and (g.num_beam_groups or 1) <= 1
+        and g.constraints is None and g.force_words_ids is None
+        and not g.penalty_alpha and g.dola_layers is None
+        and not hasattr(model, "_reorder_cache")
         and all(type(p).__name__ in _STATELESS_PROCESSORS for p in logits_processor)
         and all(type(c).__name__ in _STATELESS_CRITERIA for c in stopping_criteria)
+        and all(_plain_cache(model_kwargs[k]) for k in _CACHE_NAMES if model_kwargs.get(k) is not None)
     )
+
+
+def _plain_cache(cache: Any) -> bool:
+    """A DynamicCache of plain layers, or an EncoderDecoderCache of two (no recurrent, quantized or static
+    state that selecting rows would leave behind)."""
+    if type(cache) is EncoderDecoderCache:
+        return _plain_cache(cache.self_attention_cache) and _plain_cache(cache.cross_attention_cache)
+    return type(cache) is DynamicCache and all(type(layer).__name__ in _PLAIN_LAYERS for layer in cache.layers)
+
+
+def _synced_gpus(model: Any) -> bool:
+    """transformers' rule for keeping ranks in step: ZeRO-3 or FSDP across several processes (a callable
+    `custom_generate` is not told, so it is asked here)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return False
+    try:
+        from transformers.distributed.fsdp import is_fsdp_managed_module
+        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+    except ImportError:  # cannot tell: transformers' loop keeps them in step
+        return True
+    return bool(is_deepspeed_zero3_enabled() or is_fsdp_managed_module(model))
 
 
 def _cache_key(model_kwargs: dict[str, Any]) -> str | None:
     return next((k for k in ("cache", "past_key_values") if isinstance(model_kwargs.get(k), Cache)), None)
 
 
-def _keep_rows(model_kwargs: dict[str, Any], rows: Tensor, n_rows: int) -> None:
-    """Keep `rows` (flat batch x beam rows) of every per-row model input and of the cache, in place."""
+def _keep_rows(model_kwargs: dict[str, Any], logits_processor: Any, rows: Tensor, n_rows: int) -> None:
+    """Keep `rows` (flat batch x beam rows) of every per-row model input, of the cache and of a processor's
+    per-row state (a causal LM's repetition penalty skips each row's prompt), in place."""
+    for processor in logits_processor:
+        ignore = getattr(processor, "prompt_ignore_length", None)
+        if isinstance(ignore, Tensor) and ignore.dim() and ignore.shape[0] == n_rows:
+            processor.prompt_ignore_length = ignore.index_select(0, rows.to(ignore.device))
     for key, value in model_kwargs.items():
         if key in _PER_STEP_KEYS:
             continue
@@ -97,7 +139,7 @@ def drop_finished_beam_search(
     Called by `model.generate(..., custom_generate=drop_finished_beam_search)`; returns the sequences
     `generate` returns (num_return_sequences rows per input, in input order).
     """
-    if not supported(logits_processor, stopping_criteria, generation_config, synced_gpus):
+    if synced_gpus or not supported(model, logits_processor, stopping_criteria, generation_config, model_kwargs):
         return GenerationMixin._beam_search(model, input_ids, logits_processor, stopping_criteria,
                                             generation_config, synced_gpus, **model_kwargs)
     num_beams, max_length = generation_config.num_beams, generation_config.max_length
@@ -180,7 +222,7 @@ def drop_finished_beam_search(
             break
         keep = (~done).nonzero()[:, 0]
         rows = (keep[:, None] * num_beams + torch.arange(num_beams, device=device)).reshape(-1)
-        _keep_rows(model_kwargs, rows, batch * num_beams)
+        _keep_rows(model_kwargs, logits_processor, rows, batch * num_beams)
         ids, running, running_scores, running_indices = ids[keep], running[keep], running_scores[keep], running_indices[keep]
         sequences, scores, indices, finished, improvable = (
             sequences[keep], scores[keep], indices[keep], finished[keep], improvable[keep])
