@@ -95,7 +95,7 @@ def cached_run(size: str) -> Path:
         import shutil
 
         shutil.rmtree(run)
-    print(f"training the {size} model once into {run.relative_to(ROOT)} ...", file=sys.stderr)
+    print(f"training the {size} model once into {run} ...", file=sys.stderr)
     cmd = [sys.executable, "-m", "dialsum.cli", "train", str(CONFIG), *TRAIN_ARGS[size], "--set",
            "generation.max_length=64", "--run-dir", str(run)]
     path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
