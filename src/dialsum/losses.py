@@ -35,8 +35,9 @@ _SEQ2SEQ = (_MT5, _T5, _BART)
 # `self.model`, nothing applied after the head (no soft-capping, scaling or bias). "exaone" (EXAONE 3.x)
 # loads as LlamaForCausalLM. Gemma2/Gemma3 soft-cap their logits, so they stay out.
 _CAUSAL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "exaone", "exaone4"})
-# Below this many logits (labelled rows x vocabulary: 64 MiB in float32) a chunk's logits are kept for
-# backward instead of recomputed: tiny and small-vocabulary models train faster at no real memory cost.
+# Below this many logits (labelled rows x vocabulary: 64 MiB in float32, about twice that held with the
+# log-softmax kept for backward) a chunk's logits are kept instead of recomputed: tiny and
+# small-vocabulary models train faster at no real memory cost.
 KEEP_LOGITS_ELEMENTS = 1 << 24
 _CAUSAL_KEYS = frozenset({"input_ids", "attention_mask", "labels"})
 _SEQ2SEQ_KEYS = _CAUSAL_KEYS | {"decoder_input_ids", "decoder_attention_mask"}
