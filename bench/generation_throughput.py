@@ -53,6 +53,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "experiments" / "01_baseline_kobart_rtx3090.yaml"
 CACHE = ROOT / "bench" / ".cache"
 TARGET_SPEEDUP = {"cpu": 1.5, "cuda": 2.0}
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_throughput import require_cuda  # noqa: E402
+
 # How the cached model is trained: the demo's tiny KoBART, or the full architecture from random weights.
 TRAIN_ARGS = {
     "tiny": ["--init", "tiny", "--set", "training.num_train_epochs=3", "--set", "speed.cpu_threads=1"],
@@ -78,11 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.beams, args.rounds = 96, [4], 3
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            sys.exit("error: --device cuda but torch sees no CUDA device; use --device cpu")
+    require_cuda(args.device)
     return args
 
 

@@ -42,8 +42,6 @@ _PER_STEP_KEYS = frozenset({"cache_position", "use_cache"})  # not one entry per
 # Cache layers whose rows `batch_select_indices` selects completely (keys and values, nothing else per row).
 _PLAIN_LAYERS = frozenset({"DynamicLayer", "DynamicSlidingWindowLayer"})
 _CACHE_NAMES = ("cache", "past_key_values", "cache_params", "state", "mems", "past_buckets_states")
-
-
 # transformers' beam-step helpers this loop calls (transformers 5); without them its own loop runs.
 _HELPERS = ("_prefill", "_update_model_kwargs_for_generation", "_get_top_k_continuations",
             "_get_running_beams_for_next_iteration", "_update_finished_beams", "_check_early_stop_heuristic")
@@ -93,7 +91,7 @@ def _synced_gpus(model: Any) -> bool:
 
 
 def _cache_key(model_kwargs: dict[str, Any]) -> str | None:
-    return next((k for k in ("cache", "past_key_values") if isinstance(model_kwargs.get(k), Cache)), None)
+    return next((k for k in _CACHE_NAMES if isinstance(model_kwargs.get(k), Cache)), None)
 
 
 def _keep_rows(model_kwargs: dict[str, Any], logits_processor: Any, rows: Tensor, n_rows: int) -> None:
