@@ -107,12 +107,13 @@ def train(
                               "GPU, or gloo on the CPU); 1 is a plain process."),
     tune_trials: int | None = typer.Option(None, "--tune", help="Then tune its generation: this many trials "
                                            "(as dialsum tune RUN_DIR --trials N)."),
-    tune_dev_rows: int | None = typer.Option(None, "--tune-dev-rows", help="With --tune: dev rows per trial."),
+    tune_dev_rows: int | None = typer.Option(None, "--tune-dev-rows", help="With --tune: dev rows to search on "
+                                             "(default half; the rest are held out to score the choice)."),
 ) -> None:
     """Train one experiment, score it on dev and write its submission (then tune its generation, with --tune)."""
     from pathlib import Path
 
-    from dialsum import distributed
+    from dialsum import distributed, tune
     from dialsum.recipe import (
         RunOptions,
         apply_options,
@@ -121,13 +122,13 @@ def train(
         summarize_metrics,
         target_dir,
     )
-    from dialsum.tune import TuneOptions, check_options, tune_run
 
     cfg = _load(config_path, sets, data_dir)
     opts = RunOptions(init, Path(run_dir) if run_dir else None, max_steps, one_epoch, resume)
-    tuning = TuneOptions(Path("."), tune_trials, None, tune_dev_rows) if tune_trials is not None else None
+    tuning = tune.TuneOptions(Path("."), tune_trials, None, tune_dev_rows) if tune_trials is not None else None
     if tuning:
-        check_options(tuning)
+        tune.check_options(tuning, "--tune", "--tune-dev-rows")
+        tune.check_split_before_training(cfg, tune_dev_rows)
     if nproc != 1 and not distributed.launched():
         apply_options(cfg, opts)  # the options are checked here, before any process starts
         check_nproc(nproc)
@@ -142,8 +143,7 @@ def train(
         typer.echo(summarize_metrics(metrics))
         if tuning and opts.run_dir is not None:
             tuning.run_dir = opts.run_dir
-            result = tune_run(tuning)
-            typer.echo(f"tune: {result['own_score']:.2f} with the run's settings, {result['best_score']:.2f} tuned")
+            typer.echo(f"tune: {tune.describe(tune.tune_run(tuning))}")
 
 
 @app.command()
@@ -165,8 +165,8 @@ def tune(
     run_dir: str = typer.Argument(..., help="A finished run directory (from dialsum train)."),
     trials: int = typer.Option(20, "--trials", help="Trials to add to the study."),
     timeout: float | None = typer.Option(None, "--timeout", help="Stop starting trials after this many minutes."),
-    dev_rows: int | None = typer.Option(None, "--dev-rows", help="Tune on a fixed, seeded subset of this many dev "
-                                        "rows (the best trials are then scored on all of dev)."),
+    dev_rows: int | None = typer.Option(None, "--dev-rows", help="Dev rows to search on (default half of dev); "
+                                        "the rest are held out, and the choice is scored there."),
     jobs: int = typer.Option(1, "--jobs", help="Trials in parallel processes: one per GPU, or CPU processes "
                              "sharing the cores."),
     worker: int = typer.Option(0, "--worker", hidden=True, help="Set by --jobs for its worker processes."),
@@ -174,16 +174,12 @@ def tune(
     """Tune generation settings on dev (Optuna); writes tune/best.yaml and submission_tuned.csv."""
     from pathlib import Path
 
-    from dialsum.tune import TuneOptions, tune_run
+    from dialsum.tune import TuneOptions, describe, tune_run
 
     result = tune_run(TuneOptions(Path(run_dir), trials, timeout, dev_rows, jobs, worker))
     if worker:
         return
-    verdict = ("the run's own settings were already the best" if result["best"] == "own" else
-               f"{result['best']} is the best")
-    typer.echo(f"tune: {result['trials']} trials; on all {result['dev_rows']} dev rows the run's own settings score "
-               f"{result['own_score']:.2f}, the tuned ones {result['best_score']:.2f} ({verdict}); "
-               f"wrote {run_dir}/tune/best.yaml and {run_dir}/submission_tuned.csv")
+    typer.echo(f"tune: {describe(result)}; wrote {run_dir}/tune/best.yaml and {run_dir}/submission_tuned.csv")
 
 
 @app.command()
