@@ -127,7 +127,7 @@ def test_the_split_is_fixed_nested_and_leaves_rows_out():
 
 @pytest.mark.slow
 def test_jobs_run_trials_in_parallel_processes_on_one_study(finished):
-    proc = run_cli("tune", str(finished), "--trials", "4", "--dev-rows", "6", "--jobs", "2")
+    proc = run_cli("tune", str(finished), "--trials", "4", "--dev-rows", "5", "--jobs", "2")
     assert proc.returncode == 0, proc.stderr
     import optuna
 
@@ -159,7 +159,7 @@ def test_ctrl_c_keeps_the_finished_trials_and_tune_continues(finished):
 
     before = complete()
     proc = subprocess.Popen([sys.executable, "-m", "dialsum.cli", "tune", str(finished), "--trials", "200",
-                             "--dev-rows", "6"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--dev-rows", "5"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while complete() < before + 2 and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -169,7 +169,7 @@ def test_ctrl_c_keeps_the_finished_trials_and_tune_continues(finished):
     assert "finished trial(s) are kept in tune/study.db" in err and "Traceback" not in err
     kept = complete()
     assert kept >= before + 2
-    again = run_cli("tune", str(finished), "--trials", "1", "--dev-rows", "6")
+    again = run_cli("tune", str(finished), "--trials", "1", "--dev-rows", "5")
     assert again.returncode == 0, again.stderr
     assert complete() == kept + 1
 

@@ -184,12 +184,14 @@ def tune(
 
 @app.command()
 def ensemble(
-    runs: list[str] = typer.Argument(..., help="Two or more finished run directories."),
+    runs: list[str] = typer.Argument(..., help="Two or more finished run directories, each once."),
     out: str = typer.Option(..., "--out", help="Folder for the ensemble's submission and scores."),
     candidates: int = typer.Option(1, "--candidates", help="Candidates per run and dialogue: 1 reads each run's "
-                                   "own outputs; K generates its K best beams again."),
-    weighted: bool = typer.Option(False, "--weighted", help="Weight each run's candidates by its dev score."),
-    tuned: bool = typer.Option(False, "--tuned", help="Use each run's tuned outputs (dialsum tune) instead."),
+                                   "own outputs; K generates its K best beams again. Runs x K: 3 to 128."),
+    weighted: bool = typer.Option(False, "--weighted", help="Weight each run's candidates by its dev score "
+                                  "(measured on the other half of the dev rows for each dev pick)."),
+    tuned: bool = typer.Option(False, "--tuned", help="Use each run's tuned outputs (dialsum tune) instead; "
+                               "scored on the dev rows every run's tuning held out."),
 ) -> None:
     """Minimum-Bayes-risk ensemble: per dialogue, the candidate that agrees most with the others."""
     from pathlib import Path
@@ -200,7 +202,8 @@ def ensemble(
     for m in result["members"]:
         typer.echo(f"  {m['name']}: dev {m['dev_final']:.2f}, picked for {m['dev_picks']} dev and "
                    f"{m['test_picks']} test dialogues")
-    typer.echo(f"ensemble: dev {result['dev_final']:.2f}; wrote {out}/submission.csv")
+    typer.echo(f"ensemble: dev {result['dev_final']:.2f} on {result['dev_rows']} dev rows "
+               f"({result['dev_rows_scored']}); wrote {out}/submission.csv")
 
 
 @app.command("make-sample")

@@ -230,13 +230,14 @@ def _tune(opts: TuneOptions, run_dir: Path, cfg: ExperimentConfig, family: str, 
     from dialsum.recipe import load_run_model, quiet_libraries
 
     quiet_libraries()
-    study = _open_study(run_dir / "tune" / "study.db")
-    # seeded, and by the trials so far (and the worker): a continued study samples new settings
-    study.sampler = _sampler(cfg.experiment.seed + len(study.trials) + 1000 * opts.worker)
-    _check_same_split(study, split.search, space)
     mine = own_params(cfg, space)
-    if not opts.worker:
-        queue_own(study, mine)
+    with sigint_held():  # the study's first writes, like each trial's, are never cut short
+        study = _open_study(run_dir / "tune" / "study.db")
+        # seeded, and by the trials so far (and the worker): a continued study samples new settings
+        study.sampler = _sampler(cfg.experiment.seed + len(study.trials) + 1000 * opts.worker)
+        _check_same_split(study, split.search, space)
+        if not opts.worker:
+            queue_own(study, mine)
     if slots is not None:  # the workers run the trials; this process loads the model afterwards, to finish
         _run_workers(opts, study, slots, mine)
     tokenizer, model, _ = load_run_model(run_dir, cfg)
