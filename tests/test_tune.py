@@ -302,3 +302,40 @@ def test_an_interrupted_trial_of_the_run_s_own_settings_is_queued_again(finished
     tune.tune_run(tune.TuneOptions(run, trials=1, dev_rows=6))
     assert calls[1] == own  # queued again, and run first
     assert [t.params for t in completed(run)] == [own]
+
+
+def test_a_held_out_loss_is_reported_and_the_run_s_own_settings_stay_recommended(small_data, tmp_path):
+    """The search's choice wins on the search rows but loses on the held-out ones: both scores are reported,
+    and best.yaml, the held-out predictions and submission_tuned.csv keep the run's own settings."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    cfg = config.validate_dict({"model": {"name": "x"}, "data": {"dir": str(small_data)},
+                                "generation": {"num_beams": 4},
+                                "tune": {"num_beams": [2, 4], "length_penalty": [], "no_repeat_ngram_size": [],
+                                         "repetition_penalty": [], "max_length": [], "min_length": [],
+                                         "early_stopping": []}})
+    space = tune.search_space(cfg, causal=False)
+    assert list(space) == ["num_beams"]
+    own, other = tune.own_params(cfg, space), {**tune.own_params(cfg, space), "num_beams": 2}
+    study = optuna.create_study(direction="maximize")
+    for params, value in ((own, 40.0), (other, 45.0)):
+        study.add_trial(optuna.trial.create_trial(
+            params=params, value=value, distributions={k: CategoricalDistribution([4, 2]) for k in params}))
+
+    class Scores(tune.Scorer):
+        def summaries(self, cfg, dialogues):
+            return [f"{cfg.generation.num_beams} beams"] * len(dialogues)
+
+        def evaluate(self, params, rows):
+            return (50.0 if params["num_beams"] == 4 else 48.0), self.summaries(tune.apply(self.cfg, params), rows)
+
+    dev = tune.read_dev(cfg)
+    (tmp_path / "tune").mkdir()
+    result = tune.finish(study, Scores(cfg, None, None, "bart", dev), space, tune.split_dev(len(dev), None), tmp_path)
+    assert result["search"]["chosen"] == 45.0 and result["search"]["own"] == 40.0  # the trials' own scores
+    assert result["heldout"] == {"rows": 6, "own": 50.0, "tuned": 48.0} and result["recommended"] == "own"
+    assert yaml.safe_load((tmp_path / "tune" / "best.yaml").read_text())["generation"]["num_beams"] == 4
+    assert set(pd.read_csv(tmp_path / "tune" / "dev_predictions.csv")["summary"]) == {"4 beams"}
+    assert set(pd.read_csv(tmp_path / "submission_tuned.csv")["summary"]) == {"4 beams"}
+    assert "the tuned settings do not beat the run's own there, so best.yaml keeps the run's own" in tune.describe(result)
