@@ -227,6 +227,8 @@ def tune_run(opts: TuneOptions) -> dict[str, Any]:
 
 def _tune(opts: TuneOptions, run_dir: Path, cfg: ExperimentConfig, family: str, space: dict[str, list[Any]],
           dev: Any, split: DevSplit, slots: list[Any] | None) -> dict[str, Any]:
+    import optuna
+
     from dialsum.recipe import load_run_model, quiet_libraries
 
     quiet_libraries()
@@ -234,7 +236,7 @@ def _tune(opts: TuneOptions, run_dir: Path, cfg: ExperimentConfig, family: str, 
     with sigint_held():  # the study's first writes, like each trial's, are never cut short
         study = _open_study(run_dir / "tune" / "study.db")
         # seeded, and by the trials so far (and the worker): a continued study samples new settings
-        study.sampler = _sampler(cfg.experiment.seed + len(study.trials) + 1000 * opts.worker)
+        study.sampler = optuna.samplers.TPESampler(seed=cfg.experiment.seed + len(study.trials) + 1000 * opts.worker)
         _check_same_split(study, split.search, space)
         if not opts.worker:
             queue_own(study, mine)
@@ -247,12 +249,6 @@ def _tune(opts: TuneOptions, run_dir: Path, cfg: ExperimentConfig, family: str, 
     if opts.worker:
         return {}
     return finish(study, scorer, space, split, run_dir)
-
-
-def _sampler(seed: int) -> Any:
-    import optuna
-
-    return optuna.samplers.TPESampler(seed=seed)
 
 
 def _open_study(db: Path) -> Any:
@@ -380,7 +376,7 @@ def sigint_held() -> Iterator[None]:
 
 def run_trial(study: Any, objective: Callable[[Any], float]) -> Any:
     """One trial through Optuna's ask-and-tell interface, each write with Ctrl-C held back; a trial stopped by
-    Ctrl-C or an error is stored as failed (its settings are sampled or queued again later)."""
+    Ctrl-C or an error is stored as failed (the run's own settings are then queued again: `queue_own`)."""
     from optuna.trial import TrialState
 
     trial = None
