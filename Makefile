@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast lint clean
+.PHONY: install browser demo test test-fast lint clean
 
 $(BIN)/dialsum: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,6 +17,13 @@ $(BIN)/dialsum: pyproject.toml
 
 install: $(BIN)/dialsum
 
+# Debian's Chromium for the report's browser test (Playwright drives it; `playwright install` is never run).
+# Without apt-get or root the test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } || \
+		echo "chromium is not installed (apt-get install chromium, as root): the report's browser test is skipped"
+
 # The five experiments with tiny models on the embedded sample, three epochs each (the seed's are
 # 5-6; its quick mode is one, too few for a model trained from scratch to learn the task);
 # generation capped at 64 tokens (the sample's summaries are shorter). A new output directory per
@@ -26,13 +33,13 @@ DEMO_ARGS := --init tiny --set training.num_train_epochs=3 --set generation.max_
 demo: install
 	$(BIN)/dialsum suite configs/suites/main5.yaml $(DEMO_ARGS) --out runs/suites/demo-$$(date +%Y%m%d-%H%M%S)
 
-test: install
+test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
 # Everything but the multi-minute end-to-end runs (marked `slow`), in two processes: the inner loop
 # while developing (under 2 minutes on 2 cores).
-test-fast: install
+test-fast: install browser
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q -m "not slow" -n 2
 

@@ -104,7 +104,7 @@ def test_seq2seq_tokens_equal_transformers_beam_search(bart, settings):
 @pytest.mark.parametrize(("beams", "penalty"), [(2, 1.0), (4, 1.0), (3, 1.3)])
 def test_causal_candidates_equal_transformers_beam_search(llama, beams, penalty):
     tok, model, prompts = llama
-    # left-padded prompts; transformers' repetition penalty then skips each row's own prompt (per-row state)
+    # left-padded prompts; the penalty and n-gram blocking count the generated tokens only (one prompt width)
     gen = GenerationSection(num_beams=beams, max_length=12, no_repeat_ngram_size=2, repetition_penalty=penalty,
                             batch_tokens=4000)
     counts, handle = _row_counts(model)
@@ -117,6 +117,23 @@ def test_causal_candidates_equal_transformers_beam_search(llama, beams, penalty)
     assert ours == theirs
     assert len({len(c[0]) for c in ours}) > 3  # continuations of many lengths
     assert counts[0] == len(prompts) * beams and min(counts) < counts[0]  # finished prompts left the batch
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_transformers_own_causal_processors_keep_their_rows_as_inputs_leave(llama, penalty):
+    """Called directly, generate builds its own repetition penalty, which skips each row's left padding (a
+    length per row, kept for the rows that stay in the batch)."""
+    tok, model, prompts = llama
+    ids, mask = _padded(tok, prompts, left=True)
+    kwargs = dict(input_ids=ids, attention_mask=mask, max_new_tokens=12, num_beams=3, do_sample=False,
+                  repetition_penalty=penalty, no_repeat_ngram_size=2, pad_token_id=tok.pad_token_id)
+    counts, handle = _row_counts(model)
+    try:
+        ours = model.generate(**kwargs, custom_generate=beam.drop_finished_beam_search)
+    finally:
+        handle.remove()
+    assert torch.equal(ours, model.generate(**kwargs))
+    assert min(counts) < counts[0]  # finished prompts left the batch
 
 
 def test_trained_settings_through_generate_leave_the_batch(bart):

@@ -132,3 +132,60 @@ def test_compute_metrics_decodes_padding_and_strips_decoder_tokens(tokenizer) ->
         assert all(type(v) is float for v in got.values())
         assert got["final"] == pytest.approx(expected.final, abs=1e-9)
         assert 0 < got["rouge1"] < 1
+
+
+# ----------------------------------------------------------------------------- causal LMs: generated tokens only
+
+
+@pytest.fixture(scope="module")
+def causal_prompts():
+    """A tiny random llama-family model and left-padded prompts of random tokens."""
+    import torch
+
+    texts = [f"#Person1#: {w} 주세요. #Person2#: 네 {w} 드릴게요." for w in ("커피", "녹차", "주스", "우유")] * 20
+    tok = modeling.train_tokenizer(texts, "causal", 150, ["#Person1#", "#Person2#"])
+    full = archs.causal_config("llama", {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+                                         "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 1000,
+                                         "max_position_embeddings": 2048})
+    cfg = archs.tiny_causal_config(full, 64, 2, len(tok))
+    cfg.initializer_range = 0.5  # large random weights: outputs that depend on the prompt
+    model = modeling.build_fresh_model(cfg, seed=3).eval()
+    rng = random.Random(7)
+    prompts = [[tok.bos_token_id] + [rng.randrange(10, len(tok)) for _ in range(rng.randrange(5, 30))]
+               for _ in range(16)]
+    torch.set_num_threads(1)
+    return tok, model, prompts
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_a_causal_repetition_penalty_leaves_the_prompt_alone(causal_prompts, beams):
+    """At the first generated step nothing has been generated, so no penalty, however high, changes the
+    first token; a penalty on the prompt (transformers' processor reads the whole sequence) would."""
+    tok, model, prompts = causal_prompts
+    first = GenerationSection(num_beams=beams, max_length=1, min_length=1, batch_tokens=4000)
+    penalised = first.model_copy(update={"repetition_penalty": 20.0})
+    plain = generation.generate(model, tok, prompts, first, ["<s>", "</s>", "<pad>"])
+    assert generation.generate(model, tok, prompts, penalised, ["<s>", "</s>", "<pad>"]) == plain
+    # transformers' own processor, given the whole sequence, changes some of these first tokens
+    import torch
+
+    ids, mask = generation._padded(prompts, tok.pad_token_id, left=True)
+    kwargs = dict(input_ids=ids, attention_mask=mask, max_new_tokens=1, num_beams=beams, do_sample=False,
+                  pad_token_id=tok.pad_token_id)
+    with torch.inference_mode():
+        theirs = model.generate(**kwargs, repetition_penalty=20.0)[:, -1]
+        unpenalised = model.generate(**kwargs)[:, -1]
+    assert (theirs != unpenalised).any()
+
+
+def test_the_causal_repetition_penalty_counts_generated_tokens():
+    import torch
+
+    gen = GenerationSection(repetition_penalty=2.0, no_repeat_ngram_size=2)
+    kwargs = generation._causal_processors(gen, prompt_len=3)
+    assert kwargs["repetition_penalty"] == 1.0 and kwargs["no_repeat_ngram_size"] == 0  # transformers' are off
+    ids = torch.tensor([[5, 6, 7, 8, 9]])  # a prompt of 3, then 2 generated tokens
+    scores = kwargs["logits_processor"](ids, torch.full((1, 12), 4.0))
+    assert scores[0, 8] == scores[0, 9] == 2.0  # generated: penalised
+    assert (scores[0, [5, 6, 7, 10]] == 4.0).all()  # the prompt's tokens and the rest: untouched
+    assert generation._causal_processors(GenerationSection(), prompt_len=3) == {}

@@ -63,9 +63,10 @@ OOM_LINES = [
 ]
 
 
-def scores(final: float, r1_share: float = 0.45, r2_share: float = 0.2) -> dict[str, Any]:
-    r1, r2 = final * r1_share, final * r2_share
-    return {"rouge1": r1, "rouge2": r2, "rougeL": final - r1 - r2, "final": final, "n": 200}
+def scores(final: float) -> dict[str, Any]:
+    """As metrics.json holds them: R1/R2/RL F1 as fractions, final = their mean x 100."""
+    total = 3 * final / 100
+    return {"rouge1": total * 0.4, "rouge2": total * 0.2, "rougeL": total * 0.4, "final": final, "n": 200}
 
 
 def write_memory_csv(path: Path, peak_mb: float, *, samples: int = 12, total_mb: float = 24576.0) -> Path:
@@ -137,8 +138,31 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("suite")
     records = typed(make_records(root))
     out_dir = root / "report"
+    write_tunings(records, out_dir)
     paths = report.write_report(out_dir, records, title="Experiment comparison: main5")
     return {"root": root, "out": out_dir, "records": records, "paths": paths}
+
+
+TUNED = {"trials": 20, "dev_rows": 200, "split_seed": 1,
+         "search": {"rows": 100, "trials": 20, "own": 43.1, "chosen": 46.2, "chosen_trial": 7, "chosen_is_own": False,
+                    "chosen_params": {"num_beams": 2}},
+         "heldout": {"rows": 100, "own": 44.02, "tuned": 44.9}, "recommended": "tuned", "best_params": {"num_beams": 2}}
+ENSEMBLE = {"dev_final": 47.5, "dev_rows": 100, "dev_rows_scored": "held out by every member's tuning",
+            "candidates": 1, "weighted": True, "tuned": True, "weights": {"kind": "dev score, cross-fitted"},
+            "members": [{"name": n, "run_dir": "x", "dev_final": 44.0, "dev_picks": 30, "test_picks": 33}
+                        for n in ("kobart_high_lr", "kobart_baseline", "t5_korean")]}
+
+
+def write_tunings(records: list[ExperimentRecord], out_dir: Path) -> None:
+    """KoBART high LR tuned with held-out rows; Korean T5 by a version that chose on the rows it reported."""
+    runs = {rec.name: Path(rec.run_dir) for rec in records if rec.run_dir}
+    (runs["kobart_high_lr"] / "tune").mkdir()
+    (runs["kobart_high_lr"] / "tune" / "result.json").write_text(json.dumps(TUNED), encoding="utf-8")
+    (runs["t5_korean"] / "tune").mkdir()
+    old = {"trials": 20, "dev_rows": 200, "own_score": 41.3, "best_score": 45.0, "best": "trial 3"}
+    (runs["t5_korean"] / "tune" / "result.json").write_text(json.dumps(old), encoding="utf-8")
+    (out_dir / "ensemble").mkdir(parents=True)
+    (out_dir / "ensemble" / "ensemble.json").write_text(json.dumps(ENSEMBLE), encoding="utf-8")
 
 
 def read_csv_rows(path: Path) -> list[dict[str, str]]:
@@ -232,11 +256,20 @@ def test_report_shows_the_failure_with_its_log_lines(suite: dict[str, Any]) -> N
     assert "| failed (oom) |" in md
 
 
-def test_report_table_is_human_readable(suite: dict[str, Any]) -> None:
+def section(md: str, title: str) -> str:
+    return md.split(f"## {title}\n")[1].split("\n## ")[0]
+
+
+def test_report_tables_are_human_readable(suite: dict[str, Any]) -> None:
     md = (suite["out"] / "report.md").read_text(encoding="utf-8")
-    baseline = next(line for line in md.splitlines() if line.startswith("| 3 |"))
-    assert "KoBART baseline" in baseline and "124M (2.4M)" in baseline
-    assert "2.6 GB (cuda)" in baseline and "7.0 / 45 min" in baseline and "16 x 3 = 48" in baseline
+    setup = next(line for line in section(md, "Setup").splitlines() if line.startswith("| 3 |"))
+    assert "KoBART baseline" in setup and "124M (2.4M)" in setup and "16 x 3 = 48" in setup
+    assert "| tiny copy of digit82/kobart-summarization |" in setup  # not the real checkpoint
+    cost = next(line for line in section(md, "Cost").splitlines() if line.startswith("| 3 |"))
+    assert "| 7.0 min | 45 min (full-size model) | 2.6 GB (cuda) |" in cost
+    assert "full-size model trained as configured" in md
+    scores_row = next(line for line in section(md, "Scores").splitlines() if line.startswith("| 3 |"))
+    assert "| 46.81 | 56.17 / 28.09 / 56.17 | 40.25 |" in scores_row  # R1 / R2 / RL x 100, as the finals
     assert "morpheme tokenization" in md and "whitespace" in md
     for plot in PLOTS:
         assert f"]({plot})" in md
@@ -344,7 +377,7 @@ def test_parameter_counts_are_short(value: float, text: str) -> None:
 
 def test_memory_and_time_formats() -> None:
     assert fmt_memory(1840.5) == "1.8 GB" and fmt_memory(512) == "512 MB"
-    assert fmt_minutes(2.08, 45) == "2.1 / 45 min" and fmt_minutes(None, 45) == "- / 45 min"
+    assert fmt_minutes(2.08) == "2.1 min" and fmt_minutes(None) == "-" and fmt_minutes(45, 0) == "45 min"
 
 
 def test_plot_labels_fall_back_to_ascii() -> None:
@@ -415,3 +448,79 @@ def test_no_reference_line_when_the_dev_rows_differ() -> None:
     assert reference(rows) is None
     assert "scored different dev rows" in reference_blocks(rows)[0][1]
     assert reference(rows[:1] + rows[2:]) == {"morpheme": 21.5, "whitespace": 10.0}
+
+
+def test_tuned_scores_are_the_held_out_ones_and_an_older_tuning_shows_none(suite: dict[str, Any]) -> None:
+    md = (suite["out"] / "report.md").read_text(encoding="utf-8")
+    rows = {line.split(" | ")[1]: line for line in section(md, "Scores").splitlines() if line.startswith("| ")}
+    assert "| 44.90 (own 44.02; 100 held-out rows) |" in rows["KoBART high LR"]
+    assert "| 45.00" not in rows["Korean T5"] and "| - | finished |" in rows["Korean T5"]
+    tuning = section(md, "Generation tuning")
+    assert "on the 100 held-out rows the run's own settings score 44.02, the tuned ones 44.90" in tuning
+    assert "written before tuning held dev rows out" in tuning
+    by_name = {r["name"]: r for r in read_csv_rows(suite["out"] / "results.csv")}
+    assert float(by_name["kobart_high_lr"]["tuned_final"]) == 44.9 and by_name["t5_korean"]["tuned_final"] == ""
+    ensemble = next(line for line in section(md, "Scores").splitlines() if line.startswith("| ens |"))
+    assert "on the 100 dev rows every member's tuning held out | 47.50 |" in ensemble
+    assert "other half of the rows" in section(md, "Ensemble")
+
+
+def test_adaptations_every_experiment_shares_are_shown_once(tmp_path: Path) -> None:
+    shared = "training.bf16=true: this device has no bfloat16 support; training in float32"
+    records = []
+    for name in ("kobart_baseline", "kobart_high_lr"):
+        run_dir = write_run(tmp_path, name, EXPERIMENTS[name])
+        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+        metrics["adaptations"] = [shared, f"{name}: its own"]
+        (run_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+        records.append({"name": name, "state": "finished", "run_dir": str(run_dir)})
+    md = report.write_report(tmp_path / "out", typed(records))["report_md"].read_text(encoding="utf-8")
+    text = section(md, "Adaptations")
+    assert text.count(shared) == 1 and "### All 2 experiments" in text
+    assert "kobart_baseline: its own" in text and "kobart_high_lr: its own" in text
+
+
+def chromium() -> str:
+    """Debian's Chromium (make browser installs it); the browser tests are skipped, saying why, without it."""
+    import os
+    import shutil
+
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+    path = os.environ.get("DIALSUM_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.skip("Chromium not found: `make browser` installs Debian's chromium (apt-get, as root)")
+    return path
+
+
+MT5 = dict(label="mT5 XLSum QLoRA", model="csebuetnlp/mT5_multilingual_XLSum", arch="mt5", params=4_970_240,
+           trainable=3_059_712, micro=32, accum=2, lr=2.4e-3, morpheme=42.85, whitespace=27.07,
+           train_seconds=78.4, peak_mb=1609.0, expected=60, wall=135.7, loss=lambda i, s: 1.0 + 3.0 * math.exp(-s / 40),
+           truncate_log=False, submission=True)  # fmt: skip
+
+
+def test_the_report_fits_a_laptop_screen_with_numbers_on_one_scale(tmp_path: Path) -> None:
+    """A report of every kind of row (a failure, five finished tiny runs with the longest hub id, a tuned
+    run, an ensemble) opened in Chromium in a 1,366-pixel-wide window: no sideways scroll, and every score
+    x 100 (each final is the mean of its R1, R2 and RL)."""
+    from playwright.sync_api import sync_playwright
+
+    records = make_records(tmp_path)
+    records.append({"name": "mt5_xlsum_qlora", "label": MT5["label"], "state": "finished", "expected_minutes": 60,
+                    "wall_seconds": MT5["wall"], "run_dir": str(write_run(tmp_path, "mt5_xlsum_qlora", MT5))})
+    out = tmp_path / "report"
+    write_tunings(typed(records), out)
+    report.write_report(out, typed(records), title="Experiment comparison: main5")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        page.goto((out / "report.html").as_uri())
+        width, inner = page.evaluate("[document.scrollingElement.scrollWidth, window.innerWidth]")
+        cells = page.evaluate("""[...document.querySelectorAll('table')[0].querySelectorAll('tbody tr')]
+                                 .map(tr => [...tr.children].map(td => td.innerText))""")
+        browser.close()
+    assert width <= inner == 1366
+    scored = [row for row in cells if row[3] != "-"]
+    assert len(scored) == len(EXPERIMENTS) + 1
+    for row in scored:
+        final, parts = float(row[2]), [float(v) for v in row[3].split(" / ")]
+        assert all(1 < v < 100 for v in parts) and sum(parts) / 3 == pytest.approx(final, abs=0.01)

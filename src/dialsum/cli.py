@@ -107,12 +107,13 @@ def train(
                               "GPU, or gloo on the CPU); 1 is a plain process."),
     tune_trials: int | None = typer.Option(None, "--tune", help="Then tune its generation: this many trials "
                                            "(as dialsum tune RUN_DIR --trials N)."),
-    tune_dev_rows: int | None = typer.Option(None, "--tune-dev-rows", help="With --tune: dev rows per trial."),
+    tune_dev_rows: int | None = typer.Option(None, "--tune-dev-rows", help="With --tune: dev rows to search on "
+                                             "(default half; the rest are held out to score the choice)."),
 ) -> None:
     """Train one experiment, score it on dev and write its submission (then tune its generation, with --tune)."""
     from pathlib import Path
 
-    from dialsum import distributed
+    from dialsum import distributed, tune
     from dialsum.recipe import (
         RunOptions,
         apply_options,
@@ -121,13 +122,13 @@ def train(
         summarize_metrics,
         target_dir,
     )
-    from dialsum.tune import TuneOptions, check_options, tune_run
 
     cfg = _load(config_path, sets, data_dir)
     opts = RunOptions(init, Path(run_dir) if run_dir else None, max_steps, one_epoch, resume)
-    tuning = TuneOptions(Path("."), tune_trials, None, tune_dev_rows) if tune_trials is not None else None
+    tuning = tune.TuneOptions(Path("."), tune_trials, None, tune_dev_rows) if tune_trials is not None else None
     if tuning:
-        check_options(tuning)
+        tune.check_options(tuning, "--tune", "--tune-dev-rows")
+        tune.check_split_before_training(cfg, tune_dev_rows)
     if nproc != 1 and not distributed.launched():
         apply_options(cfg, opts)  # the options are checked here, before any process starts
         check_nproc(nproc)
@@ -142,8 +143,7 @@ def train(
         typer.echo(summarize_metrics(metrics))
         if tuning and opts.run_dir is not None:
             tuning.run_dir = opts.run_dir
-            result = tune_run(tuning)
-            typer.echo(f"tune: {result['own_score']:.2f} with the run's settings, {result['best_score']:.2f} tuned")
+            typer.echo(f"tune: {tune.describe(tune.tune_run(tuning))}")
 
 
 @app.command()
@@ -165,8 +165,8 @@ def tune(
     run_dir: str = typer.Argument(..., help="A finished run directory (from dialsum train)."),
     trials: int = typer.Option(20, "--trials", help="Trials to add to the study."),
     timeout: float | None = typer.Option(None, "--timeout", help="Stop starting trials after this many minutes."),
-    dev_rows: int | None = typer.Option(None, "--dev-rows", help="Tune on a fixed, seeded subset of this many dev "
-                                        "rows (the best trials are then scored on all of dev)."),
+    dev_rows: int | None = typer.Option(None, "--dev-rows", help="Dev rows to search on (default half of dev); "
+                                        "the rest are held out, and the choice is scored there."),
     jobs: int = typer.Option(1, "--jobs", help="Trials in parallel processes: one per GPU, or CPU processes "
                              "sharing the cores."),
     worker: int = typer.Option(0, "--worker", hidden=True, help="Set by --jobs for its worker processes."),
@@ -174,26 +174,24 @@ def tune(
     """Tune generation settings on dev (Optuna); writes tune/best.yaml and submission_tuned.csv."""
     from pathlib import Path
 
-    from dialsum.tune import TuneOptions, tune_run
+    from dialsum.tune import TuneOptions, describe, tune_run
 
     result = tune_run(TuneOptions(Path(run_dir), trials, timeout, dev_rows, jobs, worker))
     if worker:
         return
-    verdict = ("the run's own settings were already the best" if result["best"] == "own" else
-               f"{result['best']} is the best")
-    typer.echo(f"tune: {result['trials']} trials; on all {result['dev_rows']} dev rows the run's own settings score "
-               f"{result['own_score']:.2f}, the tuned ones {result['best_score']:.2f} ({verdict}); "
-               f"wrote {run_dir}/tune/best.yaml and {run_dir}/submission_tuned.csv")
+    typer.echo(f"tune: {describe(result)}; wrote {run_dir}/tune/best.yaml and {run_dir}/submission_tuned.csv")
 
 
 @app.command()
 def ensemble(
-    runs: list[str] = typer.Argument(..., help="Two or more finished run directories."),
+    runs: list[str] = typer.Argument(..., help="Two or more finished run directories, each once."),
     out: str = typer.Option(..., "--out", help="Folder for the ensemble's submission and scores."),
     candidates: int = typer.Option(1, "--candidates", help="Candidates per run and dialogue: 1 reads each run's "
-                                   "own outputs; K generates its K best beams again."),
-    weighted: bool = typer.Option(False, "--weighted", help="Weight each run's candidates by its dev score."),
-    tuned: bool = typer.Option(False, "--tuned", help="Use each run's tuned outputs (dialsum tune) instead."),
+                                   "own outputs; K generates its K best beams again. Runs x K: 3 to 128."),
+    weighted: bool = typer.Option(False, "--weighted", help="Weight each run's candidates by its dev score "
+                                  "(measured on the other half of the dev rows for each dev pick)."),
+    tuned: bool = typer.Option(False, "--tuned", help="Use each run's tuned outputs (dialsum tune) instead; "
+                               "scored on the dev rows every run's tuning held out."),
 ) -> None:
     """Minimum-Bayes-risk ensemble: per dialogue, the candidate that agrees most with the others."""
     from pathlib import Path
@@ -204,7 +202,8 @@ def ensemble(
     for m in result["members"]:
         typer.echo(f"  {m['name']}: dev {m['dev_final']:.2f}, picked for {m['dev_picks']} dev and "
                    f"{m['test_picks']} test dialogues")
-    typer.echo(f"ensemble: dev {result['dev_final']:.2f}; wrote {out}/submission.csv")
+    typer.echo(f"ensemble: dev {result['dev_final']:.2f} on {result['dev_rows']} dev rows "
+               f"({result['dev_rows_scored']}); wrote {out}/submission.csv")
 
 
 @app.command("make-sample")

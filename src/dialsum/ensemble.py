@@ -1,22 +1,31 @@
 """Minimum-Bayes-risk ensembles of finished runs: for each dialogue, the candidate summary that agrees most
 with the others, in the competition's own score.
 
-    dialsum ensemble runs/kobart_baseline/<time> runs/solar_10.7b_qlora/<time> --out runs/ensembles/a
-    dialsum ensemble RUN_DIR... --out DIR --candidates 4 --weighted --tuned
+    dialsum ensemble runs/kobart_baseline/<time> runs/solar_10.7b_qlora/<time> runs/t5/<time> --out runs/ensembles/a
+    dialsum ensemble RUN_DIR RUN_DIR --out DIR --candidates 4 --weighted --tuned
     python bench/ensemble_speed.py
 
 Each run brings its candidates for every dev and test dialogue: its own summary (`--candidates 1`, read
 from the run's `dev_predictions.csv` and `submission.csv`, or with `--tuned` from its tuned outputs) or
 its `--candidates K` best beams (generated again). The pick for a dialogue is the candidate with the
 highest expected `final` ROUGE (morphemes, as the leaderboard tokenizes) against all the candidates,
-each weighted by its run's dev score with `--weighted` (else equally). Ties go to the earlier run and the better beam.
+each weighted by its run's dev score with `--weighted` (else equally). Ties go to the earlier run and the
+better beam. A pick needs at least MIN_POOL candidates per dialogue: of two, each agrees with itself
+fully and with the other equally, so the first run (or with weights the stronger one) always wins.
+At most MAX_POOL: the pairwise table of a dialogue grows with the square of its candidates.
+
+The ensemble's dev score is one no choice was made on. With `--weighted`, a dev row's pick is weighted by
+the members' scores on the other half of the dev rows (cross-fitting: even and odd rows), and test by
+scores on all of them. With `--tuned`, each member's tuned outputs were chosen on its search rows, so
+the ensemble is scored on the rows that every member's tuning held out (`tune/dev_predictions.csv`).
 Written to `--out`: `submission.csv` (test order), `submission_sources.csv` and `dev_predictions.csv`
 (which run and beam each pick came from), and `ensemble.json` (the ensemble's dev score beside each
-member's).
+member's, on the same rows, and how the weights were measured).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +33,13 @@ from typing import Any
 import pandas as pd
 
 from dialsum import config, data, generation, paths, prompt
-from dialsum.csvio import atomic_write_json, atomic_write_rows, read_json
+from dialsum.csvio import atomic_write_json, atomic_write_rows, read_json, read_table
 from dialsum.errors import DialsumError
 from dialsum.metrics import morpheme_texts, pairwise, score
+
+MIN_POOL = 3  # candidates per dialogue below which MBR can only echo the run order or the weights
+MAX_POOL = 128  # candidates per dialogue: 16,384 pair scores, about 0.4 s a dialogue on one core
+TABLE_BYTES = 32  # one pair score as the table holds it (a Python float and its pointer)
 
 
 @dataclass
@@ -35,9 +48,12 @@ class Member:
 
     run_dir: Path
     name: str
-    dev_score: float  # its best candidates' dev score (morpheme final), the weight with --weighted
+    dev_score: float  # its best candidates' dev score (morpheme final) on the ensemble's dev rows
     dev: list[list[str]] = field(default_factory=list)
     test: list[list[str]] = field(default_factory=list)
+    dev_names: list[str] = field(default_factory=list)
+    test_names: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)  # of its dev rows
 
 
 @dataclass
@@ -64,68 +80,133 @@ def mbr(candidates: list[list[str]], weights: list[float]) -> Pick:
     return Pick(*flat[best])
 
 
-def pick_all(members: list[Member], split: str, weights: list[float]) -> list[Pick]:
-    rows = len(getattr(members[0], split))
-    morpheme_texts(t for m in members for cands in getattr(m, split) for t in cands)  # one batched analysis
-    return [mbr([getattr(m, split)[i] for m in members], weights) for i in range(rows)]
+def pick_all(members: list[Member], split: str, weights: list[float], rows: list[int] | None = None) -> list[Pick]:
+    """The picks of these rows (default: all) of a split, every member's candidates weighted as given."""
+    rows = list(range(len(getattr(members[0], split)))) if rows is None else rows
+    morpheme_texts(t for m in members for i in rows for t in getattr(m, split)[i])  # one batched analysis
+    return [mbr([getattr(m, split)[i] for m in members], weights) for i in rows]
+
+
+def weights_on(members: list[Member], rows: list[int]) -> list[float]:
+    """Each member's dev score on these rows (its best candidates), as its weight."""
+    refs = [[members[0].references[i]] for i in rows]
+    return [max(score([m.dev[i][0] for i in rows], refs, "morpheme").final, 1e-6) for m in members]
+
+
+def dev_picks(members: list[Member], weighted: bool) -> tuple[list[Pick], dict[str, Any]]:
+    """The dev picks, and how they were weighted: equally, or cross-fitted (even rows picked with weights
+    measured on the odd rows and the reverse), so that no row's pick used its own reference."""
+    n = len(members[0].dev)
+    if not weighted:
+        return pick_all(members, "dev", [1.0] * len(members)), {"kind": "equal"}
+    folds = [list(range(0, n, 2)), list(range(1, n, 2))]
+    picks: list[Pick | None] = [None] * n
+    measured = []
+    for fold, other in ((folds[0], folds[1]), (folds[1], folds[0])):
+        w = weights_on(members, other)
+        measured.append(w)
+        for i, p in zip(fold, pick_all(members, "dev", w, fold), strict=True):
+            picks[i] = p
+    return [p for p in picks if p is not None], {"kind": "dev score, cross-fitted on even and odd dev rows",
+                                                  "even_rows": measured[0], "odd_rows": measured[1]}
 
 
 # ---------------------------------------------------------------- members
 
 
-def load_member(run_dir: Path, k: int, tuned: bool) -> Member:
-    """A finished run's candidates: its own outputs for k = 1, else its k best beams generated again."""
+def _table(path: Path, columns: list[str], fix: str) -> pd.DataFrame:
+    """One of a run's CSV files, checked: a damaged one is a line naming it and the fix."""
+    try:
+        return read_table(path, columns)
+    except DialsumError as err:
+        raise DialsumError(f"{err}; {fix}") from None
+
+
+def load_member(run_dir: Path, tuned: bool) -> Member:
+    """A finished run's own outputs (or tuned ones) and their rows, every file read and checked."""
     for name in ("config.yaml", "metrics.json", "dev_predictions.csv", "submission.csv"):
         if not (run_dir / name).is_file():
             raise DialsumError(f"{run_dir}: not a finished run ({name} is missing); train it to the end first")
-    if tuned and not (run_dir / "tune" / "best.yaml").is_file():
-        raise DialsumError(f"{run_dir}: --tuned, but the run has no tune/best.yaml; run dialsum tune on it first")
     metrics = read_json(run_dir / "metrics.json", "train the run again")
     member = Member(run_dir, str(metrics.get("experiment") or run_dir.name), 0.0)
-    if k == 1:
-        dev_file = run_dir / "tune" / "dev_predictions.csv" if tuned else run_dir / "dev_predictions.csv"
-        test_file = run_dir / "submission_tuned.csv" if tuned else run_dir / "submission.csv"
-        member.dev = [[s] for s in _summaries(dev_file)]
-        member.test = [[s] for s in _summaries(test_file)]
-        return member
-    return _generated(member, k, tuned)
+    if tuned:
+        dev_file, test_file = _tuned_files(run_dir)
+        fix = "run dialsum tune on the run again"
+    else:
+        dev_file, test_file = run_dir / "dev_predictions.csv", run_dir / "submission.csv"
+        fix = "the run's file is damaged: restore it, or train the run again"
+    dev = _table(dev_file, ["fname", "summary", "reference"], fix)
+    test = _table(test_file, ["fname", "summary"], fix)
+    member.dev_names, member.references = list(dev["fname"]), list(dev["reference"])
+    member.test_names = list(test["fname"])
+    member.dev, member.test = [[s] for s in dev["summary"]], [[s] for s in test["summary"]]
+    return member
 
 
-def _summaries(path: Path) -> list[str]:
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    return list(frame["summary"])
+def _tuned_files(run_dir: Path) -> tuple[Path, Path]:
+    """A tuned run's held-out dev predictions and tuned submission; a tuning that chose on the rows it
+    reported (before held-out scoring) is refused."""
+    result_path = run_dir / "tune" / "result.json"
+    if not (run_dir / "tune" / "best.yaml").is_file() or not result_path.is_file():
+        raise DialsumError(f"{run_dir}: --tuned, but the run has no tune/best.yaml; run dialsum tune on it first")
+    if "heldout" not in read_json(result_path, "run dialsum tune on the run again"):
+        raise DialsumError(f"{result_path}: written before tuning held rows out (its tuned outputs were chosen on "
+                           "the dev rows they were scored on); run dialsum tune on the run again")
+    return run_dir / "tune" / "dev_predictions.csv", run_dir / "submission_tuned.csv"
 
 
-def _generated(member: Member, k: int, tuned: bool) -> Member:
+def _generated(member: Member, k: int, tuned: bool) -> None:
+    """Replace a member's candidates by its k best beams of its dev rows and of test, generated again."""
     from dialsum.recipe import load_run_model, quiet_libraries
-    from dialsum.tune import with_generation
+    from dialsum.tune import read_dev, with_generation
 
     run_dir = member.run_dir
     cfg = config.load(run_dir / "config.yaml")
     if tuned:
         cfg = with_generation(cfg, run_dir / "tune" / "best.yaml")
+    dev = read_dev(cfg).set_index("fname")
+    test = data.read_split(Path(cfg.data.dir) / cfg.data.test_file, with_summary=False)
+    _check_same_rows(member, dev, list(test["fname"]), Path(cfg.data.dir))
     quiet_libraries()
     tokenizer, model, info = load_run_model(run_dir, cfg)
     encoder = prompt.make_encoder(tokenizer, info["family"], cfg)
     strip = generation.decoder_tokens_to_strip(tokenizer)
-    dev = data.read_split(Path(cfg.data.dir) / cfg.data.dev_file, with_summary=True)
-    if cfg.data.max_eval_samples:
-        dev = dev.head(cfg.data.max_eval_samples)
-    test = data.read_split(Path(cfg.data.dir) / cfg.data.test_file, with_summary=False)
-    for split, frame in (("dev", dev), ("test", test)):
-        inputs = encoder.inputs(list(frame["dialogue"]))
+    for split, dialogues in (("dev", dev.loc[member.dev_names, "dialogue"]), ("test", test["dialogue"])):
+        inputs = encoder.inputs(list(dialogues))
         setattr(member, split, generation.generate_candidates(model, tokenizer, inputs, cfg.generation, strip, k))
-    return member
 
 
-def _check_aligned(members: list[Member], dev_names: list[list[str]], test_names: list[list[str]]) -> None:
-    """Every member must hold the same dev and test dialogues, in the same order."""
-    for names, split in ((dev_names, "dev"), (test_names, "test")):
-        for member, own in zip(members[1:], names[1:], strict=True):
-            if own != names[0]:
-                raise DialsumError(f"{member.run_dir}: its {split} rows differ from those of {members[0].run_dir} "
-                                   f"({len(own)} against {len(names[0])} dialogues, or another order); ensemble "
-                                   "runs scored on the same data")
+def _check_same_rows(member: Member, dev: pd.DataFrame, test_names: list[str], data_dir: Path) -> None:
+    """The data a run's config points at must still hold the dialogues its outputs are of."""
+    missing = [f for f in member.dev_names if f not in dev.index]
+    if missing or test_names != member.test_names:
+        raise DialsumError(f"{member.run_dir}: its config's data ({data_dir}) no longer holds the dialogues of "
+                           f"its outputs ({'dev ' + missing[0] if missing else 'test'}); restore data.dir")
+
+
+def _same_rows(members: list[Member], tuned: bool) -> None:
+    """Align the members on the same dev rows (with --tuned: those every member's tuning held out) and check
+    that they hold the same test rows, in the same order."""
+    first = members[0]
+    for member in members[1:]:
+        if member.test_names != first.test_names:
+            raise DialsumError(f"{member.run_dir}: its test rows differ from those of {first.run_dir} "
+                               f"({len(member.test_names)} against {len(first.test_names)} dialogues, or another "
+                               "order); ensemble runs scored on the same data")
+        if not tuned and member.dev_names != first.dev_names:
+            raise DialsumError(f"{member.run_dir}: its dev rows differ from those of {first.run_dir} "
+                               f"({len(member.dev_names)} against {len(first.dev_names)} dialogues, or another "
+                               "order); ensemble runs scored on the same data")
+    if tuned:
+        shared = set.intersection(*(set(m.dev_names) for m in members))
+        if not shared:
+            raise DialsumError("--tuned: no dev row is held out by every run's tuning; tune them on the same dev "
+                               "file (a larger --dev-rows holds out fewer rows, so the same --dev-rows is safest)")
+        order = [f for f in first.dev_names if f in shared]
+        for m in members:
+            index = {f: i for i, f in enumerate(m.dev_names)}
+            rows = [index[f] for f in order]
+            m.dev_names, m.references, m.dev = order, [m.references[i] for i in rows], [m.dev[i] for i in rows]
 
 
 # ---------------------------------------------------------------- the command
@@ -140,46 +221,96 @@ class EnsembleOptions:
     tuned: bool = False
 
 
-def ensemble_runs(opts: EnsembleOptions) -> dict[str, Any]:
-    if len(opts.runs) < 2:
+def check_options(opts: EnsembleOptions) -> None:
+    """What cannot make an ensemble, or cannot run, refused before any file is read."""
+    runs, k = len(opts.runs), opts.candidates
+    if runs < 2:
         raise DialsumError("ensemble: give at least two run directories")
-    if len(set(map(str, opts.runs))) < len(opts.runs):
-        raise DialsumError("ensemble: a run directory is given twice; each run counts once")
-    if opts.candidates < 1:
-        raise DialsumError(f"--candidates {opts.candidates}: must be at least 1")
+    if k < 1:
+        raise DialsumError(f"--candidates {k}: must be at least 1")
+    pool = runs * k
+    if pool < MIN_POOL:
+        raise DialsumError(f"ensemble: {runs} runs x --candidates {k} = {pool} candidates per dialogue, and MBR "
+                           f"needs at least {MIN_POOL} to pick (of two, the first run, or the stronger one with "
+                           f"--weighted, always wins); add --candidates {-(-MIN_POOL // runs)}, or a third run")
+    if pool > MAX_POOL:
+        table = pool * pool * TABLE_BYTES
+        raise DialsumError(f"--candidates {k}: {runs} runs x {k} = {pool:,} candidates per dialogue; MBR scores "
+                           f"every pair ({pool * pool:,} scores, {_size(table)} as a table, per dialogue) and "
+                           f"generation would keep {k:,} beams of each input; at most {MAX_POOL} per dialogue, "
+                           f"so --candidates {MAX_POOL // runs} or fewer here")
+
+
+def _size(n_bytes: float) -> str:
+    """1.3e12 -> '1.2 TB' (binary units)."""
+    power = min(int(math.log(max(n_bytes, 1), 1024)), 4)
+    return f"{n_bytes / 1024 ** power:.1f} {('B', 'KB', 'MB', 'GB', 'TB')[power]}"
+
+
+def check_distinct(runs: list[Path]) -> None:
+    """Each run once: the same directory under two spellings (or a link), or a copy of a run (an identical
+    metrics.json: it records the run's own training time and paths), would count one run twice."""
+    seen: dict[Path, Path] = {}
+    copies: dict[bytes, Path] = {}
+    for run in runs:
+        where = run.resolve()
+        if where in seen:
+            raise DialsumError(f"ensemble: {seen[where]} and {run} are the same run directory; give each run once")
+        seen[where] = run
+        metrics = run / "metrics.json"
+        content = metrics.read_bytes() if metrics.is_file() else None
+        if content is not None and content in copies:
+            raise DialsumError(f"ensemble: {copies[content]} and {run} hold the same run (identical metrics.json: "
+                               "one is a copy of the other); give each run once")
+        if content is not None:
+            copies[content] = run
+
+
+def ensemble_runs(opts: EnsembleOptions) -> dict[str, Any]:
+    check_options(opts)
+    check_distinct([Path(r) for r in opts.runs])
     out = paths.check_folder(opts.out, "--out")
     if (out / "submission.csv").exists():
         raise DialsumError(f"--out {out}: already holds an ensemble's submission.csv; choose another folder")
-    members = [load_member(Path(r), opts.candidates, opts.tuned) for r in opts.runs]
+    members = [load_member(Path(r), opts.tuned) for r in opts.runs]
+    _same_rows(members, opts.tuned)
+    if opts.weighted and len(members[0].dev_names) < 2:
+        raise DialsumError("--weighted: the ensemble has 1 dev row; weights are measured on other rows than the "
+                           "ones they pick, so it needs at least 2; leave --weighted out")
     names = [m.name for m in members]
     for m in members:  # two runs of one experiment are told apart by their directories
         if names.count(m.name) > 1:
             m.name = f"{m.name} ({m.run_dir})"
-    references = pd.read_csv(members[0].run_dir / "dev_predictions.csv", dtype=str, keep_default_na=False)
-    test_names = [list(pd.read_csv(m.run_dir / "submission.csv", dtype=str)["fname"]) for m in members]
-    dev_names = [list(pd.read_csv(m.run_dir / "dev_predictions.csv", dtype=str)["fname"]) for m in members]
-    _check_aligned(members, dev_names, test_names)
-    refs = [[r] for r in references["reference"]]
-    for m in members:  # each member's dev score from its own best candidates, on the same rows and references
-        m.dev_score = score([c[0] for c in m.dev], refs, "morpheme").final
-    weights = [max(m.dev_score, 1e-6) for m in members] if opts.weighted else [1.0] * len(members)
-    dev_picks, test_picks = pick_all(members, "dev", weights), pick_all(members, "test", weights)
-    ensemble_score = score([p.text for p in dev_picks], refs, "morpheme").final
-    return _write(opts, members, dev_picks, test_picks, dev_names[0], test_names[0], references, ensemble_score)
+    if opts.candidates > 1:
+        for m in members:
+            _generated(m, opts.candidates, opts.tuned)
+    everything = list(range(len(members[0].dev)))
+    for m, w in zip(members, weights_on(members, everything), strict=True):  # the same rows and references
+        m.dev_score = w
+    picks, weighting = dev_picks(members, opts.weighted)
+    test_weights = [m.dev_score for m in members] if opts.weighted else [1.0] * len(members)
+    weighting["test"] = test_weights
+    test_picks = pick_all(members, "test", test_weights)
+    refs = [[r] for r in members[0].references]
+    ensemble_score = score([p.text for p in picks], refs, "morpheme").final
+    return _write(opts, members, picks, test_picks, ensemble_score, weighting)
 
 
 def _write(opts: EnsembleOptions, members: list[Member], dev_picks: list[Pick], test_picks: list[Pick],
-           dev_names: list[str], test_names: list[str], references: pd.DataFrame, ensemble_score: float) -> dict:
+           ensemble_score: float, weighting: dict[str, Any]) -> dict:
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
-    generation.write_submission(out / "submission.csv", test_names, [p.text for p in test_picks])
+    first = members[0]
+    generation.write_submission(out / "submission.csv", first.test_names, [p.text for p in test_picks])
     atomic_write_rows(out / "submission_sources.csv", ["fname", "run", "candidate"],
-                      ((f, members[p.member].name, p.rank) for f, p in zip(test_names, test_picks, strict=True)))
+                      ((f, members[p.member].name, p.rank) for f, p in zip(first.test_names, test_picks, strict=True)))
     atomic_write_rows(out / "dev_predictions.csv", ["fname", "summary", "reference", "run", "candidate"],
                       ((f, p.text, r, members[p.member].name, p.rank)
-                       for f, p, r in zip(dev_names, dev_picks, references["reference"], strict=True)))
+                       for f, p, r in zip(first.dev_names, dev_picks, first.references, strict=True)))
     result = {
-        "dev_final": ensemble_score, "candidates": opts.candidates, "weighted": opts.weighted, "tuned": opts.tuned,
+        "dev_final": ensemble_score, "dev_rows": len(dev_picks),
+        "dev_rows_scored": "held out by every member's tuning" if opts.tuned else "all dev rows",
+        "candidates": opts.candidates, "weighted": opts.weighted, "tuned": opts.tuned, "weights": weighting,
         "members": [{"name": m.name, "run_dir": str(m.run_dir), "dev_final": m.dev_score,
                      "dev_picks": sum(p.member == i for p in dev_picks),
                      "test_picks": sum(p.member == i for p in test_picks)} for i, m in enumerate(members)],

@@ -91,12 +91,22 @@ class NewTokensNoRepeatNGram:
 
 
 def _causal_processors(gen: GenerationSection, prompt_len: int) -> dict[str, Any]:
-    from transformers import LogitsProcessorList
+    """A causal LM's n-gram blocking and repetition penalty over its generated tokens only, as they act for
+    seq2seq and as the config says ("tokens already generated"). transformers' processors read the whole
+    sequence, prompt included: its repetition penalty would discourage every token of the dialogue (names,
+    `#Person1#`, key nouns) from the first step. The penalty is transformers' own processor, told to skip
+    the prompt: every row of a left-padded batch has the same prompt width, so one length skips it (and
+    the processor holds no per-row state: the beam loop keeps running it when inputs leave the batch)."""
+    from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
-    if not gen.no_repeat_ngram_size:
+    processors: list[Any] = []
+    if gen.no_repeat_ngram_size:
+        processors.append(NewTokensNoRepeatNGram(gen.no_repeat_ngram_size, prompt_len))
+    if gen.repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(gen.repetition_penalty, prompt_ignore_length=prompt_len))
+    if not processors:
         return {}
-    return {"no_repeat_ngram_size": 0,
-            "logits_processor": LogitsProcessorList([NewTokensNoRepeatNGram(gen.no_repeat_ngram_size, prompt_len)])}
+    return {"no_repeat_ngram_size": 0, "repetition_penalty": 1.0, "logits_processor": LogitsProcessorList(processors)}
 
 
 def _padded(rows: list[list[int]], pad: int, left: bool) -> tuple[Any, Any]:

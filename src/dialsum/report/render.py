@@ -18,12 +18,15 @@ from dialsum.report.results import (
     fmt_memory,
     reference,
 )
+from dialsum.tune import describe
 
 STATES = ("finished", "failed", "running", "pending", "skipped")
-TABLE_HEADER = [
-    "#", "Experiment", "Model", "Params (trainable)", "Batch x accum = eff.", "LR", "Epochs", "Final (morph.)",
-    "Tuned (morph.)", "R1 / R2 / RL (morph.)", "Final (ws)", "Train / expected", "Peak memory", "Tokens/s", "State",
+SCORE_HEADER = [
+    "#", "Experiment", "Final (morph.)", "R1 / R2 / RL (morph.)", "Final (ws)", "Tuned (morph.)", "State",
 ]  # fmt: skip
+SETUP_HEADER = ["#", "Experiment", "Model", "Params (trainable)", "Batch x accum = eff.", "LR", "Epochs"]
+COST_HEADER = ["#", "Experiment", "Train time", "Expected", "Peak memory", "Tokens/s"]
+INIT_TEXT = {"tiny": "tiny copy of {}", "random": "{}, random weights"}
 
 Block = tuple[Any, ...]
 
@@ -43,13 +46,17 @@ def report_blocks(
     blocks += [
         (
             "p",
-            "Scores are on dev; final = (ROUGE-1 + ROUGE-2 + ROUGE-L F1) / 3 x 100, the leaderboard's "
-            "number. 'Final' and the recommendations use morpheme tokenization (Kiwi), the leaderboard's; "
-            "whitespace-token scores are shown too.",
+            "Scores are on dev, all x 100: R1, R2 and RL are ROUGE-1, ROUGE-2 and ROUGE-L F1, and final is their "
+            "mean, the leaderboard's number. 'Final' and the recommendations use morpheme tokenization (Kiwi), "
+            "the leaderboard's; whitespace-token scores are shown too. 'Tuned' is the tuned generation's score on "
+            "dev rows its search did not see, beside the run's own settings on the same rows.",
         )
     ]
-    blocks += [("h", 2, "Comparison"), comparison_table(rows, ensemble)]
+    blocks += [("h", 2, "Scores"), score_table(rows, ensemble)]
     blocks += reference_blocks(rows)
+    blocks += [("h", 2, "Setup"), setup_table(rows)]
+    blocks += [("h", 2, "Cost"), cost_table(rows)]
+    blocks += expected_blocks(rows)
     blocks += recommendation_blocks(rows, recs)
     blocks += failure_blocks(experiments)
     blocks += adaptation_blocks(experiments)
@@ -69,40 +76,108 @@ def summary_line(rows: list[dict[str, Any]]) -> str:
     states = ", ".join(f"{found.count(state)} {state}" for state in order if state in found)
     wall = sum(row["wall_minutes"] or 0 for row in rows)
     expected = sum(row["expected_minutes"] or 0 for row in rows)
-    tail = f" (expected {expected:.0f} min)" if expected else ""
+    scaled = any(row["init"] in INIT_TEXT for row in rows)
+    tail = ""
+    if expected:
+        tail = f" (the full-size models: {expected:.0f} min expected)" if scaled else f" (expected {expected:.0f} min)"
     return f"{len(rows)} experiment(s): {states}; total wall time {wall:.1f} min{tail}."
 
 
-def comparison_table(rows: list[dict[str, Any]], ensemble: dict[str, Any] | None = None) -> Block:
+def score_table(rows: list[dict[str, Any]], ensemble: dict[str, Any] | None = None) -> Block:
     body = [
         [
             str(i + 1),
             row["label"],
-            row["model"] or "-",
-            f"{fmt_count(row['parameters'])} ({fmt_count(row['trainable_parameters'])})",
-            batch_text(row),
-            fmt_lr(row["learning_rate"]),
-            fmt_float(row["epochs"], 1),
             fmt_float(row["morpheme_final"]),
-            fmt_float(row["tuned_final"]),
-            " / ".join(fmt_float(row[f"morpheme_{k}"]) for k in ("rouge1", "rouge2", "rougeL")),
+            rouge_text(row),
             fmt_float(row["whitespace_final"]),
-            fmt_minutes(row["train_minutes"] or row["wall_minutes"], row["expected_minutes"]),
-            f"{fmt_memory(row['peak_memory_mb'])} ({row['memory_kind']})" if row["memory_kind"] else "-",
-            fmt_float(row["tokens_per_second"], 0),
+            tuned_text(row),
             row["status"],
         ]
         for i, row in enumerate(rows)
     ]
     ref = reference(rows)
     if ref is not None:
-        body.append(["ref", "Longest turn (extractive)", "-", "-", "-", "-", "-", fmt_float(ref["morpheme"]), "-",
-                     "-", fmt_float(ref["whitespace"]), "-", "-", "-", "reference"])
+        body.append(["ref", "Longest turn (extractive)", fmt_float(ref["morpheme"]), "-",
+                     fmt_float(ref["whitespace"]), "-", "reference"])
     if ensemble:
-        names = ", ".join(m["name"] for m in ensemble["members"])
-        body.append(["ens", f"MBR ensemble of {names}", "-", "-", "-", "-", "-", fmt_float(ensemble["dev_final"]),
-                     "-", "-", "-", "-", "-", "-", "ensemble"])
-    return ("table", TABLE_HEADER, body)
+        body.append(["ens", ensemble_label(ensemble), fmt_float(ensemble["dev_final"]), "-", "-", "-", "ensemble"])
+    return ("table", SCORE_HEADER, body)
+
+
+def rouge_text(row: dict[str, Any]) -> str:
+    """'61.81 / 42.19 / 58.99' (x 100, as the finals); '-' for a run without scores."""
+    parts = [row[f"morpheme_{k}"] for k in ("rouge1", "rouge2", "rougeL")]
+    return "-" if all(p is None for p in parts) else " / ".join(fmt_float(p) for p in parts)
+
+
+def tuned_text(row: dict[str, Any]) -> str:
+    """'44.90 (own 44.02; 100 held-out rows)'."""
+    if row["tuned_final"] is None:
+        return "-"
+    return f"{row['tuned_final']:.2f} (own {fmt_float(row['tuned_own_final'])}; {row['tuned_rows']} held-out rows)"
+
+
+def ensemble_label(ensemble: dict[str, Any]) -> str:
+    names = ", ".join(m["name"] for m in ensemble["members"])
+    rows = ensemble.get("dev_rows")
+    on = f", on the {rows} dev rows every member's tuning held out" if ensemble.get("tuned") and rows else ""
+    return f"MBR ensemble of {names}{on}"
+
+
+def setup_table(rows: list[dict[str, Any]]) -> Block:
+    body = [
+        [
+            str(i + 1),
+            row["label"],
+            model_text(row),
+            f"{fmt_count(row['parameters'])} ({fmt_count(row['trainable_parameters'])})",
+            batch_text(row),
+            fmt_lr(row["learning_rate"]),
+            fmt_float(row["epochs"], 1),
+        ]
+        for i, row in enumerate(rows)
+    ]
+    return ("table", SETUP_HEADER, body)
+
+
+def cost_table(rows: list[dict[str, Any]]) -> Block:
+    body = [
+        [
+            str(i + 1),
+            row["label"],
+            fmt_minutes(row["train_minutes"] or row["wall_minutes"]),
+            expected_text(row),
+            f"{fmt_memory(row['peak_memory_mb'])} ({row['memory_kind']})" if row["memory_kind"] else "-",
+            fmt_float(row["tokens_per_second"], 0),
+        ]
+        for i, row in enumerate(rows)
+    ]
+    return ("table", COST_HEADER, body)
+
+
+def expected_text(row: dict[str, Any]) -> str:
+    """The suite file's expected minutes, which are the full-size model's: said so beside a scaled-down copy."""
+    if row["expected_minutes"] is None:
+        return "-"
+    return fmt_minutes(row["expected_minutes"], 0) + (" (full-size model)" if row["init"] in INIT_TEXT else "")
+
+
+def model_text(row: dict[str, Any]) -> str:
+    """The checkpoint, and what was built from it: a tiny copy of its family, or its architecture with
+    random weights (the hub id alone would claim the real model)."""
+    if not row["model"]:
+        return "-"
+    return INIT_TEXT.get(row["init"], "{}").format(row["model"])
+
+
+def expected_blocks(rows: list[dict[str, Any]]) -> list[Block]:
+    if not any(row["expected_minutes"] for row in rows):
+        return []
+    return [("p", "Train time is the training alone (the clock stops while dev is scored). Expected is the "
+                  "suite file's estimate for each experiment's full-size model trained as configured (the "
+                  "seed's, on one 24 GB RTX 3090): a tiny or random-weight copy, one epoch or a step limit "
+                  "takes a fraction of it.")]
 
 
 def tuning_blocks(experiments: list[Experiment], out_dir: Path, ensemble: dict[str, Any] | None) -> list[Block]:
@@ -111,9 +186,7 @@ def tuning_blocks(experiments: list[Experiment], out_dir: Path, ensemble: dict[s
     blocks: list[Block] = []
     if tuned:
         blocks.append(("h", 2, "Generation tuning"))
-        blocks.append(("list", [(exp.label, f"{exp.tune['trials']} trials; on all {exp.tune['dev_rows']} dev rows "
-                                f"{exp.tune['own_score']:.2f} with the run's own settings, {exp.tune['best_score']:.2f} "
-                                f"tuned ({exp.tune['best']})") for exp in tuned]))
+        blocks.append(("list", [(exp.label, tuning_text(exp.tune)) for exp in tuned]))
         for exp in tuned:
             for plot, caption in (("optimization_history", "optimization history"),
                                   ("param_importances", "parameter importances")):
@@ -121,12 +194,30 @@ def tuning_blocks(experiments: list[Experiment], out_dir: Path, ensemble: dict[s
                 if png.is_file():
                     blocks.append(("img", relative(png, out_dir), f"{exp.label}: {caption}"))
     if ensemble:
-        blocks.append(("h", 2, "Ensemble"))
-        blocks.append(("list", [(m["name"], f"dev {m['dev_final']:.2f}; picked for {m['dev_picks']} dev and "
-                                 f"{m['test_picks']} test dialogues") for m in ensemble["members"]]))
-        blocks.append(("p", f"The MBR ensemble scores {ensemble['dev_final']:.2f} on dev; its submission is "
-                            "ensemble/submission.csv."))
+        blocks += ensemble_blocks(ensemble)
     return blocks
+
+
+def tuning_text(result: dict[str, Any]) -> str:
+    if "heldout" not in result:
+        return ("tune/result.json was written before tuning held dev rows out, so its tuned score was chosen on "
+                "the rows it was scored on and is not shown; run dialsum tune again")
+    return describe(result)
+
+
+def ensemble_blocks(ensemble: dict[str, Any]) -> list[Block]:
+    rows = ensemble.get("dev_rows")
+    where = (f"the {rows} dev rows every member's tuning held out" if ensemble.get("tuned") else
+             f"{'all ' + str(rows) if rows else 'all'} dev rows")
+    weights = ("each member weighted by its dev score on the other half of the rows (even and odd rows)"
+               if ensemble.get("weighted") else "every member weighted equally")
+    return [
+        ("h", 2, "Ensemble"),
+        ("list", [(m["name"], f"dev {m['dev_final']:.2f}; picked for {m['dev_picks']} dev and "
+                              f"{m['test_picks']} test dialogues") for m in ensemble["members"]]),
+        ("p", f"The MBR ensemble scores {ensemble['dev_final']:.2f} on {where}, beside its members' scores on the "
+              f"same rows above; {weights}. Its submission is ensemble/submission.csv."),
+    ]
 
 
 def relative(path: Path, base: Path) -> str:
@@ -193,13 +284,20 @@ def failure_blocks(experiments: list[Experiment]) -> list[Block]:
 
 
 def adaptation_blocks(experiments: list[Experiment]) -> list[Block]:
+    """What the experiments share is shown once, then each one's own."""
     blocks: list[Block] = [("h", 2, "Adaptations")]
-    adapted = [(exp, adaptations(exp)) for exp in experiments]
-    if not any(items for _, items in adapted):
+    adapted = [(exp, items) for exp in experiments if (items := adaptations(exp))]
+    if not adapted:
         return blocks + [("p", "No experiment needed an adaptation.")]
+    shared = [item for item in adapted[0][1] if all(item in items for _, items in adapted)] if len(adapted) > 1 else []
+    if shared:
+        who = (f"All {len(adapted)} experiments" if len(adapted) == len(experiments) else
+               "Shared by " + ", ".join(exp.label for exp, _ in adapted))
+        blocks += [("h", 3, who), ("list", [("", item) for item in shared])]
     for exp, items in adapted:
-        if items:
-            blocks += [("h", 3, both_names(exp.label, exp.name)), ("list", [("", item) for item in items])]
+        own = [item for item in items if item not in shared]
+        if own:
+            blocks += [("h", 3, both_names(exp.label, exp.name)), ("list", [("", item) for item in own])]
     return blocks
 
 
@@ -265,11 +363,15 @@ def _backtick_runs(line: str) -> list[str]:
     return runs + ([current] if current else [])
 
 
+# Laid out for a laptop screen: the page never scrolls sideways at 1,366 pixels (tested in Chromium); long
+# hub ids, paths and log lines wrap inside their cell or block instead of widening the page.
 HTML_STYLE = (
-    "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}"
-    "table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;padding:.3em .5em}"
-    "th{background:#f3f3f3}tr:nth-child(even){background:#fafafa}pre{background:#f6f6f6;padding:.8em;"
-    "overflow-x:auto}img{max-width:100%;display:block;margin:1em 0}"
+    "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222;"
+    "line-height:1.45}table{border-collapse:collapse;font-size:.9em;max-width:100%}"
+    "td,th{border:1px solid #ccc;padding:.3em .5em;overflow-wrap:anywhere;vertical-align:top}"
+    "td{font-variant-numeric:tabular-nums}th{background:#f3f3f3;text-align:left}"
+    "tr:nth-child(even){background:#fafafa}pre{background:#f6f6f6;padding:.8em;white-space:pre-wrap;"
+    "overflow-wrap:anywhere}li{overflow-wrap:anywhere}img{max-width:100%;display:block;margin:1em 0}"
 )
 
 
@@ -311,12 +413,10 @@ def fmt_count(value: Any) -> str:
     return f"{n:.0f}"
 
 
-def fmt_minutes(actual: Any, expected: Any) -> str:
-    """'2.1 / 45 min': measured minutes against the expected ones."""
-    a, e = to_number(actual), to_number(expected)
-    if e is None:
-        return f"{a:.1f} min" if a is not None else "-"
-    return f"{a:.1f} / {e:.0f} min" if a is not None else f"- / {e:.0f} min"
+def fmt_minutes(value: Any, digits: int = 1) -> str:
+    """'2.1 min'; '-' when unknown."""
+    number = to_number(value)
+    return "-" if number is None else f"{number:.{digits}f} min"
 
 
 def fmt_float(value: Any, digits: int = 2) -> str:

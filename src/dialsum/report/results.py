@@ -28,7 +28,8 @@ RESULT_COLUMNS = [
     "parameters", "trainable_parameters", "micro_batch", "grad_accum", "effective_batch",
     "learning_rate", "epochs", "steps",
     *[f"{tok}_{key}" for tok in TOKENIZATIONS for key in SCORE_KEYS], "dev_n",
-    *[f"baseline_{tok}_final" for tok in TOKENIZATIONS], "tuned_final", "tuned_trials",
+    *[f"baseline_{tok}_final" for tok in TOKENIZATIONS], "tuned_final", "tuned_own_final", "tuned_rows",
+    "tuned_trials", "tuned_recommended",
     "train_minutes", "wall_minutes", "expected_minutes", "attempts", "slot",
     "peak_memory_mb", "memory_kind", "memory_source", "tokens_per_second", "loss_cv",
     "submission", "run_dir", "config", "adaptations", "notes",
@@ -115,7 +116,7 @@ def result_row(exp: Experiment, out_dir: Path) -> dict[str, Any]:
         "steps": m.get("steps"),
     }
     row.update(score_columns(m))
-    row.update(tuned_final=to_number(exp.tune.get("best_score")), tuned_trials=exp.tune.get("trials"))
+    row.update(tuned_columns(exp.tune))
     row.update(
         {
             "train_minutes": minutes(m.get("train_seconds")),
@@ -139,16 +140,32 @@ def result_row(exp: Experiment, out_dir: Path) -> dict[str, Any]:
 
 
 def score_columns(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Dev scores on one scale, x 100 (metrics.json keeps R1/R2/RL as fractions beside final x 100)."""
     dev = metrics.get("dev") if isinstance(metrics.get("dev"), dict) else {}
     columns: dict[str, Any] = {}
     for tok in TOKENIZATIONS:
         scores = dev.get(tok) if isinstance(dev.get(tok), dict) else {}
-        columns.update({f"{tok}_{key}": to_number(scores.get(key)) for key in SCORE_KEYS})
+        columns.update({f"{tok}_{key}": percent(scores.get(key)) for key in SCORE_KEYS if key != "final"})
+        columns[f"{tok}_final"] = to_number(scores.get("final"))
     morpheme = dev.get("morpheme") if isinstance(dev.get("morpheme"), dict) else {}
     columns["dev_n"] = morpheme.get("n")
     baseline = metrics.get("baseline") if isinstance(metrics.get("baseline"), dict) else {}
     columns.update({f"baseline_{tok}_final": to_number(baseline.get(tok)) for tok in TOKENIZATIONS})
     return columns
+
+
+def percent(fraction: Any) -> float | None:
+    value = to_number(fraction)
+    return None if value is None else value * 100
+
+
+def tuned_columns(tune: dict[str, Any]) -> dict[str, Any]:
+    """The generation tuning's held-out scores (tune/result.json); a result from before held-out scoring
+    chose its settings on the rows it scored them on, so it gives no tuned score."""
+    held = tune.get("heldout") if isinstance(tune.get("heldout"), dict) else {}
+    return {"tuned_final": to_number(held.get("tuned")), "tuned_own_final": to_number(held.get("own")),
+            "tuned_rows": held.get("rows"), "tuned_trials": tune.get("trials") if held else None,
+            "tuned_recommended": tune.get("recommended") if held else None}
 
 
 def reference(rows: list[dict[str, Any]]) -> dict[str, float] | None:
