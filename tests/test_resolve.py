@@ -287,3 +287,15 @@ def test_sorting_summaries_is_off_where_it_cannot_act(config_file, sets, why):
     assert not p.cfg.speed.bucket_summaries
     assert any(a.startswith("speed.bucket_summaries=true") and why in a for a in p.adaptations), p.adaptations
     assert plan("04_batch_optimization_rtx3090.yaml", sets=["speed.bucket_summaries=true"]).cfg.speed.bucket_summaries
+
+
+def test_tiny_refuses_a_lora_target_the_real_model_refuses():
+    """The tiny copy adds its embeddings and head to the targets; the user's own names must still match."""
+    sets = ["lora.target_modules=[nosuch_proj]"]
+    real = plan("05_solar_10.7b_qlora.yaml", dev=device(), sets=sets)
+    tiny = plan("05_solar_10.7b_qlora.yaml", init="tiny", dev=device(), sets=sets)
+    assert not real.ok and not tiny.ok
+    assert "lora.target_modules=['nosuch_proj']: no name matches" in tiny.errors[0]
+    kept = plan("05_solar_10.7b_qlora.yaml", init="tiny", dev=device(), sets=["lora.target_modules=[q, nosuch_proj]"])
+    assert kept.ok and kept.targets.unmatched == ["nosuch_proj"]
+    assert {"q_proj", "embed_tokens", "lm_head"} <= set(kept.cfg.lora.target_modules)

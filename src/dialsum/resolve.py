@@ -33,6 +33,7 @@ class Plan:
     trainable_parameters: int = 0
     four_bit: bool = False
     liger: bool = False  # liger-kernel's fused linear cross-entropy replaces the chunked loss (CUDA, causal)
+    tiny_targets: list[str] = field(default_factory=list)  # LoRA targets a tiny copy adds to the user's own
     quantized_parameters: int = 0  # of `parameters`, those stored in NF4 when the base loads in 4 bits
     memory: memory.MemoryEstimate | None = None  # peak GPU memory of training (see _estimate_memory)
     gpu: tuple[str, int] | None = None  # this machine's GPU (name, bytes), for the comparison
@@ -165,6 +166,7 @@ def _adapt_tiny_lora(plan: Plan) -> None:
         plan.adaptations.append(f"lora.target_modules: a tiny model's embeddings and head are random, so LoRA "
                                 f"adapts {' and '.join(missing)} too")
         lora.target_modules = [*lora.target_modules, *missing]
+        plan.tiny_targets = missing
     if lora.lora_rank < width:
         alpha = lora.lora_alpha * width / lora.lora_rank
         plan.adaptations.append(f"lora.lora_rank={lora.lora_rank} over a random base learns little; using the tiny "
@@ -357,6 +359,7 @@ def _resolve_lora(plan: Plan, meta: Any) -> None:
         return
     res = lora_mod.resolve_targets(lora.target_modules, meta)
     plan.targets = res
+    own = [t for t in res.requested if t not in plan.tiny_targets]  # the real model has only these
     generic = [r for r in res.requested if res.mapping[r] != [r]]
     if generic:
         plan.adaptations.append(
@@ -368,9 +371,9 @@ def _resolve_lora(plan: Plan, meta: Any) -> None:
             f"lora.target_modules: {', '.join(res.unmatched)} match(es) no module of this {plan.family} model; "
             "skipped (no adapter there)"
         )
-    if not res.resolved:
+    if not set(own) - set(res.unmatched):
         plan.errors.append(
-            f"lora.target_modules={lora.target_modules}: no name matches a module of this {plan.family} "
+            f"lora.target_modules={own}: no name matches a module of this {plan.family} "
             "model; use q,k,v,o (or the architecture's own names)"
         )
         return
