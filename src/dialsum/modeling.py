@@ -61,11 +61,12 @@ def _mask_regex() -> Any:
     return Regex(r"#[A-Za-z]+\d*#")
 
 
-def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
+def load_tokenizer(name: str, trust_remote_code: bool = False, local_only: bool = False) -> Any:
+    """The checkpoint's tokenizer; `local_only`: from a local directory or the hub cache, never downloaded."""
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, local_files_only=local_only)
     except (OSError, ValueError) as err:
         raise DialsumError(
             f"model.name={name!r}: cannot load its tokenizer ({str(err).splitlines()[0][:160]}); "

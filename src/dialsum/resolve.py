@@ -5,18 +5,24 @@
 `plan_experiment` never trains and never downloads: it reads the checkpoint's config when it is
 local or cached, else the built-in architecture table, and builds the model on the meta device to
 count parameters and match LoRA targets. Each adaptation is one line in the form
-`key=value ...; using X` and is saved with the run.
+`key=value ...; using X` and is saved with the run. Given the run's tokenizer (`plan_and_check`),
+the plan also takes what the tokenizer decides: a causal LM's padding token and chat template, and
+whether its prompt leaves room for the dialogue. `train` and `validate` make the same calls, so
+validate shows every adaptation train records: it trains a tiny or random build's tokenizer on the
+data as train does, and reads a pretrained checkpoint's when it is local or cached (else it says so).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from dialsum import archs, memory, modeling, train_args
+from dialsum import archs, data, memory, modeling, prompt, train_args
 from dialsum import lora as lora_mod
 from dialsum.config import ExperimentConfig
 from dialsum.device import DeviceInfo
+from dialsum.errors import DialsumError
 
 
 @dataclass
@@ -37,6 +43,7 @@ class Plan:
     quantized_parameters: int = 0  # of `parameters`, those stored in NF4 when the base loads in 4 bits
     memory: memory.MemoryEstimate | None = None  # peak GPU memory of training (see _estimate_memory)
     gpu: tuple[str, int] | None = None  # this machine's GPU (name, bytes), for the comparison
+    tokenizer_note: str = ""  # validate: which tokenizer the plan saw, or why it saw none
 
     @property
     def ok(self) -> bool:
@@ -89,12 +96,75 @@ def plan_experiment(cfg: ExperimentConfig, init: str | None, device: DeviceInfo,
 
 
 def plan_and_check(cfg: ExperimentConfig, init: str | None, device: DeviceInfo,
-                   vocab_size: int | None = None, world_size: int = 1) -> Plan:
-    """`plan_experiment` on this machine, plus what transformers would refuse at training time."""
-    plan = plan_experiment(cfg, init, device, vocab_size, world_size)
+                   tokenizer: Any = None, world_size: int = 1) -> Plan:
+    """`plan_experiment` on this machine; given the run's tokenizer (mask tokens added), what it decides; then
+    what transformers would refuse at training time."""
+    plan = plan_experiment(cfg, init, device, len(tokenizer) if tokenizer is not None else None, world_size)
+    if tokenizer is not None and plan.ok:
+        _adapt_tokenizer(plan, tokenizer)
     if plan.ok:
         plan.errors += train_args.problems(plan.cfg, four_bit=plan.four_bit, device=plan.device)
     return plan
+
+
+def _adapt_tokenizer(plan: Plan, tokenizer: Any) -> None:
+    """A causal LM's padding token and chat template come from its tokenizer, and so does the room its prompt
+    leaves for the dialogue."""
+    if plan.family != "causal":
+        return
+    prompt.adapt_padding(tokenizer, plan.adaptations)
+    prompt.adapt_chat_template(plan.cfg, tokenizer, plan.adaptations)
+    try:
+        prompt.make_encoder(tokenizer, plan.family, plan.cfg).dialogue_budget()
+    except DialsumError as err:
+        plan.errors.append(str(err))
+
+
+def experiment_tokenizer(cfg: ExperimentConfig, train: Any, local_only: bool = False) -> Any:
+    """The tokenizer a run of `cfg` starts from: a pretrained checkpoint's (`local_only`: never downloaded), else
+    one trained on the training rows `train` (tiny and random builds)."""
+    m = cfg.model
+    hf_config, _ = archs.resolve_hf_config(m.name, m.trust_remote_code)  # a missing or broken checkpoint, said plainly
+    if m.init == "pretrained":
+        return modeling.load_tokenizer(m.name, m.trust_remote_code, local_only)
+    return modeling.tokenizer_from_data(train, archs.family_of(hf_config), cfg.tokenizer.prefix, m.tiny_vocab_size,
+                                        cfg.tokenizer.special_tokens)
+
+
+def validation_plan(cfg: ExperimentConfig, init: str | None, device: DeviceInfo) -> Plan:
+    """`dialsum validate`'s plan: `plan_and_check` with the tokenizer train would start from, where it can be
+    had without downloading a model."""
+    cfg = cfg.model_copy(deep=True)
+    cfg.model.init = init or cfg.model.init  # type: ignore[assignment]
+    tokenizer, note = _validation_tokenizer(cfg)
+    plan = plan_and_check(cfg, None, device, tokenizer)
+    plan.tokenizer_note = note
+    return plan
+
+
+def _validation_tokenizer(cfg: ExperimentConfig) -> tuple[Any, str]:
+    """(the tokenizer with the mask tokens, where it came from), or (None, why it cannot be had here)."""
+    m = cfg.model
+    if m.init == "pretrained":
+        local = Path(m.name).expanduser().is_dir()
+        try:
+            tokenizer = experiment_tokenizer(cfg, None, local_only=not local)
+        except DialsumError:
+            if local:
+                raise
+            return None, (f"{m.name}: not local or cached, so what it decides (a causal LM's padding token and "
+                          "chat template) is unknown here; train adapts to it when it loads it")
+        where = "the checkpoint's"
+    else:
+        path = Path(cfg.data.dir) / cfg.data.train_file
+        try:
+            train = data.read_split(path, with_summary=True)
+        except DialsumError as err:
+            return None, f"a {m.init} build's is trained on the training data, which cannot be read here: {err}"
+        tokenizer = experiment_tokenizer(cfg, train.head(cfg.data.max_train_samples or len(train)))
+        where = f"trained on {path}"
+    modeling.add_keep_whole_tokens(tokenizer, cfg.tokenizer.special_tokens)
+    return tokenizer, f"{where}, {len(tokenizer):,} tokens with the mask tokens"
 
 
 def _clamp_lengths(plan: Plan) -> None:
@@ -444,6 +514,7 @@ def describe_plan(path: str, plan: Plan) -> str:
     lines = [
         f"{path}: {'OK' if plan.ok else 'CANNOT RUN'}",
         f"  model        {cfg.model.name} ({plan.family}, {plan.arch_source}, init={cfg.model.init})",
+        *([f"  tokenizer    {plan.tokenizer_note}"] if plan.tokenizer_note else []),
         _parameters_line(plan),
         f"  batch        {t.per_device_train_batch_size} x {t.gradient_accumulation_steps} accumulation = "
         f"{cfg.effective_batch} effective; lr {t.learning_rate:g}, {t.num_train_epochs:g} epochs",
