@@ -257,7 +257,8 @@ def _setup_plan(run: Run) -> None:
     tokenizer = _tokenizer(run)
     run.added_tokens = modeling.add_keep_whole_tokens(tokenizer, run.cfg.tokenizer.special_tokens)
     run.metrics["added_tokens"] = len(run.added_tokens)
-    plan = plan_and_check(run.cfg, None, run.device, tokenizer=tokenizer, world_size=distributed.world_size())
+    plan = plan_and_check(run.cfg, None, run.device, tokenizer=tokenizer, world_size=distributed.world_size(),
+                          ddp=distributed.launched())
     if not plan.ok:  # a prompt that leaves the dialogue no room among them: before anything is written
         raise DialsumError("; ".join(plan.errors))
     run.encoder = prompt.make_encoder(tokenizer, plan.family, plan.cfg)

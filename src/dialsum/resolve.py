@@ -70,9 +70,10 @@ def architecture(cfg: ExperimentConfig, init: str, vocab_size: int | None = None
 
 
 def plan_experiment(cfg: ExperimentConfig, init: str | None, device: DeviceInfo,
-                    vocab_size: int | None = None, world_size: int = 1) -> Plan:
+                    vocab_size: int | None = None, world_size: int = 1, ddp: bool = False) -> Plan:
     """The adapted config and everything decided about it; `init` None keeps the config's model.init;
-    `world_size` the number of DDP processes it trains on."""
+    `world_size` the number of DDP processes it trains on; `ddp` whether torchrun started it (the Trainer then
+    wraps the model in DDP even on one process)."""
     configured = cfg
     cfg = cfg.model_copy(deep=True)
     init = init or cfg.model.init
@@ -83,7 +84,7 @@ def plan_experiment(cfg: ExperimentConfig, init: str | None, device: DeviceInfo,
     _clamp_lengths(plan)
     _adapt_init(plan, init)
     _adapt_hardware(plan, device)
-    _adapt_ddp(plan, world_size)
+    _adapt_ddp(plan, world_size, ddp)
     _adapt_evaluation(plan)
     _adapt_generation(plan)
     _adapt_family(plan)
@@ -96,10 +97,10 @@ def plan_experiment(cfg: ExperimentConfig, init: str | None, device: DeviceInfo,
 
 
 def plan_and_check(cfg: ExperimentConfig, init: str | None, device: DeviceInfo,
-                   tokenizer: Any = None, world_size: int = 1) -> Plan:
+                   tokenizer: Any = None, world_size: int = 1, ddp: bool = False) -> Plan:
     """`plan_experiment` on this machine; given the run's tokenizer (mask tokens added), what it decides; then
     what transformers would refuse at training time."""
-    plan = plan_experiment(cfg, init, device, len(tokenizer) if tokenizer is not None else None, world_size)
+    plan = plan_experiment(cfg, init, device, len(tokenizer) if tokenizer is not None else None, world_size, ddp)
     if tokenizer is not None and plan.ok:
         _adapt_tokenizer(plan, tokenizer)
     if plan.ok:
@@ -301,18 +302,20 @@ def _adapt_optimizer(plan: Plan) -> None:
     sp.fused_adamw = False
 
 
-def _adapt_ddp(plan: Plan, world_size: int) -> None:
-    """Several processes: the effective batch stays the configured one; dev is scored once, by rank 0."""
-    if world_size == 1:
+def _adapt_ddp(plan: Plan, world_size: int, ddp: bool) -> None:
+    """Several processes: the effective batch stays the configured one; dev is scored once, by rank 0. Under
+    torchrun the Trainer wraps the model in DDP with one process too, so the rest holds there as well."""
+    if world_size == 1 and not ddp:
         return
     t = plan.cfg.training
     accum = max(1, round(t.gradient_accumulation_steps / world_size))
     before = plan.cfg.effective_batch
     after = t.per_device_train_batch_size * accum * world_size
     kept = "so the effective batch stays" if after == before else f"the effective batch {before} becomes"
-    plan.adaptations.append(
-        f"training.gradient_accumulation_steps={t.gradient_accumulation_steps} on {world_size} DDP processes: "
-        f"using {accum}, {kept} {t.per_device_train_batch_size} x {accum} x {world_size} = {after}")
+    if world_size > 1:
+        plan.adaptations.append(
+            f"training.gradient_accumulation_steps={t.gradient_accumulation_steps} on {world_size} DDP processes: "
+            f"using {accum}, {kept} {t.per_device_train_batch_size} x {accum} x {world_size} = {after}")
     t.gradient_accumulation_steps = accum
     if t.eval_strategy != "no":
         plan.adaptations.append(
