@@ -129,7 +129,12 @@ def test_workers_capped_at_cores_on_gpu():
     p = plan("02_eenzeenee_t5_rtx3090.yaml", dev=device(cuda=True, bf16=True, tf32=True, cores=8))
     assert p.cfg.training.dataloader_num_workers == 8
     assert any("exceeds the 8 CPU cores; using 8" in a for a in p.adaptations)
-    assert p.cfg.training.bf16 and p.cfg.training.tf32
+    assert p.cfg.training.bf16 and p.cfg.training.tf32 and p.cfg.training.dataloader_pin_memory  # kept on CUDA
+    cfg = config.load("configs/experiments/02_eenzeenee_t5_rtx3090.yaml")
+    ddp = plan_experiment(cfg, "pretrained", device(cuda=True, cores=8), world_size=4)
+    assert ddp.cfg.training.dataloader_num_workers == 2  # each DDP process loads with its own workers
+    assert any("4 DDP processes share the 8 CPU cores, each with its own workers; using 2" in a
+               for a in ddp.adaptations)
 
 
 def test_four_bit_without_bitsandbytes_falls_back_to_lora():

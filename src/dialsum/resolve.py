@@ -83,7 +83,7 @@ def plan_experiment(cfg: ExperimentConfig, init: str | None, device: DeviceInfo,
                 "cuda" if device.cuda_available else "cpu")
     _clamp_lengths(plan)
     _adapt_init(plan, init)
-    _adapt_hardware(plan, device)
+    _adapt_hardware(plan, device, world_size)
     _adapt_ddp(plan, world_size, ddp)
     _adapt_evaluation(plan)
     _adapt_generation(plan)
@@ -245,9 +245,12 @@ def _adapt_tiny_lora(plan: Plan) -> None:
         lora.lora_rank, lora.lora_alpha = width, alpha
 
 
-def _adapt_hardware(plan: Plan, dev: DeviceInfo) -> None:
+def _adapt_hardware(plan: Plan, dev: DeviceInfo, world_size: int = 1) -> None:
+    """What this machine cannot do as configured. Rules kept on CUDA: bf16 and TF32 from compute capability 8.0
+    (`device.probe`); pinned memory; data-loading workers, each DDP process with its own, at most the cores."""
     t, sp, lora = plan.cfg.training, plan.cfg.speed, plan.cfg.lora
     note = plan.adaptations.append
+    share = max(1, dev.cpu_cores // world_size)
     if t.bf16 and not dev.bf16_supported:
         note("training.bf16=true: this device has no bfloat16 support; training in float32")
         t.bf16 = False
@@ -258,6 +261,10 @@ def _adapt_hardware(plan: Plan, dev: DeviceInfo) -> None:
         note(f"training.dataloader_num_workers={t.dataloader_num_workers}: on a CPU-only run worker "
              "processes compete with training for the same cores; using 0")
         t.dataloader_num_workers = 0
+    elif t.dataloader_num_workers > share and world_size > 1:
+        note(f"training.dataloader_num_workers={t.dataloader_num_workers}: {world_size} DDP processes share the "
+             f"{dev.cpu_cores} CPU cores, each with its own workers; using {share}")
+        t.dataloader_num_workers = share
     elif t.dataloader_num_workers > dev.cpu_cores:
         note(f"training.dataloader_num_workers={t.dataloader_num_workers} exceeds the {dev.cpu_cores} CPU "
              f"cores; using {dev.cpu_cores}")
