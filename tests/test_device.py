@@ -116,3 +116,20 @@ def test_free_memory_collects_garbage_and_returns_none_without_cuda() -> None:
 
     if not torch.cuda.is_available():
         assert freed is None
+
+
+# --------------------------------------------------------------------------- GPU rules, checked on the CPU
+
+
+@pytest.mark.parametrize(("device_name", "current", "placed"), [("cuda", 1, "cuda:1"), ("cpu", 1, "cpu")])
+def test_a_4bit_base_loads_on_its_own_rank_computing_in_the_training_dtype(monkeypatch, device_name, current, placed):
+    import torch
+
+    from dialsum import modeling
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current)  # DDP rank 1: distributed.init set GPU 1
+    kwargs = modeling.four_bit_arguments(torch.bfloat16, device_name)
+    assert kwargs["device_map"] == {"": placed}
+    q = kwargs["quantization_config"]
+    assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
+    assert q.bnb_4bit_compute_dtype == torch.bfloat16 and q.bnb_4bit_quant_storage == torch.uint8
