@@ -27,6 +27,7 @@ its own, and dialsum's collectives would then meet the rule above.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import subprocess
 import sys
@@ -90,6 +91,8 @@ def init(cuda: bool) -> None:
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     except (RuntimeError, ValueError) as err:
         raise DialsumError(f"DDP: cannot join the process group ({str(err).splitlines()[0][:160]})") from None
+    logging.getLogger("dialsum").info("DDP: rank %d of %d joined the %s process group (dialsum's own collectives: "
+                                      "gloo)", rank(), world_size(), dist.get_backend())
 
 
 def _group() -> Any:
