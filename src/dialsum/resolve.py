@@ -466,7 +466,7 @@ def _estimate_memory(plan: Plan, configured: ExperimentConfig, meta: Any, device
     settings as adapted to it (what will run there); on a CPU-only one, with the config's own precision,
     4-bit, optimizer and loss settings, which a GPU would keep and this machine adapts away."""
     settings = plan.cfg if device.cuda_available else configured
-    t, tok, sp = settings.training, plan.cfg.tokenizer, settings.speed
+    t, tok, sp, lora = settings.training, plan.cfg.tokenizer, settings.speed, plan.cfg.lora
     causal = plan.family == "causal"
     plan.quantized_parameters = memory.quantized_parameters(meta)
     shape = memory.TrainingShape(
@@ -475,6 +475,8 @@ def _estimate_memory(plan: Plan, configured: ExperimentConfig, meta: Any, device
         encoder_decoder=not causal, four_bit=settings.lora.load_in_4bit,
         lora_params=plan.trainable_parameters if plan.cfg.lora.enabled else 0, optimizer=t.optim, bf16=t.bf16,
         gradient_checkpointing=t.gradient_checkpointing, chunk_tokens=sp.chunk_tokens if sp.chunked_loss else None,
+        lora_targets=tuple(lora.target_modules) if lora.enabled else (), lora_rank=lora.lora_rank,
+        lora_dropout=lora.lora_dropout, trust_remote_code=plan.cfg.model.trust_remote_code,
     )
     plan.memory = memory.estimate(meta, shape)
     if device.cuda_available and device.total_memory_mb:
