@@ -11,8 +11,9 @@ finished dialsum run (`--run-dir`), or by default the KoBART baseline experiment
 (configs/experiments/01_baseline_kobart_rtx3090.yaml) trained once on the embedded sample and kept
 under bench/.cache/ (tiny: `--init tiny`, 3 epochs, as `make demo` trains it, about 3 minutes on one
 CPU thread; full: the 124M architecture from random weights, `--init random`, all weights, 2 epochs at
-learning rate 5e-4, meant for the GPU). Its summaries end where the model ends them, at different
-lengths.
+learning rate 5e-4, meant for the GPU; smoke: a smaller tiny copy trained 40 steps on the first 256
+rows, for `gpu.sh --dry-run`, which checks the plumbing only). Its summaries end where the model ends
+them, at different lengths.
 
 Beam search over the first `--n` dev dialogues with the run's generation settings, four ways:
 
