@@ -304,3 +304,11 @@ def test_tiny_refuses_a_lora_target_the_real_model_refuses():
     kept = plan("05_solar_10.7b_qlora.yaml", init="tiny", dev=device(), sets=["lora.target_modules=[q, nosuch_proj]"])
     assert kept.ok and kept.targets.unmatched == ["nosuch_proj"]
     assert {"q_proj", "embed_tokens", "lm_head"} <= set(kept.cfg.lora.target_modules)
+
+
+def test_torch_compile_is_kept_on_cuda_only():
+    on_gpu = plan("04_batch_optimization_rtx3090.yaml", sets=["speed.torch_compile=true"])
+    assert on_gpu.cfg.speed.torch_compile
+    on_cpu = plan("04_batch_optimization_rtx3090.yaml", dev=device(), sets=["speed.torch_compile=true"])
+    assert not on_cpu.cfg.speed.torch_compile
+    assert any("speed.torch_compile=true: compiling pays off on CUDA only" in a for a in on_cpu.adaptations)

@@ -292,7 +292,8 @@ def _adapt_hardware(plan: Plan, dev: DeviceInfo, world_size: int = 1) -> None:
 
 def _adapt_optimizer(plan: Plan) -> None:
     """speed.fused_adamw turns adamw_torch into its fused kernel (torch has one for CUDA and the CPU), and
-    nothing else."""
+    nothing else. A paged optimizer (paged_adamw_8bit) pages its states through CUDA unified memory: kept
+    on CUDA; on the CPU bitsandbytes runs the same update unpaged, which is said."""
     t, sp = plan.cfg.training, plan.cfg.speed
     if t.optim.startswith("paged_") and plan.device == "cpu":
         plan.adaptations.append(f"training.optim={t.optim}: paging moves optimizer states out of GPU memory; "
@@ -390,7 +391,9 @@ def _adapt_family(plan: Plan) -> None:
 
 
 def _adapt_liger(plan: Plan) -> None:
-    """On CUDA, liger-kernel's fused linear cross-entropy for the causal architectures it patches."""
+    """On CUDA, liger-kernel's fused linear cross-entropy for the causal architectures it patches: its Triton
+    kernels run on CUDA only, and it replaces the chunked loss (the recipe then uses the model's own loss,
+    which liger has swapped); `modeling.apply_liger` patches the model class for the whole process."""
     sp = plan.cfg.speed
     if plan.family != "causal" or plan.device != "cuda" or not sp.liger_kernel:
         return
