@@ -205,3 +205,13 @@ def test_the_estimate_counts_the_solar_recipe_above_the_old_formula(solar: nn.Mo
     result = estimate(solar, qlora(solar))
     assert 2.2 * GB < result.parts["activations"] < 3.0 * GB and result.note == ""
     assert 10.5 * GB < result.total < 12 * GB
+
+
+def test_a_forward_fake_tensors_cannot_run_falls_back_to_the_formula_and_says_so(tiny: nn.Module, monkeypatch) -> None:
+    def data_dependent(*_: object, **__: object) -> None:
+        raise RuntimeError("data-dependent control flow")
+
+    monkeypatch.setattr(activations, "layer_bytes", data_dependent)
+    result = estimate(tiny, qlora(tiny))
+    assert result.note == "activations by formula (RuntimeError)" and result.parts["activations"] > 0
+    assert result.describe().endswith("; activations by formula (RuntimeError))")

@@ -37,8 +37,9 @@ lower. GB here means GiB (2**30 bytes).
   and its gradient (S_logits = seq_tokens for a causal LM, label_tokens for seq2seq).
 - CUDA overhead: 1.0 GB for the context and cuBLAS workspaces; fragmentation: 10% of the rest.
 
-Left out: what CUDA's kernels keep that the CPU's do not (the count runs the CPU's autocast and
-SDPA), MoE routing, paged optimizer states evicted to CPU, and data-parallel/DeepSpeed sharding.
+Left out: what CUDA's kernels keep that the CPU's do not, beyond SDPA and 4-bit Linears, which are
+counted as CUDA runs them (the rest runs under the CPU's autocast), MoE routing, paged optimizer
+states evicted to CPU, and data-parallel/DeepSpeed sharding.
 """
 
 from __future__ import annotations
