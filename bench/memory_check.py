@@ -14,7 +14,9 @@ applies them. dialsum's own Trainer then takes `--steps` optimizer steps at the 
 assumption, with the config's optimizer, precision and loss. Recorded: `torch.cuda.max_memory_allocated`,
 `torch.cuda.max_memory_reserved`, and the device memory in use before the first config (the CUDA
 context, which the allocator does not count). `device` = reserved peak + context is what the
-estimate claims to bound; `ratio` = device / estimate (above 1: the estimate is low).
+estimate claims to bound; `ratio` = device / estimate (above 1: the estimate is low). Rows are fed in
+order, the first of each micro-batch a token shorter, so every batch is padded as real ones are. A
+config that does not fit this GPU is recorded as out of memory (`OOM`), and the next one runs.
 
 `--layers NAME=N` measures a config at N decoder layers (and encoder layers for seq2seq), for a
 model too large for the time or the GPU; its estimate is then the plan of the same architecture at N
@@ -168,20 +170,22 @@ def adapted(model: Any, plan: Any) -> Any:
 
 
 def full_rows(plan: Any, n: int) -> list[dict[str, list[int]]]:
-    """Rows as long as the config allows: seq2seq dialogue -> summary, or a causal prompt + its summary."""
+    """Rows as long as the config allows (seq2seq dialogue -> summary, or a causal prompt + its summary), the
+    first of each micro-batch a token shorter: padded batches, as real ones are (and as the estimate counts)."""
     import random
 
     rng = random.Random(0)
-    tok, vocab = plan.cfg.tokenizer, plan.hf_config.vocab_size
+    tok, vocab, micro = plan.cfg.tokenizer, plan.hf_config.vocab_size, plan.cfg.training.per_device_train_batch_size
     ids = lambda k: [rng.randrange(8, vocab) for _ in range(k)]  # noqa: E731
+    prompts = [tok.encoder_max_len - (i % micro == 0) for i in range(n)]
     if plan.family == "causal":
-        return [{"input_ids": ids(tok.encoder_max_len) + (s := ids(tok.decoder_max_len)),
-                 "labels": [-100] * tok.encoder_max_len + s} for _ in range(n)]
-    return [{"input_ids": ids(tok.encoder_max_len), "labels": ids(tok.decoder_max_len)} for _ in range(n)]
+        return [{"input_ids": ids(p) + (s := ids(tok.decoder_max_len)), "labels": [-100] * p + s} for p in prompts]
+    return [{"input_ids": ids(p), "labels": ids(tok.decoder_max_len)} for p in prompts]
 
 
 def trainer_for(plan: Any, model: Any, rows: list[dict], steps: int, output_dir: str) -> Any:
     """dialsum's Trainer of this family, as the recipe builds it, without evaluation, saving or logging."""
+    from torch.utils.data import SequentialSampler
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from dialsum import data, train_args
@@ -200,6 +204,7 @@ def trainer_for(plan: Any, model: Any, rows: list[dict], steps: int, output_dir:
                    chunk_tokens=cfg.speed.chunk_tokens if chunked else None, length_buckets=False)
     for printer in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(printer)
+    trainer._get_train_sampler = lambda *_: SequentialSampler(rows)  # in order: each micro-batch padded
     return trainer
 
 
@@ -219,21 +224,32 @@ def measure(path: Path, args: argparse.Namespace, context: int) -> dict[str, Any
         if args.device == "cuda":
             torch.cuda.empty_cache()  # the build's freed bf16 weights are not part of training
             torch.cuda.reset_peak_memory_stats()
-        result = trainer.train()
+        loss, oom = _train(trainer)
         peaks = _peaks(args.device)
     del trainer, model
     gc.collect()
     if args.device == "cuda":
         torch.cuda.empty_cache()
     estimate = plan.memory.total
-    device_peak = peaks["reserved"] + context if peaks["reserved"] is not None else None
+    device_peak = peaks["reserved"] + context if peaks["reserved"] is not None and not oom else None
     return {"config": path.stem, "layers": layers, "full_layers": full, "micro_batch":
             plan.cfg.training.per_device_train_batch_size, "estimate_gb": round(estimate / GB, 2),
             "allocated_gb": _gb(peaks["allocated"]), "reserved_gb": _gb(peaks["reserved"]),
             "device_gb": _gb(device_peak), "ratio": round(device_peak / estimate, 3) if device_peak else None,
-            "estimate_parts_gb": {k: round(v / GB, 2) for k, v in plan.memory.parts.items()},
-            "four_bit": plan.four_bit, "liger": plan.liger, "loss": round(float(result.training_loss), 4),
+            "out_of_memory": oom, "estimate_parts_gb": {k: round(v / GB, 2) for k, v in plan.memory.parts.items()},
+            "four_bit": plan.four_bit, "liger": plan.liger, "loss": loss,
             "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _train(trainer: Any) -> tuple[float | None, bool]:
+    """The training loss, or None and True where this GPU ran out of memory (then the peaks say how far it
+    got, and the estimate should not fit this GPU either)."""
+    import torch
+
+    try:
+        return round(float(trainer.train().training_loss), 4), False
+    except torch.OutOfMemoryError:
+        return None, True
 
 
 def _peaks(device: str) -> dict[str, int | None]:
@@ -267,7 +283,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         depth = f"{r['layers']}/{r['full_layers']}"
         cells = [_cell(r[k]) for k in ("estimate_gb", "allocated_gb", "reserved_gb", "device_gb")]
-        ratio = f"{r['ratio']:.2f}" if r["ratio"] else "n/a"
+        ratio = f"{r['ratio']:.2f}" if r["ratio"] else ("OOM" if r["out_of_memory"] else "n/a")
         print(f"{r['config']:38} {depth:>7} {r['micro_batch']:>5} {cells[0]:>9} {cells[1]:>9} {cells[2]:>9} "
               f"{cells[3]:>7} {ratio:>6}")
     print("GB = GiB; device = reserved peak + CUDA context; ratio = device / estimate (above 1: the estimate is low)")
