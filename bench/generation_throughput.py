@@ -10,9 +10,10 @@ batch would ever wait on one long summary. This benchmark generates with a train
 finished dialsum run (`--run-dir`), or by default the KoBART baseline experiment
 (configs/experiments/01_baseline_kobart_rtx3090.yaml) trained once on the embedded sample and kept
 under bench/.cache/ (tiny: `--init tiny`, 3 epochs, as `make demo` trains it, about 3 minutes on one
-CPU thread; full: the 124M architecture from random weights, `--init random`, all weights, 6 epochs at
-learning rate 5e-4, meant for the GPU). Its summaries end where the model ends them, at different
-lengths.
+CPU thread; full: the 124M architecture from random weights, `--init random`, all weights, 2 epochs at
+learning rate 5e-4, meant for the GPU; smoke: a smaller tiny copy trained 40 steps on the first 256
+rows, for `gpu.sh --dry-run`, which checks the plumbing only). Its summaries end where the model ends
+them, at different lengths.
 
 Beam search over the first `--n` dev dialogues with the run's generation settings, four ways:
 
@@ -57,11 +58,15 @@ TARGET_SPEEDUP = {"cpu": 1.5, "cuda": 2.0}
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import require_cuda  # noqa: E402
 
-# How the cached model is trained: the demo's tiny KoBART, or the full architecture from random weights.
+# How the cached model is trained: the demo's tiny KoBART, or the full architecture from random weights;
+# `smoke` (gpu.sh --dry-run): a smaller tiny copy, 40 steps on the first rows of the sample, seconds on a CPU.
 TRAIN_ARGS = {
     "tiny": ["--init", "tiny", "--set", "training.num_train_epochs=3", "--set", "speed.cpu_threads=1"],
+    "smoke": ["--init", "tiny", "--max-steps", "40", "--set", "model.tiny_d_model=64", "--set", "model.tiny_layers=1",
+              "--set", "model.tiny_vocab_size=600", "--set", "training.eval_strategy=no",
+              "--set", "speed.cpu_threads=1"],
     "full": ["--init", "random", "--set", "lora.use_lora=false", "--set", "training.learning_rate=5e-4",
-             "--set", "training.num_train_epochs=6", "--set", "training.eval_strategy=no",
+             "--set", "training.num_train_epochs=2", "--set", "training.eval_strategy=no",
              "--set", "training.save_strategy=no", "--set", "training.load_best_model_at_end=false"],
 }
 VARIANTS = ("baseline", "fixed", "sorted", "dialsum")
@@ -71,8 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", help="a finished dialsum run to generate with (default: train one, cached)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--size", choices=["tiny", "full"], default="tiny",
-                        help="the cached model: tiny KoBART-family or the full KoBART architecture (124M)")
+    parser.add_argument("--size", choices=["tiny", "full", "smoke"], default="tiny",
+                        help="the cached model: tiny KoBART-family or the full KoBART architecture (124M); smoke: "
+                             "a smaller tiny copy trained 40 steps on the first rows (checks the plumbing only)")
     parser.add_argument("--quick", action="store_true", help="96 dialogues, 4 beams, 3 rounds")
     parser.add_argument("--n", type=int, default=200, help="dev dialogues to summarize")
     parser.add_argument("--beams", type=int, nargs="+", default=[4, 12], help="beam settings to compare")
@@ -98,9 +104,22 @@ def cached_run(size: str) -> Path:
     print(f"training the {size} model once into {run} ...", file=sys.stderr)
     cmd = [sys.executable, "-m", "dialsum.cli", "train", str(CONFIG), *TRAIN_ARGS[size], "--set",
            "generation.max_length=64", "--run-dir", str(run)]
+    if size == "smoke":
+        cmd += ["--data", str(sample_head(CACHE / "sample-head"))]
     path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": path})
     return run
+
+
+def sample_head(folder: Path) -> Path:
+    """The first rows of the embedded sample (256 train, 32 dev, 8 test), kept beside the cached runs."""
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train", 256), ("dev", 32), ("test", 8)):
+        pd.read_csv(ROOT / "data" / "sample" / f"{name}.csv", dtype=str).head(n).to_csv(folder / f"{name}.csv",
+                                                                                        index=False)
+    return folder
 
 
 @dataclass

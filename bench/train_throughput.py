@@ -75,6 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=2, help="epochs each variant takes (all its batches)")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved slices of each epoch")
     parser.add_argument("--baseline-steps", type=int, default=2, help="the baseline's micro-batches per round")
+    parser.add_argument("--rows", type=int, default=None, help="only the first N training rows (gpu.sh --dry-run)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (1: stable timings on a shared machine)")
@@ -112,7 +113,7 @@ def load_setup(args: argparse.Namespace) -> Setup:
     from dialsum import archs, config, data, modeling
 
     cfg = config.load(args.config)
-    train = data.read_split(Path(cfg.data.dir) / cfg.data.train_file, with_summary=True)
+    train = data.read_split(Path(cfg.data.dir) / cfg.data.train_file, with_summary=True).head(args.rows)
     tokenizer = modeling.tokenizer_from_data(train, "bart", cfg.tokenizer.prefix, cfg.model.tiny_vocab_size,
                                              cfg.tokenizer.special_tokens)
     spec = archs.KNOWN_ARCHS[KOBART]

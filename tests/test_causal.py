@@ -252,3 +252,52 @@ def test_a_pretrained_causal_checkpoint_trains_its_added_token_rows_and_predict_
     proc = run_cli("predict", str(run), "--input", str(small_data / "test.csv"), "--out", str(tmp_path / "p.csv"))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "p.csv").read_text(encoding="utf-8") == (run / "submission.csv").read_text(encoding="utf-8")
+
+
+def adapted_lines(stdout: str) -> list[str]:
+    return [line.split("adapted      ", 1)[1] for line in stdout.splitlines() if "  adapted      " in line]
+
+
+def test_validate_shows_every_adaptation_train_makes(small_data, tmp_path):
+    """The tiny tokenizer, trained on the data, has no chat template: validate says so, as train records it."""
+    sets = [a for s in [*FAST, f"data.dir={small_data}"] for a in ("--set", s)]
+    shown = run_cli("validate", str(SOLAR), "--init", "tiny", *sets)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "using prompt.template as plain text" in shown.stdout
+    assert f"  tokenizer    trained on {small_data / 'train.csv'}" in shown.stdout
+    trained = run_cli("train", str(SOLAR), "--init", "tiny", *sets, "--max-steps", "1", "--run-dir", str(tmp_path / "r"))
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    recorded = json.loads((tmp_path / "r" / "adaptations.json").read_text(encoding="utf-8"))
+    assert adapted_lines(shown.stdout) == recorded
+    vocab = json.loads((tmp_path / "r" / "model_info.json").read_text(encoding="utf-8"))["vocab_size"]
+    assert f"{small_data / 'train.csv'}, {vocab:,} tokens with the mask tokens" in shown.stdout  # as train built it
+
+
+def test_validate_reads_a_local_checkpoints_tokenizer(small_data, tmp_path):
+    ckpt = pretrained_causal_checkpoint(tmp_path / "ckpt", small_data)
+    config_path = ckpt / "tokenizer_config.json"
+    tok_config = json.loads(config_path.read_text(encoding="utf-8"))
+    tok_config.pop("pad_token", None)
+    tok_config.pop("chat_template", None)
+    config_path.write_text(json.dumps(tok_config), encoding="utf-8")
+    (ckpt / "chat_template.jinja").unlink(missing_ok=True)
+    proc = run_cli("validate", str(SOLAR), "--set", f"model.name={ckpt}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = adapted_lines(proc.stdout)
+    assert "tokenizer: no padding token; padding with <unk> (padded positions are masked out)" in lines
+    assert any("the tokenizer has no chat template; using prompt.template as plain text" in a for a in lines)
+
+
+def test_validate_says_when_the_tokenizer_cannot_be_known_offline():
+    proc = run_cli("validate", str(SOLAR), env={"HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("  tokenizer    "))
+    assert "upstage/SOLAR-10.7B-Instruct-v1.0: not local or cached, so what it decides (a causal LM's padding " \
+           "token and chat template) is unknown here; train adapts to it when it loads it" in line
+
+
+def test_validate_refuses_a_prompt_that_leaves_no_room_for_the_dialogue(small_data):
+    proc = run_cli("validate", str(SOLAR), "--init", "tiny", "--set", f"data.dir={small_data}",
+                   "--set", "tokenizer.encoder_max_len=8", "--set", "prompt.instruction=다음 대화를 세 문장 이내로 요약해줘")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "CANNOT RUN" in proc.stdout and "leaving none for the dialogue" in proc.stdout

@@ -66,9 +66,11 @@ def imports(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
-@pytest.mark.parametrize(("major", "minor", "tf32"), [(8, 6, True), (9, 0, True), (7, 5, False)])
+@pytest.mark.parametrize(("major", "minor", "tf32"), [(8, 6, True), (9, 0, True), (7, 5, False), (7, 0, False)])
 def test_probe_reads_capabilities_from_cuda(major: int, minor: int, tf32: bool, imports: list[str]) -> None:
-    info = device._probe_from(_fake_torch(major, minor, bf16=major >= 8))
+    """bf16 and TF32 need compute capability 8.0; torch says bf16 works on a T4 (7.5) or V100 (7.0) too,
+    where it is emulated."""
+    info = device._probe_from(_fake_torch(major, minor, bf16=True))
     assert imports == ["bitsandbytes"] and info.bitsandbytes_available and info.notes == []
     assert info.cuda_available and info.device_name == "Fake GPU" and info.device_count == 1
     assert info.total_memory_mb == 24576.0 and info.compute_capability == f"{major}.{minor}"
@@ -114,3 +116,20 @@ def test_free_memory_collects_garbage_and_returns_none_without_cuda() -> None:
 
     if not torch.cuda.is_available():
         assert freed is None
+
+
+# --------------------------------------------------------------------------- GPU rules, checked on the CPU
+
+
+@pytest.mark.parametrize(("device_name", "current", "placed"), [("cuda", 1, "cuda:1"), ("cpu", 1, "cpu")])
+def test_a_4bit_base_loads_on_its_own_rank_computing_in_the_training_dtype(monkeypatch, device_name, current, placed):
+    import torch
+
+    from dialsum import modeling
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current)  # DDP rank 1: distributed.init set GPU 1
+    kwargs = modeling.four_bit_arguments(torch.bfloat16, device_name)
+    assert kwargs["device_map"] == {"": placed}
+    q = kwargs["quantization_config"]
+    assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
+    assert q.bnb_4bit_compute_dtype == torch.bfloat16 and q.bnb_4bit_quant_storage == torch.uint8

@@ -6,18 +6,25 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
-from conftest import FAST, assert_clean_error, run_cli
+from conftest import FAST, ROOT, assert_clean_error, run_cli
 
 from dialsum import config, distributed
 from dialsum.device import DeviceInfo
 from dialsum.resolve import plan_experiment
 
 BATCH_OPT = "configs/experiments/04_batch_optimization_rtx3090.yaml"
+GPU_DEVICE = DeviceInfo(cuda_available=True, device_name="test", device_count=1, total_memory_mb=None,
+                        compute_capability="9.0", bf16_supported=True, tf32_supported=True, cpu_cores=16,
+                        bitsandbytes_available=True)
 SAVING = ["training.save_strategy=steps", "training.save_steps=1", "training.load_best_model_at_end=false",
           "training.logging_steps=1"]
 
@@ -92,3 +99,57 @@ def test_the_launch_command_drops_the_option() -> None:
     argv = ["train", "c.yaml", "--nproc", "2", "--run-dir=/x", "--set", "a=1"]
     assert distributed.without_option(distributed.without_option(argv, "--nproc"), "--run-dir") == [
         "train", "c.yaml", "--set", "a=1"]
+
+
+# Each rank: a default group bound to CUDA alone (as NCCL is), then dialsum's own collectives on CPU values.
+COLLECTIVES = textwrap.dedent("""
+    import json, sys, torch, torch.distributed as dist
+    from dialsum import distributed
+    if sys.argv[1] == "cuda-bound":
+        dist.init_process_group(backend="cuda:gloo")  # rejects CPU tensors: "No backend type associated ..."
+    distributed.init(cuda=False)
+    total = distributed.reduce(distributed.rank() + 1, "sum")
+    top = distributed.reduce(10.0 * (distributed.rank() + 1), "max")
+    distributed.barrier()
+    torch.manual_seed(0)
+    same = distributed.replicas_identical(torch.nn.Linear(3, 2))
+    torch.manual_seed(distributed.rank())
+    differ = distributed.replicas_identical(torch.nn.Linear(3, 2))
+    joined = dist.is_initialized()
+    distributed.finish()
+    print(json.dumps({"joined": joined, "sum": total, "max": top, "same": same, "differ": differ}))
+""")
+
+
+def torchrun_ranks(tmp_path: Path, nproc: int, mode: str) -> list[dict[str, Any]]:
+    script = tmp_path / "collectives.py"
+    script.write_text(COLLECTIVES, encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                           str(script), mode], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def test_collectives_run_beside_a_default_group_that_takes_device_tensors_only(tmp_path: Path) -> None:
+    """NCCL's rule on a CPU machine: the default group bound to CUDA refuses CPU tensors, as NCCL does;
+    dialsum's sums, maxima, replica digests and barriers run on their own gloo group beside it."""
+    ranks = torchrun_ranks(tmp_path, 2, "cuda-bound")
+    assert ranks == [{"joined": True, "sum": 3.0, "max": 20.0, "same": True, "differ": False}] * 2
+
+
+def test_one_process_under_torchrun_joins_the_group(tmp_path: Path) -> None:
+    """With one rank accelerate would still join NCCL on CUDA; dialsum joins whenever torchrun started it."""
+    assert torchrun_ranks(tmp_path, 1, "plain") == [
+        {"joined": True, "sum": 1.0, "max": 10.0, "same": True, "differ": True}]
+
+
+def test_one_torchrun_process_is_planned_as_ddp() -> None:
+    """torchrun with one process: the Trainer still wraps the model in DDP, so the chunked loss (which runs the
+    model's parts outside DDP's forward) gives way there too; the batch is untouched."""
+    cfg = config.load(BATCH_OPT)
+    plan = plan_experiment(cfg, "tiny", GPU_DEVICE, world_size=1, ddp=True)
+    assert not plan.cfg.speed.chunked_loss and plan.cfg.training.eval_strategy == "no"
+    assert plan.cfg.training.gradient_accumulation_steps == cfg.training.gradient_accumulation_steps
+    assert not any("DDP processes" in a for a in plan.adaptations)
+    assert plan_experiment(cfg, "tiny", GPU_DEVICE).cfg.speed.chunked_loss  # a plain process keeps it

@@ -129,7 +129,12 @@ def test_workers_capped_at_cores_on_gpu():
     p = plan("02_eenzeenee_t5_rtx3090.yaml", dev=device(cuda=True, bf16=True, tf32=True, cores=8))
     assert p.cfg.training.dataloader_num_workers == 8
     assert any("exceeds the 8 CPU cores; using 8" in a for a in p.adaptations)
-    assert p.cfg.training.bf16 and p.cfg.training.tf32
+    assert p.cfg.training.bf16 and p.cfg.training.tf32 and p.cfg.training.dataloader_pin_memory  # kept on CUDA
+    cfg = config.load("configs/experiments/02_eenzeenee_t5_rtx3090.yaml")
+    ddp = plan_experiment(cfg, "pretrained", device(cuda=True, cores=8), world_size=4)
+    assert ddp.cfg.training.dataloader_num_workers == 2  # each DDP process loads with its own workers
+    assert any("4 DDP processes share the 8 CPU cores, each with its own workers; using 2" in a
+               for a in ddp.adaptations)
 
 
 def test_four_bit_without_bitsandbytes_falls_back_to_lora():
@@ -287,3 +292,23 @@ def test_sorting_summaries_is_off_where_it_cannot_act(config_file, sets, why):
     assert not p.cfg.speed.bucket_summaries
     assert any(a.startswith("speed.bucket_summaries=true") and why in a for a in p.adaptations), p.adaptations
     assert plan("04_batch_optimization_rtx3090.yaml", sets=["speed.bucket_summaries=true"]).cfg.speed.bucket_summaries
+
+
+def test_tiny_refuses_a_lora_target_the_real_model_refuses():
+    """The tiny copy adds its embeddings and head to the targets; the user's own names must still match."""
+    sets = ["lora.target_modules=[nosuch_proj]"]
+    real = plan("05_solar_10.7b_qlora.yaml", dev=device(), sets=sets)
+    tiny = plan("05_solar_10.7b_qlora.yaml", init="tiny", dev=device(), sets=sets)
+    assert not real.ok and not tiny.ok
+    assert "lora.target_modules=['nosuch_proj']: no name matches" in tiny.errors[0]
+    kept = plan("05_solar_10.7b_qlora.yaml", init="tiny", dev=device(), sets=["lora.target_modules=[q, nosuch_proj]"])
+    assert kept.ok and kept.targets.unmatched == ["nosuch_proj"]
+    assert {"q_proj", "embed_tokens", "lm_head"} <= set(kept.cfg.lora.target_modules)
+
+
+def test_torch_compile_is_kept_on_cuda_only():
+    on_gpu = plan("04_batch_optimization_rtx3090.yaml", sets=["speed.torch_compile=true"])
+    assert on_gpu.cfg.speed.torch_compile
+    on_cpu = plan("04_batch_optimization_rtx3090.yaml", dev=device(), sets=["speed.torch_compile=true"])
+    assert not on_cpu.cfg.speed.torch_compile
+    assert any("speed.torch_compile=true: compiling pays off on CUDA only" in a for a in on_cpu.adaptations)

@@ -5,11 +5,18 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
+from test_monitor import _fake_nvml
 
 from dialsum.errors import DialsumError
 from dialsum.suite.backends import local
-from dialsum.suite.backends.local import SlotPool, parse_gpus, plan_slots
+from dialsum.suite.backends.local import LocalHandle, SlotPool, parse_gpus, plan_slots
+from dialsum.suite.monitor import NvmlReader
+
+PCI = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 
 
 class Reader:
@@ -26,15 +33,15 @@ def test_default_is_every_visible_gpu_and_each_child_sees_only_its_own():
     pool = plan_slots(None, None, cpu_cores=16, reader=Reader(4))
     assert pool.kind == "gpu" and pool.units == ["gpu0", "gpu1", "gpu2", "gpu3"]
     pair = pool.take(2)
-    assert pair.units == ["gpu0", "gpu1"] and pair.env() == {"CUDA_VISIBLE_DEVICES": "0,1"}
+    assert pair.units == ["gpu0", "gpu1"] and pair.env() == {"CUDA_VISIBLE_DEVICES": "0,1", **PCI}
     one = pool.take(1)
     assert one.gpu_indices == [2] and one.overrides() == []
 
 
 def test_named_gpus_keep_their_indices():
     pool = plan_slots("3,1", None, cpu_cores=16, reader=Reader(4))
-    assert pool.take(1).env() == {"CUDA_VISIBLE_DEVICES": "3"}
-    assert pool.take(1).env() == {"CUDA_VISIBLE_DEVICES": "1"}
+    assert pool.take(1).env() == {"CUDA_VISIBLE_DEVICES": "3", **PCI}
+    assert pool.take(1).env() == {"CUDA_VISIBLE_DEVICES": "1", **PCI}
     assert pool.take(1) is None
 
 
@@ -43,7 +50,7 @@ def test_cpu_slots_share_the_cores_and_hide_every_gpu(monkeypatch):
     pool = plan_slots(None, 2, cpu_cores=8, reader=Reader(0))
     assert pool.kind == "cpu" and pool.describe() == "2 CPU slot(s), 4 torch thread(s) each"
     slot = pool.take(1)
-    assert slot.env() == {"CUDA_VISIBLE_DEVICES": ""} and slot.overrides() == ["speed.cpu_threads=4"]
+    assert slot.env() == {"CUDA_VISIBLE_DEVICES": "", **PCI} and slot.overrides() == ["speed.cpu_threads=4"]
     assert plan_slots(None, None, cpu_cores=8, reader=Reader(0)).total == 1
 
 
@@ -81,3 +88,23 @@ def test_without_nvml_the_gpus_are_counted_by_cuda(monkeypatch):
 
 def test_gpu_ids_parse_even_when_none_are_visible_yet():
     assert parse_gpus("0,2", visible=0) == [0, 2]  # counted by nothing here: trusted as given
+
+
+@pytest.mark.parametrize(("visible", "gpu"), [(None, "1"), ("2,3", "3"), ("GPU-a,GPU-b", "GPU-b")])
+def test_a_child_trains_on_the_gpu_the_monitor_and_the_wait_read(tmp_path: Path, monkeypatch, visible, gpu):
+    """CUDA numbers GPUs fastest first unless told otherwise, NVML in PCI bus order: on a machine with two kinds
+    of GPU, CUDA_VISIBLE_DEVICES=1 and NVML's GPU 1 can be different cards. Every child is told PCI bus order,
+    so the GPU it trains on is the one NVML reads for its slot (as nvidia-smi numbers them)."""
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    slot = plan_slots("1", None, cpu_cores=4, reader=Reader(2)).take(1)
+    log = tmp_path / "child.log"
+    show = "import os; print(os.environ['CUDA_DEVICE_ORDER'], os.environ['CUDA_VISIBLE_DEVICES'])"
+    assert LocalHandle([sys.executable, "-c", show], log, slot).wait() == 0
+    assert log.read_text().split() == ["PCI_BUS_ID", gpu]
+    nvml = _fake_nvml()
+    NvmlReader(nvml=nvml).sample(slot.gpu_indices[0])
+    assert nvml.opened == [int(gpu) if gpu.isdigit() else gpu]

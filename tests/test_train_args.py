@@ -57,3 +57,4 @@ def test_ddp_searches_for_unused_parameters_only_when_asked(find):
         "use_cpu": True, "ddp_find_unused_parameters": find, "ddp_backend": "gloo"}
     assert train_args.device_arguments(cfg, "cuda", 4) == {"ddp_find_unused_parameters": find}
     assert train_args.device_arguments(cfg, "cuda", 1) == {}  # one process: no DDP settings at all
+    assert train_args.device_arguments(cfg, "cuda", 1, launched=True) == {"ddp_find_unused_parameters": find}

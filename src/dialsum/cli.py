@@ -76,14 +76,14 @@ def validate(
     from dialsum.config import check_init
     from dialsum.device import probe
     from dialsum.recipe import quiet_libraries
-    from dialsum.resolve import describe_plan, plan_and_check
+    from dialsum.resolve import describe_plan, validation_plan
 
     check_init(init)
     quiet_libraries()
     device, failed = probe(), 0
     for path in configs:
         try:
-            plan = plan_and_check(_load(path, sets, None), init, device)
+            plan = validation_plan(_load(path, sets, None), init, device)
         except DialsumError as err:
             typer.echo(f"{path}: CANNOT RUN\n  error        {err}")
             failed += 1

@@ -87,8 +87,9 @@ def _probe_from(torch: Any) -> DeviceInfo:
             props = torch.cuda.get_device_properties(0)
             name, total = str(props.name), round(props.total_memory / MB, 1)
             cc = f"{props.major}.{props.minor}"
-            bf16 = bool(torch.cuda.is_bf16_supported())
-            tf32 = int(props.major) >= 8
+            # bf16 and TF32 run natively from compute capability 8.0 (Ampere) on; torch's is_bf16_supported()
+            # also says yes on older GPUs, where bf16 is emulated and many times slower than float32
+            bf16 = tf32 = int(props.major) >= 8
         except Exception as err:  # a broken driver can report CUDA and then fail to describe it
             notes.append(f"CUDA reported available but unusable ({type(err).__name__}: {err})")
             cuda, count, name, total, cc, bf16, tf32 = False, 0, None, None, None, False, False

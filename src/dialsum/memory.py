@@ -1,12 +1,14 @@
-"""Peak GPU memory of training one experiment at its micro-batch: an estimate from shapes alone.
+"""Peak GPU memory of training one experiment at its micro-batch: an estimate from shapes, and activations counted.
 
     dialsum validate configs/experiments/05_solar_10.7b_qlora.yaml
+    .venv/bin/python bench/memory_check.py --device cuda        # measured beside it, on a GPU
     .venv/bin/pytest tests/test_memory.py -q
 
 `estimate(model, shape)` takes the architecture built on the meta device (no weights, no GPU) and a
 `TrainingShape`. It is a planning estimate from the terms below, not a measurement: it has not yet
-been checked against `torch.cuda.max_memory_reserved` on a GPU, and what it leaves out (listed at
-the end) makes the real peak higher, not lower. GB here means GiB (2**30 bytes).
+been checked against `torch.cuda.max_memory_reserved` on a GPU (bench/memory_check.py does that
+where one is lent), and what it leaves out (listed at the end) makes the real peak higher, not
+lower. GB here means GiB (2**30 bytes).
 
 - weights: with `four_bit` every `nn.Linear` except the LM head and `model._keep_in_fp32_modules`
   (T5's `wo`) is NF4 with double quantization, 4.127 bits a parameter (4 + 0.127 of constants);
@@ -20,22 +22,24 @@ the end) makes the real peak higher, not lower. GB here means GiB (2**30 bytes).
 - optimizer, bytes a trainable parameter: 32-bit AdamW 8, 8-bit AdamW 2, Lion 4 (8-bit 1), SGD 4
   (momentum assumed), Adagrad/RMSprop 4, Adafactor 0.4 (factored row+column statistics,
   approximated as 0.1 x params x 4 bytes).
-- activations, elements of the compute dtype (2 bytes with bf16, else 4), B = micro-batch,
-  S = positions, H = hidden, I = intermediate: a layer's working set with SDPA (no S^2 scores) is
-  B*S*(10*H + 4*I): q/k/v/o and their RoPE'd copies, two RMS norms (each saves a float32 upcast),
-  and four I-wide MLP tensors (gate, act(gate), up, and the product act*up that `down_proj` saves). Checkpointing keeps each layer's input (B*S*H) plus one layer's working set;
-  without it every layer keeps its working set. Seq2seq: encoder layers over `seq_tokens`, decoder
-  layers over `label_tokens` with 4*H more per position for cross-attention (q, context, o input,
-  norm) and its k/v over the encoder states, B*seq_tokens*2*H per decoder layer. QLoRA adds one
-  dequantized weight of the largest quantized Linear.
+- activations, counted (`dialsum.activations`): the bytes one layer of each stack keeps for
+  backward, from a training forward of a two-layer copy on fake tensors at the micro-batch and
+  lengths (LoRA and its dropout, 4-bit layers, autocast, the model's own dropout and attention
+  kernel included). Without checkpointing every layer keeps that much; with it each layer keeps its
+  input (float32: autocast leaves the residual stream in the master weights' dtype), a seq2seq
+  decoder also the encoder's output, and one layer's working set is rebuilt at a time. Added: the
+  widest tensor a layer saves, once (its gradient exists beside the saved ones during that layer's
+  backward), and with 4-bit one dequantized weight of the largest quantized Linear. Where a model's
+  forward cannot run on fake tensors, the shape formula `_formula_elements` stands in (SDPA, no
+  dropout: B*S*(10*H + 4*I) elements of the compute dtype a layer) and the estimate says so.
 - logits: chunked, min(chunk_tokens, B*label_tokens) rows x V float32, times 3 (logits,
   log-softmax, gradient); otherwise B*S_logits*V*(dtype + 4 + 4): the logits, the float32 upcast
   and its gradient (S_logits = seq_tokens for a causal LM, label_tokens for seq2seq).
 - CUDA overhead: 1.0 GB for the context and cuBLAS workspaces; fragmentation: 10% of the rest.
 
-Left out: LoRA dropout copies of each adapted Linear's input (up to ~40% more activations when
-dropout > 0), eager attention's S^2 scores, MoE layers, the gradient of a backward step's widest
-tensor, paged optimizer states evicted to CPU, and data-parallel/DeepSpeed sharding.
+Left out: what CUDA's kernels keep that the CPU's do not, beyond SDPA and 4-bit Linears, which are
+counted as CUDA runs them (the rest runs under the CPU's autocast), MoE routing, paged optimizer
+states evicted to CPU, and data-parallel/DeepSpeed sharding.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torch import nn
+
+from dialsum import activations
 
 GB = 1024**3
 NF4_BITS = 4.127
@@ -63,11 +69,16 @@ class TrainingShape:
     bf16: bool
     gradient_checkpointing: bool
     chunk_tokens: int | None
+    lora_targets: tuple[str, ...] = ()  # resolved module names
+    lora_rank: int = 0
+    lora_dropout: float = 0.0
+    trust_remote_code: bool = False
 
 
 @dataclass(frozen=True)
 class MemoryEstimate:
     parts: dict[str, int]
+    note: str = ""  # how a part was had, where not as the module docstring says
 
     @property
     def total(self) -> int:
@@ -78,7 +89,7 @@ class MemoryEstimate:
 
     def describe(self) -> str:
         parts = ", ".join(f"{name} {size / GB:.1f}" for name, size in self.parts.items() if size)
-        return f"{self.total / GB:.1f} GB ({parts})"
+        return f"{self.total / GB:.1f} GB ({parts}{'; ' + self.note if self.note else ''})"
 
 
 def _cfg(model: nn.Module, *names: str, default: int = 0) -> int:
@@ -90,22 +101,22 @@ def _cfg(model: nn.Module, *names: str, default: int = 0) -> int:
     return default
 
 
-def _quantized_linears(model: nn.Module) -> list[nn.Linear]:
-    """The Linears bitsandbytes stores in NF4: all but the LM head and the fp32-kept modules."""
+def quantized_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
+    """The Linears bitsandbytes stores in NF4, by name: all but the LM head and the fp32-kept modules."""
     keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    return [m for name, m in model.named_modules()
+    return [(name, m) for name, m in model.named_modules()
             if isinstance(m, nn.Linear) and m is not head and "lm_head" not in name.split(".")
             and not keep.intersection(name.split("."))]
 
 
 def quantized_parameters(model: nn.Module) -> int:
     """Parameters that 4-bit loading stores in NF4."""
-    return sum(m.weight.numel() for m in _quantized_linears(model))
+    return sum(m.weight.numel() for _, m in quantized_linears(model))
 
 
 def weight_bytes(model: nn.Module, four_bit: bool) -> int:
-    nf4 = {id(m.weight) for m in _quantized_linears(model)} if four_bit else set()
+    nf4 = {id(m.weight) for _, m in quantized_linears(model)} if four_bit else set()
     return round(sum(p.numel() * (NF4_BITS / 8 if id(p) in nf4 else 4) for p in model.parameters()))
 
 
@@ -131,7 +142,7 @@ def _copy_bytes(model: nn.Module, shape: TrainingShape) -> int:
     return 2 * linear
 
 
-def _activation_elements(model: nn.Module, shape: TrainingShape) -> int:
+def _formula_elements(model: nn.Module, shape: TrainingShape) -> int:
     b, s, t = shape.micro_batch, shape.seq_tokens, shape.label_tokens
     h = _cfg(model, "hidden_size", "d_model", "n_embd", default=1)
     ckpt = shape.gradient_checkpointing
@@ -151,10 +162,43 @@ def _activation_elements(model: nn.Module, shape: TrainingShape) -> int:
     return enc_layers * enc_work + dec_layers * dec_work
 
 
-def activation_bytes(model: nn.Module, shape: TrainingShape) -> int:
+def activation_bytes(model: nn.Module, shape: TrainingShape) -> tuple[int, str]:
+    """The activations part, and a note when the shape formula had to stand in for the count."""
     dtype_bytes = 2 if shape.bf16 else 4
-    dequant = max((m.in_features * m.out_features for m in _quantized_linears(model)), default=0)
-    return (_activation_elements(model, shape) + (dequant if shape.four_bit else 0)) * dtype_bytes
+    dequant = max((m.in_features * m.out_features for _, m in quantized_linears(model)), default=0)
+    dequant = dequant * dtype_bytes if shape.four_bit else 0
+    try:
+        counted = activations.layer_bytes(model.config, _layer_shape(shape), shape.trust_remote_code)
+    except Exception as err:  # a forward that fake tensors cannot run (data-dependent code): the formula
+        return _formula_elements(model, shape) * dtype_bytes + dequant, f"activations by formula ({type(err).__name__})"
+    return _kept_bytes(model, shape, counted) + dequant, ""
+
+
+def _layer_shape(shape: TrainingShape) -> activations.LayerShape:
+    return activations.LayerShape(
+        micro_batch=shape.micro_batch, seq_tokens=shape.seq_tokens, label_tokens=shape.label_tokens, bf16=shape.bf16,
+        four_bit=shape.four_bit, trainable_base=not shape.lora_params, lora_targets=shape.lora_targets,
+        lora_rank=shape.lora_rank, lora_dropout=shape.lora_dropout)
+
+
+def _kept_bytes(model: nn.Module, shape: TrainingShape, counted: activations.LayerBytes) -> int:
+    """Every layer's working set, or under checkpointing every layer's input and one working set; plus the
+    widest saved tensor's gradient."""
+    layers = _layer_counts(model, shape.encoder_decoder)
+    if shape.gradient_checkpointing:
+        kept = sum(n * counted.inputs.get(stack, 0) for stack, n in layers.items())
+        kept += max(counted.work.values(), default=0)
+        kept += counted.inputs.get("encoder", 0)  # the encoder's output, in every decoder layer's checkpoint
+    else:
+        kept = sum(n * counted.work.get(stack, 0) for stack, n in layers.items())
+    return kept + sum(counted.shared.values()) + max(counted.widest.values(), default=0)
+
+
+def _layer_counts(model: nn.Module, encoder_decoder: bool) -> dict[str, int]:
+    if not encoder_decoder:
+        return {"decoder": _cfg(model, "num_hidden_layers", "num_layers", "n_layer", default=1)}
+    encoder = _cfg(model, "encoder_layers", "num_layers", "num_hidden_layers", default=1)
+    return {"encoder": encoder, "decoder": _cfg(model, "decoder_layers", "num_decoder_layers", default=encoder)}
 
 
 def logit_bytes(model: nn.Module, shape: TrainingShape) -> int:
@@ -169,14 +213,15 @@ def logit_bytes(model: nn.Module, shape: TrainingShape) -> int:
 def estimate(model: nn.Module, shape: TrainingShape) -> MemoryEstimate:
     """Peak training memory of `model` (built on the meta device) at `shape`, by component."""
     trainable = shape.lora_params or sum(p.numel() for p in model.parameters())
+    kept, note = activation_bytes(model, shape)
     parts: dict[str, float] = {
         "weights": weight_bytes(model, shape.four_bit),
         "bf16 weight copies": _copy_bytes(model, shape),
         "adapters+grads" if shape.lora_params else "gradients": trainable * (8 if shape.lora_params else 4),
         "optimizer": round(trainable * optimizer_bytes_per_param(shape.optimizer)),
-        "activations": activation_bytes(model, shape),
+        "activations": kept,
         "logits": logit_bytes(model, shape),
     }
     parts["fragmentation"] = round(FRAGMENTATION * sum(parts.values()))
     parts["CUDA overhead"] = CUDA_OVERHEAD
-    return MemoryEstimate({name: int(size) for name, size in parts.items()})
+    return MemoryEstimate({name: int(size) for name, size in parts.items()}, note)

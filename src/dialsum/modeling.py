@@ -61,11 +61,12 @@ def _mask_regex() -> Any:
     return Regex(r"#[A-Za-z]+\d*#")
 
 
-def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
+def load_tokenizer(name: str, trust_remote_code: bool = False, local_only: bool = False) -> Any:
+    """The checkpoint's tokenizer; `local_only`: from a local directory or the hub cache, never downloaded."""
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, local_files_only=local_only)
     except (OSError, ValueError) as err:
         raise DialsumError(
             f"model.name={name!r}: cannot load its tokenizer ({str(err).splitlines()[0][:160]}); "
@@ -150,11 +151,22 @@ def resize_embeddings(model: Any, size: int, seed: int) -> None:
         model.resize_token_embeddings(size)
 
 
-def quantization_config(compute_dtype: Any) -> Any:
+def four_bit_arguments(compute_dtype: Any, device: str) -> dict[str, Any]:
+    """`from_pretrained` arguments of a 4-bit base. bitsandbytes' rules: NF4 with double quantization, stored
+    in uint8 (its default; only FSDP needs the storage in the compute dtype); the compute dtype is the
+    training's (bf16 under bf16 autocast, else each dequantized weight is cast again in every matmul); and
+    the whole model on this process's own device, as a quantized model cannot move after loading: on CUDA
+    the current device, which `distributed.init` sets to the DDP rank's GPU (LOCAL_RANK), so no two ranks
+    load onto GPU 0."""
     from transformers import BitsAndBytesConfig
 
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=compute_dtype)
+    if device == "cuda":
+        import torch
+
+        device = f"cuda:{torch.cuda.current_device()}"
+    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                      bnb_4bit_compute_dtype=compute_dtype)
+    return {"quantization_config": quantization, "device_map": {"": device}}
 
 
 def load_pretrained_model(path: str, *, four_bit: bool, compute_dtype: Any, device: str, sdpa: bool = True,
@@ -164,8 +176,7 @@ def load_pretrained_model(path: str, *, four_bit: bool, compute_dtype: Any, devi
 
     kwargs: dict[str, Any] = {"attn_implementation": attention_kernel(sdpa), "trust_remote_code": trust_remote_code}
     if four_bit:
-        kwargs["quantization_config"] = quantization_config(compute_dtype)
-        kwargs["device_map"] = {"": device}
+        kwargs.update(four_bit_arguments(compute_dtype, device))
     logging.getLogger("transformers.modeling_utils").setLevel(logging.ERROR)
     try:
         hf_config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from dialsum import (
-    archs,
     baselines,
     config,
     data,
@@ -41,7 +40,7 @@ from dialsum.config import ExperimentConfig, to_yaml
 from dialsum.csvio import atomic_write_json, atomic_write_rows, atomic_write_text, read_json
 from dialsum.device import DeviceInfo, free_memory, probe
 from dialsum.errors import DialsumError
-from dialsum.resolve import Plan, plan_and_check
+from dialsum.resolve import Plan, experiment_tokenizer, plan_and_check
 
 log = logging.getLogger("dialsum")
 LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
@@ -238,15 +237,10 @@ BASE_DIR = "base_model"  # a tiny or random base, saved inside its run directory
 
 def _tokenizer(run: Run) -> Any:
     """The hub tokenizer; for tiny and random builds the one saved with the run, else one trained on the data."""
-    m = run.cfg.model
-    hf_config, _ = archs.resolve_hf_config(m.name, m.trust_remote_code)  # a missing or broken checkpoint, said plainly
-    if m.init == "pretrained":
-        return modeling.load_tokenizer(m.name, m.trust_remote_code)
     saved = run.dir / BASE_DIR
-    if run.opts.resume and (saved / "tokenizer_config.json").is_file():
+    if run.cfg.model.init != "pretrained" and run.opts.resume and (saved / "tokenizer_config.json").is_file():
         return modeling.load_tokenizer(str(saved))
-    return modeling.tokenizer_from_data(run.frames["train"], archs.family_of(hf_config), run.cfg.tokenizer.prefix,
-                                        m.tiny_vocab_size, run.cfg.tokenizer.special_tokens)
+    return experiment_tokenizer(run.cfg, run.frames["train"])
 
 
 def _setup_plan(run: Run) -> None:
@@ -263,15 +257,12 @@ def _setup_plan(run: Run) -> None:
     tokenizer = _tokenizer(run)
     run.added_tokens = modeling.add_keep_whole_tokens(tokenizer, run.cfg.tokenizer.special_tokens)
     run.metrics["added_tokens"] = len(run.added_tokens)
-    plan = plan_and_check(run.cfg, None, run.device, vocab_size=len(tokenizer), world_size=distributed.world_size())
-    if plan.family == "causal":
-        prompt.adapt_padding(tokenizer, plan.adaptations)
-        prompt.adapt_chat_template(plan.cfg, tokenizer, plan.adaptations)
-    if not plan.ok:
+    plan = plan_and_check(run.cfg, None, run.device, tokenizer=tokenizer, world_size=distributed.world_size(),
+                          ddp=distributed.launched())
+    if not plan.ok:  # a prompt that leaves the dialogue no room among them: before anything is written
         raise DialsumError("; ".join(plan.errors))
     run.encoder = prompt.make_encoder(tokenizer, plan.family, plan.cfg)
     if plan.family == "causal":
-        run.encoder.dialogue_budget()  # a prompt that cannot work fails here, before anything is written
         head, _ = run.encoder.pieces()
         opens = "the start token, then " if head[:1] == [tokenizer.bos_token_id] else ""
         log.info("prompt: %s%r", opens, run.encoder.prompt_text("<dialogue>"))

@@ -5,18 +5,24 @@
 `plan_experiment` never trains and never downloads: it reads the checkpoint's config when it is
 local or cached, else the built-in architecture table, and builds the model on the meta device to
 count parameters and match LoRA targets. Each adaptation is one line in the form
-`key=value ...; using X` and is saved with the run.
+`key=value ...; using X` and is saved with the run. Given the run's tokenizer (`plan_and_check`),
+the plan also takes what the tokenizer decides: a causal LM's padding token and chat template, and
+whether its prompt leaves room for the dialogue. `train` and `validate` make the same calls, so
+validate shows every adaptation train records: it trains a tiny or random build's tokenizer on the
+data as train does, and reads a pretrained checkpoint's when it is local or cached (else it says so).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from dialsum import archs, memory, modeling, train_args
+from dialsum import archs, data, memory, modeling, prompt, train_args
 from dialsum import lora as lora_mod
 from dialsum.config import ExperimentConfig
 from dialsum.device import DeviceInfo
+from dialsum.errors import DialsumError
 
 
 @dataclass
@@ -33,9 +39,11 @@ class Plan:
     trainable_parameters: int = 0
     four_bit: bool = False
     liger: bool = False  # liger-kernel's fused linear cross-entropy replaces the chunked loss (CUDA, causal)
+    tiny_targets: list[str] = field(default_factory=list)  # LoRA targets a tiny copy adds to the user's own
     quantized_parameters: int = 0  # of `parameters`, those stored in NF4 when the base loads in 4 bits
     memory: memory.MemoryEstimate | None = None  # peak GPU memory of training (see _estimate_memory)
     gpu: tuple[str, int] | None = None  # this machine's GPU (name, bytes), for the comparison
+    tokenizer_note: str = ""  # validate: which tokenizer the plan saw, or why it saw none
 
     @property
     def ok(self) -> bool:
@@ -62,9 +70,10 @@ def architecture(cfg: ExperimentConfig, init: str, vocab_size: int | None = None
 
 
 def plan_experiment(cfg: ExperimentConfig, init: str | None, device: DeviceInfo,
-                    vocab_size: int | None = None, world_size: int = 1) -> Plan:
+                    vocab_size: int | None = None, world_size: int = 1, ddp: bool = False) -> Plan:
     """The adapted config and everything decided about it; `init` None keeps the config's model.init;
-    `world_size` the number of DDP processes it trains on."""
+    `world_size` the number of DDP processes it trains on; `ddp` whether torchrun started it (the Trainer then
+    wraps the model in DDP even on one process)."""
     configured = cfg
     cfg = cfg.model_copy(deep=True)
     init = init or cfg.model.init
@@ -74,8 +83,8 @@ def plan_experiment(cfg: ExperimentConfig, init: str | None, device: DeviceInfo,
                 "cuda" if device.cuda_available else "cpu")
     _clamp_lengths(plan)
     _adapt_init(plan, init)
-    _adapt_hardware(plan, device)
-    _adapt_ddp(plan, world_size)
+    _adapt_hardware(plan, device, world_size)
+    _adapt_ddp(plan, world_size, ddp)
     _adapt_evaluation(plan)
     _adapt_generation(plan)
     _adapt_family(plan)
@@ -88,12 +97,75 @@ def plan_experiment(cfg: ExperimentConfig, init: str | None, device: DeviceInfo,
 
 
 def plan_and_check(cfg: ExperimentConfig, init: str | None, device: DeviceInfo,
-                   vocab_size: int | None = None, world_size: int = 1) -> Plan:
-    """`plan_experiment` on this machine, plus what transformers would refuse at training time."""
-    plan = plan_experiment(cfg, init, device, vocab_size, world_size)
+                   tokenizer: Any = None, world_size: int = 1, ddp: bool = False) -> Plan:
+    """`plan_experiment` on this machine; given the run's tokenizer (mask tokens added), what it decides; then
+    what transformers would refuse at training time."""
+    plan = plan_experiment(cfg, init, device, len(tokenizer) if tokenizer is not None else None, world_size, ddp)
+    if tokenizer is not None and plan.ok:
+        _adapt_tokenizer(plan, tokenizer)
     if plan.ok:
         plan.errors += train_args.problems(plan.cfg, four_bit=plan.four_bit, device=plan.device)
     return plan
+
+
+def _adapt_tokenizer(plan: Plan, tokenizer: Any) -> None:
+    """A causal LM's padding token and chat template come from its tokenizer, and so does the room its prompt
+    leaves for the dialogue."""
+    if plan.family != "causal":
+        return
+    prompt.adapt_padding(tokenizer, plan.adaptations)
+    prompt.adapt_chat_template(plan.cfg, tokenizer, plan.adaptations)
+    try:
+        prompt.make_encoder(tokenizer, plan.family, plan.cfg).dialogue_budget()
+    except DialsumError as err:
+        plan.errors.append(str(err))
+
+
+def experiment_tokenizer(cfg: ExperimentConfig, train: Any, local_only: bool = False) -> Any:
+    """The tokenizer a run of `cfg` starts from: a pretrained checkpoint's (`local_only`: never downloaded), else
+    one trained on the training rows `train` (tiny and random builds)."""
+    m = cfg.model
+    hf_config, _ = archs.resolve_hf_config(m.name, m.trust_remote_code)  # a missing or broken checkpoint, said plainly
+    if m.init == "pretrained":
+        return modeling.load_tokenizer(m.name, m.trust_remote_code, local_only)
+    return modeling.tokenizer_from_data(train, archs.family_of(hf_config), cfg.tokenizer.prefix, m.tiny_vocab_size,
+                                        cfg.tokenizer.special_tokens)
+
+
+def validation_plan(cfg: ExperimentConfig, init: str | None, device: DeviceInfo) -> Plan:
+    """`dialsum validate`'s plan: `plan_and_check` with the tokenizer train would start from, where it can be
+    had without downloading a model."""
+    cfg = cfg.model_copy(deep=True)
+    cfg.model.init = init or cfg.model.init  # type: ignore[assignment]
+    tokenizer, note = _validation_tokenizer(cfg)
+    plan = plan_and_check(cfg, None, device, tokenizer)
+    plan.tokenizer_note = note
+    return plan
+
+
+def _validation_tokenizer(cfg: ExperimentConfig) -> tuple[Any, str]:
+    """(the tokenizer with the mask tokens, where it came from), or (None, why it cannot be had here)."""
+    m = cfg.model
+    if m.init == "pretrained":
+        local = Path(m.name).expanduser().is_dir()
+        try:
+            tokenizer = experiment_tokenizer(cfg, None, local_only=not local)
+        except DialsumError:
+            if local:
+                raise
+            return None, (f"{m.name}: not local or cached, so what it decides (a causal LM's padding token and "
+                          "chat template) is unknown here; train adapts to it when it loads it")
+        where = "the checkpoint's"
+    else:
+        path = Path(cfg.data.dir) / cfg.data.train_file
+        try:
+            train = data.read_split(path, with_summary=True)
+        except DialsumError as err:
+            return None, f"a {m.init} build's is trained on the training data, which cannot be read here: {err}"
+        tokenizer = experiment_tokenizer(cfg, train.head(cfg.data.max_train_samples or len(train)))
+        where = f"trained on {path}"
+    modeling.add_keep_whole_tokens(tokenizer, cfg.tokenizer.special_tokens)
+    return tokenizer, f"{where}, {len(tokenizer):,} tokens with the mask tokens"
 
 
 def _clamp_lengths(plan: Plan) -> None:
@@ -165,6 +237,7 @@ def _adapt_tiny_lora(plan: Plan) -> None:
         plan.adaptations.append(f"lora.target_modules: a tiny model's embeddings and head are random, so LoRA "
                                 f"adapts {' and '.join(missing)} too")
         lora.target_modules = [*lora.target_modules, *missing]
+        plan.tiny_targets = missing
     if lora.lora_rank < width:
         alpha = lora.lora_alpha * width / lora.lora_rank
         plan.adaptations.append(f"lora.lora_rank={lora.lora_rank} over a random base learns little; using the tiny "
@@ -172,9 +245,12 @@ def _adapt_tiny_lora(plan: Plan) -> None:
         lora.lora_rank, lora.lora_alpha = width, alpha
 
 
-def _adapt_hardware(plan: Plan, dev: DeviceInfo) -> None:
+def _adapt_hardware(plan: Plan, dev: DeviceInfo, world_size: int = 1) -> None:
+    """What this machine cannot do as configured. Rules kept on CUDA: bf16 and TF32 from compute capability 8.0
+    (`device.probe`); pinned memory; data-loading workers, each DDP process with its own, at most the cores."""
     t, sp, lora = plan.cfg.training, plan.cfg.speed, plan.cfg.lora
     note = plan.adaptations.append
+    share = max(1, dev.cpu_cores // world_size)
     if t.bf16 and not dev.bf16_supported:
         note("training.bf16=true: this device has no bfloat16 support; training in float32")
         t.bf16 = False
@@ -185,6 +261,10 @@ def _adapt_hardware(plan: Plan, dev: DeviceInfo) -> None:
         note(f"training.dataloader_num_workers={t.dataloader_num_workers}: on a CPU-only run worker "
              "processes compete with training for the same cores; using 0")
         t.dataloader_num_workers = 0
+    elif t.dataloader_num_workers > share and world_size > 1:
+        note(f"training.dataloader_num_workers={t.dataloader_num_workers}: {world_size} DDP processes share the "
+             f"{dev.cpu_cores} CPU cores, each with its own workers; using {share}")
+        t.dataloader_num_workers = share
     elif t.dataloader_num_workers > dev.cpu_cores:
         note(f"training.dataloader_num_workers={t.dataloader_num_workers} exceeds the {dev.cpu_cores} CPU "
              f"cores; using {dev.cpu_cores}")
@@ -212,7 +292,8 @@ def _adapt_hardware(plan: Plan, dev: DeviceInfo) -> None:
 
 def _adapt_optimizer(plan: Plan) -> None:
     """speed.fused_adamw turns adamw_torch into its fused kernel (torch has one for CUDA and the CPU), and
-    nothing else."""
+    nothing else. A paged optimizer (paged_adamw_8bit) pages its states through CUDA unified memory: kept
+    on CUDA; on the CPU bitsandbytes runs the same update unpaged, which is said."""
     t, sp = plan.cfg.training, plan.cfg.speed
     if t.optim.startswith("paged_") and plan.device == "cpu":
         plan.adaptations.append(f"training.optim={t.optim}: paging moves optimizer states out of GPU memory; "
@@ -229,18 +310,20 @@ def _adapt_optimizer(plan: Plan) -> None:
     sp.fused_adamw = False
 
 
-def _adapt_ddp(plan: Plan, world_size: int) -> None:
-    """Several processes: the effective batch stays the configured one; dev is scored once, by rank 0."""
-    if world_size == 1:
+def _adapt_ddp(plan: Plan, world_size: int, ddp: bool) -> None:
+    """Several processes: the effective batch stays the configured one; dev is scored once, by rank 0. Under
+    torchrun the Trainer wraps the model in DDP with one process too, so the rest holds there as well."""
+    if world_size == 1 and not ddp:
         return
     t = plan.cfg.training
     accum = max(1, round(t.gradient_accumulation_steps / world_size))
     before = plan.cfg.effective_batch
     after = t.per_device_train_batch_size * accum * world_size
     kept = "so the effective batch stays" if after == before else f"the effective batch {before} becomes"
-    plan.adaptations.append(
-        f"training.gradient_accumulation_steps={t.gradient_accumulation_steps} on {world_size} DDP processes: "
-        f"using {accum}, {kept} {t.per_device_train_batch_size} x {accum} x {world_size} = {after}")
+    if world_size > 1:
+        plan.adaptations.append(
+            f"training.gradient_accumulation_steps={t.gradient_accumulation_steps} on {world_size} DDP processes: "
+            f"using {accum}, {kept} {t.per_device_train_batch_size} x {accum} x {world_size} = {after}")
     t.gradient_accumulation_steps = accum
     if t.eval_strategy != "no":
         plan.adaptations.append(
@@ -308,7 +391,9 @@ def _adapt_family(plan: Plan) -> None:
 
 
 def _adapt_liger(plan: Plan) -> None:
-    """On CUDA, liger-kernel's fused linear cross-entropy for the causal architectures it patches."""
+    """On CUDA, liger-kernel's fused linear cross-entropy for the causal architectures it patches: its Triton
+    kernels run on CUDA only, and it replaces the chunked loss (the recipe then uses the model's own loss,
+    which liger has swapped); `modeling.apply_liger` patches the model class for the whole process."""
     sp = plan.cfg.speed
     if plan.family != "causal" or plan.device != "cuda" or not sp.liger_kernel:
         return
@@ -357,6 +442,7 @@ def _resolve_lora(plan: Plan, meta: Any) -> None:
         return
     res = lora_mod.resolve_targets(lora.target_modules, meta)
     plan.targets = res
+    own = [t for t in res.requested if t not in plan.tiny_targets]  # the real model has only these
     generic = [r for r in res.requested if res.mapping[r] != [r]]
     if generic:
         plan.adaptations.append(
@@ -368,9 +454,9 @@ def _resolve_lora(plan: Plan, meta: Any) -> None:
             f"lora.target_modules: {', '.join(res.unmatched)} match(es) no module of this {plan.family} model; "
             "skipped (no adapter there)"
         )
-    if not res.resolved:
+    if not set(own) - set(res.unmatched):
         plan.errors.append(
-            f"lora.target_modules={lora.target_modules}: no name matches a module of this {plan.family} "
+            f"lora.target_modules={own}: no name matches a module of this {plan.family} "
             "model; use q,k,v,o (or the architecture's own names)"
         )
         return
@@ -383,7 +469,7 @@ def _estimate_memory(plan: Plan, configured: ExperimentConfig, meta: Any, device
     settings as adapted to it (what will run there); on a CPU-only one, with the config's own precision,
     4-bit, optimizer and loss settings, which a GPU would keep and this machine adapts away."""
     settings = plan.cfg if device.cuda_available else configured
-    t, tok, sp = settings.training, plan.cfg.tokenizer, settings.speed
+    t, tok, sp, lora = settings.training, plan.cfg.tokenizer, settings.speed, plan.cfg.lora
     causal = plan.family == "causal"
     plan.quantized_parameters = memory.quantized_parameters(meta)
     shape = memory.TrainingShape(
@@ -392,6 +478,8 @@ def _estimate_memory(plan: Plan, configured: ExperimentConfig, meta: Any, device
         encoder_decoder=not causal, four_bit=settings.lora.load_in_4bit,
         lora_params=plan.trainable_parameters if plan.cfg.lora.enabled else 0, optimizer=t.optim, bf16=t.bf16,
         gradient_checkpointing=t.gradient_checkpointing, chunk_tokens=sp.chunk_tokens if sp.chunked_loss else None,
+        lora_targets=tuple(lora.target_modules) if lora.enabled else (), lora_rank=lora.lora_rank,
+        lora_dropout=lora.lora_dropout, trust_remote_code=plan.cfg.model.trust_remote_code,
     )
     plan.memory = memory.estimate(meta, shape)
     if device.cuda_available and device.total_memory_mb:
@@ -441,6 +529,7 @@ def describe_plan(path: str, plan: Plan) -> str:
     lines = [
         f"{path}: {'OK' if plan.ok else 'CANNOT RUN'}",
         f"  model        {cfg.model.name} ({plan.family}, {plan.arch_source}, init={cfg.model.init})",
+        *([f"  tokenizer    {plan.tokenizer_note}"] if plan.tokenizer_note else []),
         _parameters_line(plan),
         f"  batch        {t.per_device_train_batch_size} x {t.gradient_accumulation_steps} accumulation = "
         f"{cfg.effective_batch} effective; lr {t.learning_rate:g}, {t.num_train_epochs:g} epochs",

@@ -19,10 +19,11 @@ from typing import Any
 from dialsum.config import ExperimentConfig
 
 
-def device_arguments(cfg: ExperimentConfig, device: str, world: int) -> dict[str, Any]:
-    """The training arguments that depend on the device and the number of processes."""
+def device_arguments(cfg: ExperimentConfig, device: str, world: int, launched: bool = False) -> dict[str, Any]:
+    """The training arguments that depend on the device and the number of processes (`launched`: under torchrun,
+    where the Trainer wraps the model in DDP with one process too)."""
     out: dict[str, Any] = {"use_cpu": True} if device == "cpu" else {}
-    if world > 1:  # dialsum's models use every trainable parameter: no search unless asked for
+    if world > 1 or launched:  # dialsum's models use every trainable parameter: no search unless asked for
         out["ddp_find_unused_parameters"] = cfg.training.ddp_find_unused_parameters
         if device == "cpu":  # without these transformers trains each rank alone on all the data
             out["ddp_backend"] = "gloo"
@@ -32,11 +33,11 @@ def device_arguments(cfg: ExperimentConfig, device: str, world: int) -> dict[str
 def training_arguments(cfg: ExperimentConfig, *, output_dir: str, four_bit: bool, device: str) -> Any:
     from transformers import Seq2SeqTrainingArguments
 
-    from dialsum.distributed import world_size
+    from dialsum.distributed import launched, world_size
 
     t, gen = cfg.training, cfg.generation
     best = t.load_best_model_at_end and t.eval_strategy != "no"
-    ddp = device_arguments(cfg, device, world_size())
+    ddp = device_arguments(cfg, device, world_size(), launched())
     return Seq2SeqTrainingArguments(
         output_dir=output_dir,
         per_device_train_batch_size=t.per_device_train_batch_size,

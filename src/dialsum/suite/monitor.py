@@ -54,7 +54,9 @@ class NvmlReader:
 
     `available()` never raises: on any NVML error it returns False and `reason` says why.
     `sample()` raises `RuntimeError` on failure; callers use `safe_sample` to turn that into "no GPU".
-    Indices are CUDA indices: with CUDA_VISIBLE_DEVICES set they are mapped to the NVML device.
+    Indices are CUDA indices: with CUDA_VISIBLE_DEVICES set they are mapped to the NVML device (a UUID
+    entry exactly, a number as an NVML index). NVML numbers GPUs in PCI bus order and CUDA does so only
+    under CUDA_DEVICE_ORDER=PCI_BUS_ID, which the suite gives every child (`Slot.env`).
     """
 
     def __init__(self, nvml: Any = None) -> None:

@@ -8,6 +8,12 @@ An experiment takes `gpus:` units (1 by default): that many GPUs, or CPU slots o
 The scheduler never gives a unit to two experiments. Each child sees exactly its units through
 CUDA_VISIBLE_DEVICES (an empty string on the CPU, so no GPU is touched by accident), and a CPU slot
 sets the child's torch threads to its share of the cores.
+
+GPU numbers are nvidia-smi's, in PCI bus order. CUDA numbers GPUs fastest first unless
+CUDA_DEVICE_ORDER says otherwise, while NVML (the monitor and the smart wait) numbers them by PCI
+bus: on a machine with two kinds of GPU, `CUDA_VISIBLE_DEVICES=1` and NVML's GPU 1 can be different
+cards. So every child also gets `CUDA_DEVICE_ORDER=PCI_BUS_ID`, and the GPU it trains on is the one
+NVML reads for its slot (tests/test_slots.py).
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ class Slot:
         return "+".join(self.units)
 
     def env(self) -> dict[str, str]:
-        return {"CUDA_VISIBLE_DEVICES": child_visible_devices(self.gpu_indices)}
+        """The child's GPUs, numbered as NVML numbers them (see the module docstring)."""
+        return {"CUDA_VISIBLE_DEVICES": child_visible_devices(self.gpu_indices), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 
     def overrides(self) -> list[str]:
         return [f"speed.cpu_threads={self.threads}"] if self.threads else []
