@@ -4,7 +4,9 @@
     pytest tests/test_distributed.py
 
 `launch` re-runs the same `dialsum train` command under `torch.distributed.run --standalone`; each
-rank then trains its share of every batch. Rank 0 alone writes the run directory, generates dev and
+rank then trains its share of every batch. The launcher, torchrun and the ranks end together (the rule is
+in `dialsum.lifeline`): torchrun dies with the launcher, each rank with torchrun (`dialsum.rank`), and a
+SIGINT or SIGTERM to the launcher is passed on to torchrun, which stops its ranks first. Rank 0 alone writes the run directory, generates dev and
 test, scores and writes the submission: under DDP transformers' evaluation gathers padded
 duplicates (10 dev rows on 2 ranks gave 16 predictions with transformers 5.24), so no score comes
 from gathered predictions. The other ranks wait at barriers and leave once training is over.
@@ -14,10 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import sys
 from typing import Any
 
+from dialsum import lifeline
 from dialsum.errors import DialsumError
 
 
@@ -39,11 +41,12 @@ def launched() -> bool:
 
 
 def launch(argv: list[str], nproc: int) -> int:
-    """`python -m torch.distributed.run --standalone --nproc_per_node N -m dialsum.cli ARGV`; its exit code."""
+    """`python -m torch.distributed.run --standalone --nproc_per_node N -m dialsum.rank ARGV`, which dies with
+    this process and gets the SIGINT/SIGTERM it receives (this process waits while torchrun stops its
+    ranks); its exit code."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "dialsum.cli", *argv]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.call(cmd, env=env)
+           "-m", "dialsum.rank", *argv]
+    return lifeline.run_forwarding(cmd)
 
 
 def without_option(argv: list[str], option: str) -> list[str]:

@@ -283,10 +283,12 @@ def _slots(jobs: int) -> list[Any]:
 
 
 def _run_workers(opts: TuneOptions, study: Any, slots: list[Any]) -> None:
-    """`--jobs N`: N worker processes, each on its slot, add their share of the trials to the same study."""
-    import os
-    import subprocess
+    """`--jobs N`: N worker processes, each on its slot, add their share of the trials to the same study. They
+    die with this process and run in sessions of their own, so a Ctrl-C reaches them from here (lifeline)."""
+    import signal
     import time
+
+    from dialsum.lifeline import signal_group, start_child
 
     shares = [opts.trials // len(slots) + (i < opts.trials % len(slots)) for i in range(len(slots))]
     before = len(study.trials)
@@ -298,14 +300,16 @@ def _run_workers(opts: TuneOptions, study: Any, slots: list[Any]) -> None:
                "--worker", str(i + 1)] + (["--dev-rows", str(opts.dev_rows)] if opts.dev_rows else [])
         if opts.timeout_minutes:
             cmd += ["--timeout", str(opts.timeout_minutes)]
-        env = {**os.environ, **slot.env(), **({"OMP_NUM_THREADS": str(slot.threads)} if slot.threads else {})}
-        workers.append(subprocess.Popen(cmd, env=env))
+        env = {**slot.env(), **({"OMP_NUM_THREADS": str(slot.threads)} if slot.threads else {})}
+        workers.append(start_child(cmd, None, env))
     bar = _Bar(opts.trials, quiet=False)
     try:
         while any(w.poll() is None for w in workers):
             time.sleep(1.0)
             bar.show(study, len(study.get_trials(deepcopy=False)) - before)
     except KeyboardInterrupt:
+        for w in workers:
+            signal_group(w.pid, signal.SIGINT)
         for w in workers:
             w.wait()
         bar.close()
