@@ -1103,3 +1103,31 @@ def test_plan_slots_refuses_gpus_that_nothing_counts(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(local, "_cuda_count", lambda: 0)
     with pytest.raises(DialsumError, match=r"--gpus 0,1: this machine shows no GPU .*--slots N"):
         local.plan_slots("0,1", None, cpu_cores=2, reader=NoGpu())
+
+
+def test_restart_starts_a_named_experiment_afresh_its_old_run_moved_aside(tmp_path: Path) -> None:
+    run = fake_run(tmp_path / "a" / "run", 7)
+    (run / "metrics.json").write_text("{}", encoding="utf-8")
+    rec = ExperimentRecord(name="a", state="finished", run_dir="a/run", attempts=1)
+    backend = RecordingBackend()
+    run_recorded(tmp_path, rec, backend, restart={"a"})
+    assert len(backend.commands) == 1 and "--resume" not in backend.commands[0]
+    assert (tmp_path / "a" / "run.1" / "checkpoints" / "checkpoint-7").is_dir()
+    assert (tmp_path / "a" / "run.1" / "metrics.json").is_file()
+    assert [(m.moved_to, m.reason) for m in rec.moved_aside] == [("a/run.1", "--restart")]
+
+
+def test_restart_names_are_checked_before_anything_runs(tmp_path: Path, small_data: Path) -> None:
+    from dialsum.suite.opening import restart_names
+
+    suite_file = write_suite(tmp_path / "r.yaml", [entry("one", BATCH_OPT), entry("two", BATCH_OPT)])
+    result = run_cli(*suite_args(suite_file, tmp_path / "out", small_data, "--resume", "--restart", "one,nope"))
+    assert_clean_error(result, "--restart: unknown experiment(s) nope; the suite has one, two")
+    assert not (tmp_path / "out").exists()
+    opts = runner.SuiteOptions(str(suite_file), restart=["one"])
+    with pytest.raises(DialsumError, match="--restart goes with --resume"):
+        restart_names(opts, ["one", "two"], ["one", "two"])
+    opts.resume = True
+    with pytest.raises(DialsumError, match="--restart one: left out of this run by --only/--skip"):
+        restart_names(opts, ["one", "two"], ["two"])
+    assert restart_names(opts, ["one", "two"], ["one", "two"]) == {"one"}

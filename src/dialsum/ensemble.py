@@ -27,6 +27,7 @@ from dialsum import config, data, generation, paths, prompt
 from dialsum.csvio import atomic_write_json, atomic_write_rows, read_json
 from dialsum.errors import DialsumError
 from dialsum.metrics import morpheme_texts, pairwise, score
+from dialsum.pause import pause
 
 
 @dataclass
@@ -165,6 +166,7 @@ def ensemble_runs(opts: EnsembleOptions) -> dict[str, Any]:
     weights = [max(m.dev_score, 1e-6) for m in members] if opts.weighted else [1.0] * len(members)
     dev_picks, test_picks = pick_all(members, "dev", weights), pick_all(members, "test", weights)
     ensemble_score = score([p.text for p in dev_picks], refs, "morpheme").final
+    pause("ensemble")  # the chaos benchmark's kill point (dialsum.pause)
     return _write(opts, members, dev_picks, test_picks, dev_names[0], test_names[0], references, ensemble_score)
 
 

@@ -69,6 +69,25 @@ def check_no_orphan(rec: ExperimentRecord, out: Path, wait_s: float = ORPHAN_WAI
                            f"(kill {listed.replace(',', '')}) before --resume")
 
 
+def tune_trials_left(run_dir: Path, trials: int) -> int:
+    """The trials a resumed entry's tune step still owes its study (`RUN/tune/study.db`): those it finished
+    before the kill count. At least one: `train --tune` takes no 0 (a study already complete gets one more)."""
+    study = run_dir / "tune" / "study.db"
+    if not study.is_file():
+        return trials
+    import optuna
+
+    from dialsum.tune import STUDY_NAME
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        loaded = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{study}")
+    except Exception:  # a damaged study: `train --tune` says what is wrong with it
+        return trials
+    done = loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return max(1, trials - len(done))
+
+
 def ensemble_command(runs: list[Path], out: Path, spec: Any) -> list[str]:
     """`python -m dialsum.cli ensemble RUN... --out OUT` as the suite file's ensemble section says."""
     cmd = [sys.executable, "-m", "dialsum.cli", "ensemble", *map(str, runs), "--out", str(out),

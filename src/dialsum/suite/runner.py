@@ -32,6 +32,7 @@ from typing import Any
 from dialsum import lifeline
 from dialsum.errors import DialsumError
 from dialsum.paths import check_folder
+from dialsum.pause import pause
 from dialsum.suite import checks, failures, process
 from dialsum.suite.backends.local import Slot
 from dialsum.suite.display import (
@@ -211,6 +212,7 @@ class SuiteRunner:
             entry = self.suite.entry(rec.name)
             slot = self.backend.take(entry.gpus)
             if slot is None:
+                pause("slot-wait")  # the chaos benchmark's kill point (dialsum.pause)
                 return
             if not self._gpus_free(rec, slot):
                 self.backend.release(slot)
@@ -260,8 +262,11 @@ class SuiteRunner:
         if slot.threads and not any(a.startswith("suite: CPU slot") for a in rec.adaptations):
             rec.adaptations.append(f"suite: CPU slot shared by {self.backend.total} experiments: "
                                    f"speed.cpu_threads={slot.threads}")
+        tune = entry.tune
+        if resume and tune is not None:  # trials finished before a kill count
+            tune = tune.model_copy(update={"trials": process.tune_trials_left(run_dir, tune.trials)})
         cmd = process.train_command(entry.config, entry.set, self.state.train_args, run_dir.resolve(),
-                                    [*slot.overrides(), *rec.overrides], resume, nproc=entry.gpus, tune=entry.tune)
+                                    [*slot.overrides(), *rec.overrides], resume, nproc=entry.gpus, tune=tune)
         with log_path.open("ab") as log_file:
             log_file.write(f"\n=== {datetime.now():%Y-%m-%d %H:%M:%S} suite: {' '.join(cmd)}\n".encode())
             log_start = log_file.tell()
