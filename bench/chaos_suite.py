@@ -25,7 +25,9 @@ Measured per kill point, and summed in the last line (JSON):
   (`model/*.safetensors`) bitwise equal to the uninterrupted run's, and the ensemble's dev score and
   submission. A tune study killed between
   trials cannot give the same trials after a resume (its sampler is seeded afresh from the trials
-  already in the study), so tuned outputs are compared by their trial count, not their settings.
+  already in the study), so tuned outputs are compared by their trial count, not their settings;
+- `orphans` (beside the four): processes of a SIGKILLed suite (any command line naming its output
+  folder: training, DDP launcher, torchrun, ranks, the ensemble) still alive 10 s after the kill.
 """
 
 from __future__ import annotations
@@ -50,10 +52,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "experiments"
 BATCH_OPT, HIGH_LR = str(CONFIGS / "04_batch_optimization_rtx3090.yaml"), str(CONFIGS / "03_high_learning_rate_rtx3090.yaml")
-STEPS = 6  # summaries of at least 12 tokens (min_length): text that depends on the weights, after 6 steps
+# After 6 steps a tiny model's likeliest token is a space: summaries of at least 8 tokens, none twice, are
+# text that depends on the weights.
+STEPS = 6
 SETS = ["speed.cpu_threads=1", "model.tiny_vocab_size=600", "model.tiny_d_model=64", "model.tiny_layers=1",
         "training.eval_strategy=no", "training.report_to=[none]", "generation.num_beams=2",
-        "generation.max_length=32", "generation.min_length=12", "training.gradient_accumulation_steps=1",
+        "generation.max_length=24", "generation.min_length=8", "generation.no_repeat_ngram_size=1",
+        "training.gradient_accumulation_steps=1",
         "training.save_strategy=steps", "training.save_steps=2",
         "training.save_total_limit=100", "training.load_best_model_at_end=false"]
 OOM_ABOVE = "4"  # oomy asks for 8 and gets 4 on its retry; the others ask for 4
@@ -161,6 +166,17 @@ def checkpoints(out: Path, names: list[str]) -> set[tuple[str, str, str]]:
     return found
 
 
+def survivors(out: Path, within_s: float) -> list[int]:
+    """Processes whose command line names `out` (the suite's children, at any depth) still alive after `within_s`."""
+    deadline = time.monotonic() + within_s
+    while True:
+        alive = [p.pid for p in psutil.process_iter(["cmdline", "status"])
+                 if any(str(out) in part for part in p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
 class DuplicateWatch(threading.Thread):
     """Samples the training processes of each experiment's run directory; more than its ranks is a duplicate."""
 
@@ -198,6 +214,7 @@ class Result:
     survived: bool = False
     lost: int = 0
     duplicate: bool = False
+    orphans: int = 0  # processes of the killed suite still alive 10 s after the kill
     equal: bool = False
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -225,6 +242,7 @@ def kill_point(point: Point, suite: Path, data: Path, base: Path, baseline: dict
     if point.victim == "driver":
         driver.kill()
         driver.wait()
+        result.orphans = len(survivors(out, within_s=10.0))
     else:
         os.kill(int(marker.read_text()), signal.SIGKILL)
         driver.wait(timeout=RUN_TIMEOUT_S)  # the suite goes on, and records it killed
@@ -282,17 +300,18 @@ def main() -> None:
         sys.exit(f"the uninterrupted suite failed (exit {code}); see {base / 'baseline.log'}")
     baseline = outcome(base / "baseline", names)
     print(f"uninterrupted suite: {time.monotonic() - started:.0f}s, {base / 'baseline'}", flush=True)
-    print(f"{'kill point':<20} {'survived':>8} {'lost':>5} {'dup':>4} {'equal':>6} {'seconds':>8}  notes", flush=True)
+    print(f"{'kill point':<20} {'survived':>8} {'lost':>5} {'dup':>4} {'orphans':>7} {'equal':>6} {'seconds':>8}  notes",
+          flush=True)
     results = []
     for point in chosen:
         res = kill_point(point, suite, data, base, baseline, ranks)
         results.append(res)
-        print(f"{res.point:<20} {str(res.survived):>8} {res.lost:>5} {int(res.duplicate):>4} {str(res.equal):>6} "
+        print(f"{res.point:<20} {str(res.survived):>8} {res.lost:>5} {int(res.duplicate):>4} {res.orphans:>7} {str(res.equal):>6} "
               f"{res.seconds:>8.0f}  {'; '.join(res.notes)[:300]}", flush=True)
     print(json.dumps({"kill_points": len(results), "survived": sum(r.survived for r in results),
                       "lost_checkpoints": sum(r.lost for r in results),
                       "duplicate_runs": sum(r.duplicate for r in results),
-                      "results_equal": all(r.equal for r in results),
+                      "results_equal": all(r.equal for r in results), "orphans": sum(r.orphans for r in results),
                       "minutes": round((time.monotonic() - started) / 60, 1), "out": str(base)}))
 
 

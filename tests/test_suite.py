@@ -1131,3 +1131,55 @@ def test_restart_names_are_checked_before_anything_runs(tmp_path: Path, small_da
     with pytest.raises(DialsumError, match="--restart one: left out of this run by --only/--skip"):
         restart_names(opts, ["one", "two"], ["two"])
     assert restart_names(opts, ["one", "two"], ["one", "two"]) == {"one"}
+
+
+LIFELINE_PARENT = """
+import sys, time
+from dialsum import lifeline
+child = lifeline.start_child([sys.executable, "-c", {child!r}])
+print(child.pid, flush=True)
+{then}
+"""
+SLEEPER = "import time; time.sleep(120)"
+ON_SIGINT = ("import signal, sys, time\n"
+             "def stop(signum, frame):\n"
+             "    print('child got', signal.Signals(signum).name, flush=True); sys.exit(7)\n"
+             "signal.signal(signal.SIGINT, stop)\n"
+             "time.sleep(120)")
+
+
+def test_lifeline_a_child_dies_with_its_killed_parent() -> None:
+    """What the tune workers, the ensemble step and every experiment get: SIGKILL the parent, the child ends."""
+    script = LIFELINE_PARENT.format(child=SLEEPER, then="time.sleep(120)")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=child_env())
+    child = int(parent.stdout.readline())
+    assert process.pid_alive(child) and os.getpgid(child) == child  # a session of its own
+    parent.kill()
+    parent.wait()
+    wait_for(lambda: not process.pid_alive(child), 10, "the child to die with its parent")
+
+
+def test_lifeline_passes_sigint_on_and_waits_for_the_child() -> None:
+    """The `--nproc` launcher: a Ctrl-C reaches torchrun through it, and it waits for torchrun to stop."""
+    script = LIFELINE_PARENT.format(child=ON_SIGINT, then="with lifeline.forwarding(child):\n    sys.exit(child.wait())")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=child_env())
+    int(parent.stdout.readline())
+    time.sleep(1.0)  # the child's handler is installed
+    parent.send_signal(signal.SIGINT)
+    out, _ = parent.communicate(timeout=30)
+    assert "child got SIGINT" in out and parent.returncode == 7
+
+
+@pytest.mark.slow
+def test_chaos_a_kill_mid_checkpoint_resumes_to_the_uninterrupted_result() -> None:
+    """bench/chaos_suite.py at one kill point: the suite SIGKILLed while a checkpoint is half-written."""
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "chaos_suite.py"), "--points", "mid-save"],
+                          capture_output=True, text=True, env=child_env(), timeout=900, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["kill_points"] == result["survived"] == 1, proc.stdout
+    assert (result["lost_checkpoints"], result["duplicate_runs"], result["orphans"]) == (0, 0, 0), proc.stdout
+    assert result["results_equal"] is True, proc.stdout
+    out = Path(result["out"]) / "mid-save" / "a" / "run"
+    assert list((out / "incomplete-checkpoints").glob("checkpoint-*")), "no checkpoint was caught half-written"
+    shutil.rmtree(result["out"], ignore_errors=True)

@@ -360,10 +360,10 @@ class SuiteRunner:
         rec.wall_seconds = round(rec.wall_seconds + time.monotonic() - job.live.started, 2)
         rec.pid, rec.exit_code = None, code
         tail = job.handle.log_tail(self.out / rec.name / "suite.log", job.log_start)
-        if job.handle.failure is not None:  # the backend knows better than the exit code (a Ray node lost)
-            return job.handle.failure
         if job.timed_out:
             return failures.timeout_failure(self.settings.experiment_timeout_minutes or 0, tail)
+        if job.handle.failure is not None:  # the backend knows better than the exit code (a Ray node lost)
+            return job.handle.failure
         return failures.classify_failure(code, tail)
 
     def _oom_retry(self, job: Job, failure: Failure | None) -> bool:

@@ -178,7 +178,7 @@ class RayHandle:
 
     def _ended_in_ray(self, err: Exception) -> int:
         first = (str(err).splitlines() or [type(err).__name__])[0][:300]
-        if self.cancelled and isinstance(err, self.ray.exceptions.TaskCancelledError):
+        if self.cancelled:  # the suite stopped it (Ctrl-C, time-out): however Ray ended it
             return 130
         self.failure = lost_failure(err)
         self.result = {"exit_code": -9 if self.failure else 1, "log_tail": [f"RayError: {first}"]}
