@@ -4,12 +4,14 @@
     pytest tests/test_distributed.py
 
 `launch` re-runs the same `dialsum train` command under `torch.distributed.run --standalone`; each
-rank then trains its share of every batch. The launcher, torchrun and the ranks end together (the rule is
-in `dialsum.lifeline`): torchrun dies with the launcher, each rank with torchrun (`dialsum.rank`), and a
-SIGINT or SIGTERM to the launcher is passed on to torchrun, which stops its ranks first. Rank 0 alone writes the run directory, generates dev and
+rank then trains its share of every batch. Rank 0 alone writes the run directory, generates dev and
 test, scores and writes the submission: under DDP transformers' evaluation gathers padded
 duplicates (10 dev rows on 2 ranks gave 16 predictions with transformers 5.24), so no score comes
 from gathered predictions. The other ranks wait at barriers and leave once training is over.
+
+The launcher, torchrun and the ranks end together (the rule is in `dialsum.lifeline`): torchrun dies
+with the launcher, each rank with torchrun (`dialsum.rank`), and a SIGINT or SIGTERM sent to the
+launcher is passed on to torchrun, which stops its ranks before it exits.
 """
 
 from __future__ import annotations
