@@ -84,7 +84,7 @@ POINTS = [
     Point("oom-retry", "before-save@oomy", ["oomy"]),
     Point("ddp", "before-save@ddp", ["ddp"]),
     Point("tuning", "tuning@tuned", ["tuned"]),
-    Point("ensemble", "ensemble", ["a", "b"], quick=False),
+    Point("ensemble", "ensemble", ["a", "b"]),
     Point("child", "before-save@b", ["b"], victim="child"),
 ]
 

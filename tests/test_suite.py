@@ -10,6 +10,7 @@ have their own short runs. Data: the first rows of the embedded sample (conftest
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -1183,3 +1184,23 @@ def test_chaos_a_kill_mid_checkpoint_resumes_to_the_uninterrupted_result() -> No
     out = Path(result["out"]) / "mid-save" / "a" / "run"
     assert list((out / "incomplete-checkpoints").glob("checkpoint-*")), "no checkpoint was caught half-written"
     shutil.rmtree(result["out"], ignore_errors=True)
+
+
+def test_lifeline_a_child_can_be_stopped_gently_even_when_its_parent_ignores_sigint() -> None:
+    """A Ray worker blocks SIGINT (a shell's background job ignores it), and both pass through exec: not to
+    the children dialsum starts."""
+    python_default = ("import sys, time\ntry:\n    time.sleep(120)\nexcept KeyboardInterrupt:\n"
+                      "    print('child got SIGINT', flush=True)\n    sys.exit(7)")
+    script = ("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+              "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
+              + LIFELINE_PARENT.format(child=python_default, then="sys.exit(child.wait(timeout=20))"))
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=child_env())
+    child = int(parent.stdout.readline())
+    time.sleep(1.0)
+    os.killpg(child, signal.SIGINT)
+    try:
+        out, _ = parent.communicate(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child, signal.SIGKILL)
+    assert "child got SIGINT" in out and parent.returncode == 7

@@ -46,8 +46,12 @@ def _prctl() -> Callable[..., int] | None:
 PRCTL = _prctl()
 
 
-def _die_with_parent_preexec() -> None:
-    """Run in the child between fork and exec: SIGTERM when its parent thread exits."""
+def _child_preexec() -> None:
+    """Run in the child between fork and exec: SIGTERM when its parent thread exits; and SIGINT back to its
+    default and no signal blocked. A parent that ignores or blocks SIGINT (a Ray worker blocks it, a shell's
+    background job ignores it) passes both on through exec, and a gentle stop would never reach the child."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     if PRCTL is not None:
         PRCTL(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
 
@@ -58,7 +62,7 @@ def start_child(cmd: list[str], log_file: Any = None, env: dict[str, str] | None
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT if log_file is not None else None,
-        env=full_env, start_new_session=True, preexec_fn=_die_with_parent_preexec if PRCTL else None,
+        env=full_env, start_new_session=True, preexec_fn=_child_preexec if os.name == "posix" else None,
     )  # fmt: skip
 
 

@@ -75,10 +75,13 @@ def run_task(cmd: list[str], log_path: str, log_start: int, placement: str, cpu_
         proc = start_child(cmd, log_file, {"CUDA_VISIBLE_DEVICES": gpus})
     where = {"node": socket.gethostname(), "gpus": gpus, "pid": proc.pid}
     Path(placement).write_text(json.dumps(where), encoding="utf-8")
-    try:
-        code = proc.wait()
+    try:  # polled, not proc.wait(): Ray's gentle cancel is an exception it raises between two bytecodes
+        while (code := proc.poll()) is None:
+            time.sleep(0.2)
     except KeyboardInterrupt:  # ray.cancel(force=False): stop the process with its checkpoints kept
-        Stopper(proc, grace_s).wait()
+        code = Stopper(proc, grace_s).wait()
+        with open(log_path, "ab") as log_file:
+            log_file.write(f"\n=== suite: task cancelled; its training process stopped with exit code {code}\n".encode())
         raise
     run_dir = Path(cmd[cmd.index("--run-dir") + 1])
     return {**where, "exit_code": code, "metrics": str(run_dir / "metrics.json"),
