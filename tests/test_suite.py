@@ -1204,3 +1204,19 @@ def test_lifeline_a_child_can_be_stopped_gently_even_when_its_parent_ignores_sig
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child, signal.SIGKILL)
     assert "child got SIGINT" in out and parent.returncode == 7
+
+
+def test_an_ensemble_is_rebuilt_only_when_a_run_changed_after_it(tmp_path: Path) -> None:
+    runs = [tmp_path / n / "run" for n in ("a", "b")]
+    for run in runs:
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text("{}")
+    target = tmp_path / "ensemble"
+    assert not runner._up_to_date(target, runs, tuned=False)  # never finished
+    target.mkdir()
+    (target / "ensemble.json").write_text("{}")
+    assert runner._up_to_date(target, runs, tuned=False)
+    assert not runner._up_to_date(target, runs, tuned=True)  # no tune results to be built from
+    later = (target / "ensemble.json").stat().st_mtime + 5
+    os.utime(runs[1] / "metrics.json", (later, later))  # b trained again (--restart) after the ensemble
+    assert not runner._up_to_date(target, runs, tuned=False)

@@ -85,7 +85,8 @@ def open_state(opts: SuiteOptions, suite: SuiteFile, out: Path, args: TrainArgs,
     stored = read_state(path) if path.exists() else None
     state = SuiteState(suite=suite.name, suite_file=str(Path(opts.suite_file).resolve()), train_args=args,
                        records=merge_records(suite, stored.records if stored else []),
-                       option_changes=stored.option_changes if stored else [])
+                       option_changes=stored.option_changes if stored else [],
+                       moved_aside=stored.moved_aside if stored else [])
     for change in changes:
         state.option_changes.append(f"{now()} --resume {change}")
         for rec in state.records:

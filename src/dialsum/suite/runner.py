@@ -57,6 +57,7 @@ from dialsum.suite.opening import (
 )
 from dialsum.suite.schema import SuiteEntry, SuiteFile, load_suite, select_names
 from dialsum.suite.state import (
+    FRESH_KINDS,
     INCOMPLETE,
     STATE_FILE,
     Aside,
@@ -170,14 +171,15 @@ class SuiteRunner:
         return code
 
     def _set_aside(self, rec: ExperimentRecord | None, path: Path, reason: str) -> None:
-        """Move `path` aside (never delete it), say so, and record it in the experiment's record."""
+        """Move `path` aside (never delete it), say so, and record it: in the experiment's record, or the
+        suite's (the ensemble)."""
         moved = move_aside(path)
         if moved is None:
             return
         source, target = (str(p.relative_to(self.out)) for p in (path, moved))
         self.display.event(f"{rec.name if rec else 'suite'}: {source} moved aside to {target} ({reason})")
-        if rec is not None:
-            rec.moved_aside.append(Aside(source=source, moved_to=target, reason=reason, at=now()))
+        (rec or self.state).moved_aside.append(Aside(source=source, moved_to=target, reason=reason, at=now()))
+        self.save()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stop_signal = signal.Signals(signum).name
@@ -227,7 +229,7 @@ class SuiteRunner:
                 except DialsumError as err:  # that experiment cannot go on; the others can
                     self._finish(rec, Failure(kind="other", message=str(err)), slot)
                     continue
-            why = "--restart" if rec.name in self.restart else f"a fresh start after {rec.status_text()}"
+            why = "--restart" if rec.name in self.restart else _fresh_reason(rec)
             self.restart.discard(rec.name)
             self._start(rec, entry, slot, resume=action == "resume", fresh_reason=why)
 
@@ -428,6 +430,12 @@ class SuiteRunner:
             self.display.event(f"warning: report not written ({type(err).__name__}: {err})")
             return None
         return paths["report_md"]
+
+
+def _fresh_reason(rec: ExperimentRecord) -> str:
+    if rec.failure and rec.failure.kind in FRESH_KINDS:
+        return "a fresh start: it ran out of memory even at the retry's micro-batch"
+    return f"a fresh start: its last attempt ({rec.status_text()}) left no run to continue"
 
 
 def _up_to_date(target: Path, runs: list[Path], tuned: bool) -> bool:

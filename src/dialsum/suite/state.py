@@ -130,6 +130,7 @@ class SuiteState(_Model):
     option_changes: list[str] = Field(default_factory=list)
     updated: str = ""
     records: list[ExperimentRecord] = Field(default_factory=list)
+    moved_aside: list[Aside] = Field(default_factory=list)  # the suite's own folders (an earlier ensemble)
 
     def record(self, name: str) -> ExperimentRecord:
         return next(r for r in self.records if r.name == name)
