@@ -10,8 +10,9 @@ end (cancelled, crashed, failed in Ray) becomes an exit code for dialsum's own f
 from __future__ import annotations
 
 import socket
-from pathlib import Path
+import time
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -63,13 +64,13 @@ class FakeRay:
         return lambda fn: Remote(fn, self.calls, options)
 
     def get(self, refs: Any, timeout: float | None = None) -> Any:
-        if isinstance(refs, list):  # the probes: node 0 is this host, node 1 a second machine
+        if isinstance(refs, list):  # the real probes, as each node runs them: node 0 is this host, node 1 another
             hosts = []
             for i, (_, _, (path, token)) in enumerate(c for c in self.calls if c[0] == "probe_node"):
                 host = socket.gethostname() if i == 0 else "node-b"
-                if host not in self.unshared:
-                    Path(f"{path}.{host}").write_text(token, encoding="utf-8")
-                hosts.append(host)
+                seen = f"{path}.not-mounted-there" if host in self.unshared else path  # that node's filesystem
+                with mock.patch.object(ray_backend.socket, "gethostname", return_value=host):
+                    hosts.append(ray_backend.probe_node(seen, token))
             return hosts
         outcome = self.results[refs]
         if isinstance(outcome, Exception):
@@ -117,11 +118,14 @@ def test_a_shared_output_folder_passes(fake, tmp_path):
     assert not list(tmp_path.glob(".ray-probe-*"))
 
 
-def test_an_address_that_cannot_be_reached_is_one_line(fake):
+def test_an_address_that_answers_but_is_no_ray_cluster_is_one_line(fake):
     fake(init_error=ConnectionError("Could not find any running Ray instance.\nmore detail"))
-    with pytest.raises(DialsumError) as err:
-        ray_backend.RayBackend("10.0.0.9:6379")
-    assert "cannot connect to 10.0.0.9:6379 (Could not find any running Ray instance.)" in str(err.value)
+    with socket.socket() as listener, pytest.raises(DialsumError) as err:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        ray_backend.RayBackend(address)
+    assert f"cannot connect to {address} (Could not find any running Ray instance.)" in str(err.value)
     assert "\n" not in str(err.value) and "ray start --head" in str(err.value)
 
 
@@ -146,3 +150,80 @@ def test_a_ray_error_keeps_its_first_line_as_the_log_tail(fake, tmp_path):
     stand_in.results["ref"] = ray.exceptions.RaySystemError("object store full\ntraceback ...")
     assert handle.poll() == 1
     assert handle.log_tail(tmp_path / "suite.log", 0) == ["RayError: System error: object store full"]
+
+
+@pytest.mark.parametrize("error", [
+    ray.exceptions.NodeDiedError("node 1a2b died"),
+    ray.exceptions.OutOfMemoryError("Task was killed due to the node running low on memory."),
+    ray.exceptions.LocalRayletDiedError(),
+    ray.exceptions.OwnerDiedError("ab" * 14, None, ""),
+    ray.exceptions.WorkerCrashedError(),
+    ray.exceptions.TaskCancelledError(),  # not by the suite: someone else's cancel
+])
+def test_a_task_lost_to_ray_is_killed_and_resumable(fake, tmp_path, error):
+    from dialsum.suite import failures, state
+
+    stand_in = fake()
+    handle = ray_backend.RayHandle(stand_in, "ref", tmp_path / "placement.json")
+    stand_in.results["ref"] = error
+    code = handle.poll()
+    failure = getattr(handle, "failure", None) or failures.classify_failure(code, handle.log_tail(tmp_path / "suite.log", 0))
+    assert failure.kind == "killed" and "--resume continues it" in failure.message
+    assert type(error).__name__ in failure.message
+    run = tmp_path / "a" / "run"
+    run.mkdir(parents=True)
+    for name in ("config.yaml", "adaptations.json"):
+        (run / name).write_text("{}")
+    rec = state.ExperimentRecord(name="a", state="failed", run_dir="a/run", failure=failure)
+    assert state.next_action(rec, tmp_path) == "resume"
+
+
+def test_an_address_where_nothing_listens_is_refused_at_once(fake):
+    """Ray would retry it for minutes; the suite probes it first, in seconds."""
+    stand_in = fake(init_error=AssertionError("ray.init must not be reached"))
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there now
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(DialsumError, match=rf"--address 127\.0\.0\.1:{port}: nothing answers there") as err:
+        ray_backend.RayBackend(f"127.0.0.1:{port}")
+    assert time.monotonic() - started < 10 and "\n" not in str(err.value)
+    assert stand_in.calls == []
+
+
+def test_the_task_waits_for_its_gpu_on_its_node_and_times_out(monkeypatch, tmp_path):
+    """The smart wait under Ray: on the node, before the training process starts."""
+    from dialsum.suite import monitor
+
+    class BusyGpu:
+        reason = ""
+
+        def available(self) -> bool:
+            return True
+
+        def sample(self, index: int = 0) -> monitor.GpuSample:
+            return monitor.GpuSample(9000.0, 24000.0)
+
+    monkeypatch.setattr(monitor, "NvmlReader", BusyGpu)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    wait = {"name": "a", "max_used_mb": 2048, "timeout_s": 0.3, "poll_s": 0.1}
+    log = tmp_path / "suite.log"
+    result = ray_backend.run_task(["never-started"], str(log), 0, str(tmp_path / "placement.json"), False, 1.0, wait)
+    assert "GPU 0: 9000 MB of 24000 MB used" in result["wait_timeout"] and result["exit_code"] == 1
+    assert not (tmp_path / "placement.json").exists()  # nothing ran
+    stand_in = FakeRay()
+    handle = ray_backend.RayHandle(stand_in, "ref", tmp_path / "placement.json")
+    stand_in.results["ref"] = result
+    assert handle.poll() == 1
+    assert handle.failure.kind == "timeout" and handle.failure.message.startswith("smart wait: GPU still busy")
+
+
+def test_a_stop_cancels_gently_first_and_by_force_only_later(fake, tmp_path, monkeypatch):
+    stand_in = fake()
+    cancels = []
+    monkeypatch.setattr(stand_in, "cancel", lambda ref, force=False: cancels.append(force))
+    handle = ray_backend.RayHandle(stand_in, "ref", tmp_path / "placement.json")
+    handle.stop(grace_s=0.0)
+    assert cancels == [False] and handle.poll() is None  # the task stops its own process first
+    handle.force_at = time.monotonic() - 1  # ... and has not ended in time
+    assert handle.poll() is None and cancels == [False, True]

@@ -10,6 +10,7 @@ have their own short runs. Data: the first rows of the embedded sample (conftest
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -309,6 +310,7 @@ def test_gpu_wait_time_out_fails_each_experiment_without_starting_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from dialsum.suite import monitor
+    from dialsum.suite.backends import local
 
     class BusyGpus:  # NVML as a machine whose two GPUs stay full
         reason = ""
@@ -316,10 +318,12 @@ def test_gpu_wait_time_out_fails_each_experiment_without_starting_it(
         def available(self) -> bool:
             return True
 
+
         def sample(self, index: int = 0) -> monitor.GpuSample:
             return monitor.GpuSample(20000.0, 24000.0)
 
     monkeypatch.setattr(monitor, "NvmlReader", BusyGpus)
+    monkeypatch.setattr(local, "visible_gpus", lambda reader=None: 2)
     suite_file = write_suite(tmp_path / "busy.yaml", [entry("a", BATCH_OPT), entry("b", HIGH_LR)],
                              gpu_wait_timeout_minutes=0.01, gpu_wait_poll_seconds=0.1)
     opts = runner.SuiteOptions(str(suite_file), init="tiny", out=str(tmp_path / "out"), gpus="0,1", live=False)
@@ -642,7 +646,10 @@ def test_halving_keeps_the_effective_batch() -> None:
         ({"state": "running", "run_dir": "a/run"}, "resume"),
         ({"state": "interrupted", "run_dir": "a/run"}, "resume"),
         ({"state": "failed", "run_dir": "a/run", "failure": {"kind": "killed", "message": "-9"}}, "resume"),
-        ({"state": "failed", "run_dir": "a/run", "failure": {"kind": "data", "message": "x.csv"}}, "fresh"),
+        ({"state": "waiting", "run_dir": "a/run"}, "resume"),
+        ({"state": "failed", "run_dir": "a/run", "failure": {"kind": "other", "message": "RayError"}}, "resume"),
+        ({"state": "failed", "run_dir": "a/run", "failure": {"kind": "data", "message": "x.csv"}}, "resume"),
+        ({"state": "failed", "run_dir": "a/run", "failure": {"kind": "oom", "message": "twice"}}, "fresh"),
         ({"state": "failed", "run_dir": None, "failure": {"kind": "timeout", "message": "wait"}}, "fresh"),
         ({"state": "pending", "run_dir": None}, "fresh"),
         ({"state": "skipped", "run_dir": None}, "fresh"),
@@ -714,16 +721,6 @@ def test_train_progress_follows_the_growing_log(tmp_path: Path) -> None:
     assert (progress.step, progress.loss) == (2, 4.25) and progress.steps_text() == "2/4"
 
 
-def test_partial_checkpoints_are_removed_before_resume(tmp_path: Path) -> None:
-    ckpts = tmp_path / "checkpoints"
-    (ckpts / "checkpoint-1").mkdir(parents=True)
-    (ckpts / "checkpoint-1" / "trainer_state.json").write_text("{}")
-    (ckpts / "checkpoint-2").mkdir()
-    (ckpts / "checkpoint-2" / "model.safetensors").write_text("half")
-    assert suite_state.clear_partial_checkpoints(tmp_path) == ["checkpoint-2"]
-    assert (ckpts / "checkpoint-1").is_dir() and not (ckpts / "checkpoint-2").exists()
-
-
 # ---------------------------------------------------------------- parallel slots
 
 
@@ -747,12 +744,18 @@ def environment(out: Path, name: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def parallel(tmp_path_factory: pytest.TempPathFactory, small_data: Path) -> dict[str, Any]:
-    """Three experiments on two CPU slots; two experiments on two fake GPU ids."""
+    """Three experiments on two CPU slots; two experiments on two GPU ids that this driver is told exist."""
+    from dialsum.suite.backends import local
+
     base = tmp_path_factory.mktemp("parallel")
     cpu_file = write_suite(base / "cpu.yaml", [entry(n, BATCH_OPT, "training.save_strategy=no") for n in "abc"])
     cpu = run_cli(*suite_args(cpu_file, base / "cpu", small_data, "--max-steps", "4", "--slots", "2"))
     gpu_file = write_suite(base / "gpu.yaml", [entry(n, BATCH_OPT, "training.save_strategy=no") for n in "de"])
-    gpu = run_cli(*suite_args(gpu_file, base / "gpu", small_data, "--max-steps", "2", "--gpus", "0,1"))
+    with pytest.MonkeyPatch.context() as patch:  # --gpus is refused where none is counted
+        patch.setattr(local, "visible_gpus", lambda reader=None: 2)
+        gpu = runner.run_suite(runner.SuiteOptions(
+            str(gpu_file), init="tiny", max_steps=2, out=str(base / "gpu"), sets=[*FAST_SETS, *SMALL_BATCH],
+            data=str(small_data), gpus="0,1", live=False))  # fmt: skip
     return {"cpu": cpu, "gpu": gpu, "cpu_out": base / "cpu", "gpu_out": base / "gpu"}
 
 
@@ -774,8 +777,8 @@ def test_cpu_slots_run_side_by_side_and_never_more(parallel: dict[str, Any]) -> 
 
 @pytest.mark.slow
 def test_each_child_sees_only_its_own_gpu(parallel: dict[str, Any]) -> None:
-    result, out = parallel["gpu"], parallel["gpu_out"]
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    out = parallel["gpu_out"]
+    assert parallel["gpu"] == 0
     recs = records(out)
     assert {recs["d"]["slot"], recs["e"]["slot"]} == {"gpu0", "gpu1"} and overlaps(recs) == 2
     seen = {environment(out, n)["cuda_visible_devices"] for n in "de"}
@@ -876,7 +879,7 @@ def test_entries_tune_after_training_and_the_suite_ends_with_their_ensemble(tmp_
         {**entry("high_lr", HIGH_LR), "tune": {"trials": 2}},
     ])
     doc = yaml.safe_load(suite_file.read_text(encoding="utf-8"))
-    doc["ensemble"] = {"runs": ["batch", "high_lr"], "tuned": True}
+    doc["ensemble"] = {"runs": ["batch", "high_lr"], "tuned": True, "candidates": 2}
     suite_file.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
     out = tmp_path / "out"
     result = run_cli(*suite_args(suite_file, out, small_data, "--max-steps", "2"), env=child_env(), timeout=900)
@@ -902,3 +905,323 @@ def test_an_ensemble_of_unknown_or_untuned_experiments_is_refused(tmp_path: Path
     doc["ensemble"] = {"runs": ["batch", "high_lr"], "tuned": True}
     suite_file.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
     assert_clean_error(run_cli(*suite_args(suite_file, tmp_path / "o", small_data)), "ensemble.tuned: batch, high_lr has no tune")
+    doc["ensemble"] = {"runs": ["batch", "high_lr"]}  # two single candidates: MBR cannot pick
+    suite_file.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    assert_clean_error(run_cli(*suite_args(suite_file, tmp_path / "o", small_data)),
+                       "2 runs x ensemble.candidates 1 = 2 candidates", "add ensemble.candidates 2")
+    assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------- nothing lost, whatever dies
+
+
+class DoneHandle:
+    """A stand-in for an experiment's process that has already exited with `code`."""
+
+    pid, node, gpus, failure = None, "here", "", None
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def started(self) -> bool:
+        return True
+
+    def poll(self) -> int:
+        return self.code
+
+    def stop(self, grace_s: float) -> None:
+        return None
+
+    def wait(self) -> int:
+        return self.code
+
+    def log_tail(self, log_path: Path, start: int) -> list[str]:
+        return []
+
+
+class RecordingBackend:
+    """Slots without processes: records each command; every attempt ends at once with `code`."""
+
+    local, total, kind = False, 1, "cpu"
+
+    def __init__(self, code: int = 0) -> None:
+        self.code = code
+        self.commands: list[list[str]] = []
+
+    def describe(self) -> str:
+        return "recording"
+
+    def take(self, n: int) -> Any:
+        from dialsum.suite.backends.local import Slot
+
+        return Slot(["cpu0"])
+
+    def release(self, slot: Any) -> None:
+        return None
+
+    def start(self, cmd: list[str], log_path: Path, log_start: int, slot: Any, need: int, settings: Any) -> DoneHandle:
+        self.commands.append(cmd)
+        return DoneHandle(self.code)
+
+
+def fake_run(run: Path, *checkpoints: int) -> Path:
+    """A run directory as `train` leaves it: its first files, and complete checkpoints."""
+    run.mkdir(parents=True, exist_ok=True)
+    for name in rundir.MARKERS:
+        (run / name).write_text("{}", encoding="utf-8")
+    for step in checkpoints:
+        ckpt = run / "checkpoints" / f"checkpoint-{step}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}), encoding="utf-8")
+    return run
+
+
+def run_recorded(tmp_path: Path, rec: ExperimentRecord, backend: RecordingBackend, **opts: Any) -> Any:
+    """The scheduler on one experiment whose record is `rec`, with a backend that runs nothing."""
+    suite = load_doc(tmp_path, suite_doc(experiments=[{"name": rec.name, "config": BATCH_OPT, "expected_minutes": 1}]))
+    state = suite_state.SuiteState(suite="s", records=[rec])
+    suite_runner = runner.SuiteRunner(suite, state, tmp_path, {}, backend, display.LineDisplay(), **opts)
+    suite_runner.run([rec.name])
+    return suite_runner
+
+
+def all_files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_waiting_experiment_with_checkpoints_resumes_and_nothing_is_deleted(tmp_path: Path) -> None:
+    """Saved as `waiting` (the smart wait, or a queued Ray task) when the suite was killed: --resume
+    continues it from its checkpoint; it never starts it over in a cleared directory."""
+    fake_run(tmp_path / "a" / "run", 100, 500)
+    before = all_files(tmp_path / "a")
+    rec = ExperimentRecord(name="a", state="waiting", run_dir="a/run", attempts=1)
+    assert suite_state.next_action(rec, tmp_path) == "resume"
+    backend = RecordingBackend()
+    run_recorded(tmp_path, rec, backend)
+    assert "--resume" in backend.commands[0]
+    assert before <= all_files(tmp_path / "a")  # checkpoint-500 and all
+
+
+def test_a_fresh_start_over_a_run_moves_it_aside_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_run(tmp_path / "a" / "run", 3)
+    (tmp_path / "a" / "run.1").mkdir()  # an earlier one, already aside
+    rec = ExperimentRecord(name="a", state="failed", run_dir="a/run", attempts=2,
+                           failure={"kind": "oom", "message": "out of memory twice"})
+    assert suite_state.next_action(rec, tmp_path) == "fresh"
+    backend = RecordingBackend()
+    run_recorded(tmp_path, rec, backend)
+    assert "--resume" not in backend.commands[0]
+    assert (tmp_path / "a" / "run.2" / "checkpoints" / "checkpoint-3" / "trainer_state.json").is_file()
+    assert (tmp_path / "a" / "run.1").is_dir() and not (tmp_path / "a" / "run").exists()
+    assert "a: a/run moved aside to a/run.2" in capsys.readouterr().out
+    assert [(m.source, m.moved_to) for m in rec.moved_aside] == [("a/run", "a/run.2")]
+
+
+def test_an_incomplete_checkpoint_is_moved_aside_not_deleted(tmp_path: Path) -> None:
+    run = fake_run(tmp_path / "run", 1)
+    (run / "checkpoints" / "checkpoint-2").mkdir()
+    (run / "checkpoints" / "checkpoint-2" / "model.safetensors").write_text("half")
+    assert suite_state.clear_partial_checkpoints(run) == ["checkpoint-2"]
+    assert (run / "checkpoints" / "checkpoint-1").is_dir() and not (run / "checkpoints" / "checkpoint-2").exists()
+    assert (run / "incomplete-checkpoints" / "checkpoint-2" / "model.safetensors").read_text() == "half"
+
+
+def test_the_orphan_check_finds_every_process_of_the_experiment(tmp_path: Path) -> None:
+    """A DDP rank of the previous suite names the run directory but was never recorded: refused."""
+    run_dir = (tmp_path / "a" / "run").resolve()
+    rank = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "dialsum.cli", "train",
+                             "--run-dir", str(run_dir)])
+    rec = ExperimentRecord(name="a", state="running", run_dir="a/run", pid=None)
+    try:
+        wait_for(lambda: str(run_dir) in " ".join(psutil_cmdline(rank.pid)), 10, "the stand-in rank")
+        with pytest.raises(DialsumError, match=rf"a: .*still running \(pid {rank.pid}\)"):
+            process.check_no_orphan(rec, tmp_path, wait_s=0)
+    finally:
+        rank.kill()
+        rank.wait()
+    process.check_no_orphan(rec, tmp_path, wait_s=0)  # gone: nothing to refuse
+
+
+def psutil_cmdline(pid: int) -> list[str]:
+    import psutil
+
+    try:
+        return psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return []
+
+
+def dialsum_tree(run_dir: Path) -> list[int]:
+    """Every live process whose command line names `run_dir`."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if str(run_dir) in (proc.info["cmdline"] or []) and process.pid_alive(proc.info["pid"]):
+            found.append(proc.info["pid"])
+    return found
+
+
+@pytest.mark.slow
+def test_killing_the_suite_takes_every_process_of_a_ddp_entry_with_it(tmp_path: Path, small_data: Path) -> None:
+    """SIGKILL the driver while a `gpus: 2` entry trains on two CPU slots (gloo): the launcher, torchrun
+    and both ranks are gone within seconds."""
+    both = entry("ddp", BATCH_OPT, "training.save_strategy=no")
+    both["gpus"] = 2
+    suite_file = write_suite(tmp_path / "ddp.yaml", [both])
+    out = tmp_path / "out"
+    suite = start_suite(suite_args(suite_file, out, small_data, "--max-steps", "2000", "--slots", "2"))
+    run_dir, log = (out / "ddp" / "run").resolve(), out / "ddp" / "suite.log"
+    try:
+        wait_for(lambda: log.is_file() and re.search(r"train:\s+\d+%", log.read_text(errors="replace")), 300,
+                 "the ranks to train", suite)
+        tree = dialsum_tree(run_dir)
+        assert len(tree) == 4, tree  # launcher, torchrun, two ranks
+    finally:
+        suite.kill()
+        suite.communicate(timeout=60)
+    try:
+        wait_for(lambda: not dialsum_tree(run_dir), 20, "every process of the entry to end")
+    finally:
+        for pid in dialsum_tree(run_dir):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_gpus_where_no_gpu_is_visible_is_refused_pointing_to_slots(tmp_path: Path, small_data: Path) -> None:
+    suite_file = write_suite(tmp_path / "g.yaml", [entry("one", BATCH_OPT)])
+    env = {k: v for k, v in child_env().items() if k != "CUDA_VISIBLE_DEVICES"}
+    result = subprocess.run([sys.executable, "-m", "dialsum.cli", *suite_args(suite_file, tmp_path / "out", small_data,
+                                                                              "--gpus", "0")],
+                            capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    if "this machine shows" in result.stderr and "no GPU" not in result.stderr:
+        pytest.skip("this machine has a GPU")
+    assert_clean_error(result, "--gpus 0: this machine shows no GPU", "--slots N")
+    assert not (tmp_path / "out").exists()
+
+
+def test_plan_slots_refuses_gpus_that_nothing_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dialsum.suite.backends import local
+
+    class NoGpu:
+        def visible_count(self) -> int:
+            return 0
+
+    monkeypatch.setattr(local, "_cuda_count", lambda: 0)
+    with pytest.raises(DialsumError, match=r"--gpus 0,1: this machine shows no GPU .*--slots N"):
+        local.plan_slots("0,1", None, cpu_cores=2, reader=NoGpu())
+
+
+def test_restart_starts_a_named_experiment_afresh_its_old_run_moved_aside(tmp_path: Path) -> None:
+    run = fake_run(tmp_path / "a" / "run", 7)
+    (run / "metrics.json").write_text("{}", encoding="utf-8")
+    rec = ExperimentRecord(name="a", state="finished", run_dir="a/run", attempts=1)
+    backend = RecordingBackend()
+    run_recorded(tmp_path, rec, backend, restart={"a"})
+    assert len(backend.commands) == 1 and "--resume" not in backend.commands[0]
+    assert (tmp_path / "a" / "run.1" / "checkpoints" / "checkpoint-7").is_dir()
+    assert (tmp_path / "a" / "run.1" / "metrics.json").is_file()
+    assert [(m.moved_to, m.reason) for m in rec.moved_aside] == [("a/run.1", "--restart")]
+
+
+def test_restart_names_are_checked_before_anything_runs(tmp_path: Path, small_data: Path) -> None:
+    from dialsum.suite.opening import restart_names
+
+    suite_file = write_suite(tmp_path / "r.yaml", [entry("one", BATCH_OPT), entry("two", BATCH_OPT)])
+    result = run_cli(*suite_args(suite_file, tmp_path / "out", small_data, "--resume", "--restart", "one,nope"))
+    assert_clean_error(result, "--restart: unknown experiment(s) nope; the suite has one, two")
+    assert not (tmp_path / "out").exists()
+    opts = runner.SuiteOptions(str(suite_file), restart=["one"])
+    with pytest.raises(DialsumError, match="--restart goes with --resume"):
+        restart_names(opts, ["one", "two"], ["one", "two"])
+    opts.resume = True
+    with pytest.raises(DialsumError, match="--restart one: left out of this run by --only/--skip"):
+        restart_names(opts, ["one", "two"], ["two"])
+    assert restart_names(opts, ["one", "two"], ["one", "two"]) == {"one"}
+
+
+LIFELINE_PARENT = """
+import sys, time
+from dialsum import lifeline
+child = lifeline.start_child([sys.executable, "-c", {child!r}])
+print(child.pid, flush=True)
+{then}
+"""
+SLEEPER = "import time; time.sleep(120)"
+ON_SIGINT = ("import signal, sys, time\n"
+             "def stop(signum, frame):\n"
+             "    print('child got', signal.Signals(signum).name, flush=True); sys.exit(7)\n"
+             "signal.signal(signal.SIGINT, stop)\n"
+             "time.sleep(120)")
+
+
+def test_lifeline_a_child_dies_with_its_killed_parent() -> None:
+    """What the tune workers, the ensemble step and every experiment get: SIGKILL the parent, the child ends."""
+    script = LIFELINE_PARENT.format(child=SLEEPER, then="time.sleep(120)")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=child_env())
+    child = int(parent.stdout.readline())
+    assert process.pid_alive(child) and os.getpgid(child) == child  # a session of its own
+    parent.kill()
+    parent.wait()
+    wait_for(lambda: not process.pid_alive(child), 10, "the child to die with its parent")
+
+
+def test_lifeline_passes_sigint_on_and_waits_for_the_child() -> None:
+    """The `--nproc` launcher: a Ctrl-C reaches torchrun through it, and it waits for torchrun to stop."""
+    script = LIFELINE_PARENT.format(child=ON_SIGINT, then="with lifeline.forwarding(child):\n    sys.exit(child.wait())")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=child_env())
+    int(parent.stdout.readline())
+    time.sleep(1.0)  # the child's handler is installed
+    parent.send_signal(signal.SIGINT)
+    out, _ = parent.communicate(timeout=30)
+    assert "child got SIGINT" in out and parent.returncode == 7
+
+
+@pytest.mark.slow
+def test_chaos_a_kill_mid_checkpoint_resumes_to_the_uninterrupted_result() -> None:
+    """bench/chaos_suite.py at one kill point: the suite SIGKILLed while a checkpoint is half-written."""
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "chaos_suite.py"), "--points", "mid-save"],
+                          capture_output=True, text=True, env=child_env(), timeout=900, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["kill_points"] == result["survived"] == 1, proc.stdout
+    assert (result["lost_checkpoints"], result["duplicate_runs"], result["orphans"]) == (0, 0, 0), proc.stdout
+    assert result["results_equal"] is True, proc.stdout
+    out = Path(result["out"]) / "mid-save" / "a" / "run"
+    assert list((out / "incomplete-checkpoints").glob("checkpoint-*")), "no checkpoint was caught half-written"
+    shutil.rmtree(result["out"], ignore_errors=True)
+
+
+def test_lifeline_a_child_can_be_stopped_gently_even_when_its_parent_ignores_sigint() -> None:
+    """A Ray worker blocks SIGINT (a shell's background job ignores it), and both pass through exec: not to
+    the children dialsum starts."""
+    python_default = ("import sys, time\ntry:\n    time.sleep(120)\nexcept KeyboardInterrupt:\n"
+                      "    print('child got SIGINT', flush=True)\n    sys.exit(7)")
+    script = ("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+              "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
+              + LIFELINE_PARENT.format(child=python_default, then="sys.exit(child.wait(timeout=20))"))
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=child_env())
+    child = int(parent.stdout.readline())
+    time.sleep(1.0)
+    os.killpg(child, signal.SIGINT)
+    try:
+        out, _ = parent.communicate(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child, signal.SIGKILL)
+    assert "child got SIGINT" in out and parent.returncode == 7
+
+
+def test_an_ensemble_is_rebuilt_only_when_a_run_changed_after_it(tmp_path: Path) -> None:
+    runs = [tmp_path / n / "run" for n in ("a", "b")]
+    for run in runs:
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text("{}")
+    target = tmp_path / "ensemble"
+    assert not runner._up_to_date(target, runs, tuned=False)  # never finished
+    target.mkdir()
+    (target / "ensemble.json").write_text("{}")
+    assert runner._up_to_date(target, runs, tuned=False)
+    assert not runner._up_to_date(target, runs, tuned=True)  # no tune results to be built from
+    later = (target / "ensemble.json").stat().st_mtime + 5
+    os.utime(runs[1] / "metrics.json", (later, later))  # b trained again (--restart) after the ensemble
+    assert not runner._up_to_date(target, runs, tuned=False)

@@ -241,12 +241,14 @@ def suite(
     backend: str = typer.Option("local", "--backend", help="local (this machine's slots) or ray (a Ray cluster)."),
     address: str | None = typer.Option(None, "--address", help="Ray: auto or HOST:PORT of the cluster "
                                        "(default: a new local Ray instance)."),
+    restart: list[str] = typer.Option([], "--restart", help="With --resume: start these experiments afresh, their "
+                                      "old runs moved aside to run.1, run.2, ... (repeatable or a,b)."),
 ) -> None:
     """Run a suite of experiments, each in its own process: slots, GPU wait, monitor, retry, resume, report."""
     from dialsum.suite import SuiteOptions, run_suite
 
     opts = SuiteOptions(suite_file, init, one_epoch, max_steps, resume, only, skip, out, list(sets), data_dir,
-                        gpus, slots, backend, address)
+                        gpus, slots, backend, address, restart=list(restart))
     raise typer.Exit(run_suite(opts))
 
 

@@ -22,6 +22,10 @@ bound to CUDA alone (`backend="cuda:gloo"`).
 
 Under torchrun dialsum joins the group even with one rank: accelerate would otherwise join NCCL on
 its own, and dialsum's collectives would then meet the rule above.
+
+The launcher, torchrun and the ranks end together (the rule is in `dialsum.lifeline`): torchrun dies
+with the launcher, each rank with torchrun (`dialsum.rank`), and a SIGINT or SIGTERM sent to the
+launcher is passed on to torchrun, which stops its ranks before it exits.
 """
 
 from __future__ import annotations
@@ -29,10 +33,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import subprocess
 import sys
 from typing import Any
 
+from dialsum import lifeline
 from dialsum.errors import DialsumError
 
 
@@ -54,11 +58,12 @@ def launched() -> bool:
 
 
 def launch(argv: list[str], nproc: int) -> int:
-    """`python -m torch.distributed.run --standalone --nproc_per_node N -m dialsum.cli ARGV`; its exit code."""
+    """`python -m torch.distributed.run --standalone --nproc_per_node N -m dialsum.rank ARGV`, which dies with
+    this process and gets the SIGINT/SIGTERM it receives (this process waits while torchrun stops its
+    ranks); its exit code."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "dialsum.cli", *argv]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.call(cmd, env=env)
+           "-m", "dialsum.rank", *argv]
+    return lifeline.run_forwarding(cmd)
 
 
 def without_option(argv: list[str], option: str) -> list[str]:

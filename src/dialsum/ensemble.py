@@ -36,6 +36,7 @@ from dialsum import config, data, generation, paths, prompt
 from dialsum.csvio import atomic_write_json, atomic_write_rows, read_json, read_table
 from dialsum.errors import DialsumError
 from dialsum.metrics import morpheme_texts, pairwise, score
+from dialsum.pause import pause
 
 MIN_POOL = 3  # candidates per dialogue below which MBR can only echo the run order or the weights
 MAX_POOL = 128  # candidates per dialogue: 16,384 pair scores, about 0.4 s a dialogue on one core
@@ -228,17 +229,25 @@ def check_options(opts: EnsembleOptions) -> None:
         raise DialsumError("ensemble: give at least two run directories")
     if k < 1:
         raise DialsumError(f"--candidates {k}: must be at least 1")
+    problem = pool_problem(runs, k, "--candidates")
+    if problem:
+        raise DialsumError(problem)
+
+
+def pool_problem(runs: int, k: int, option: str) -> str | None:
+    """Why `runs` runs with `k` candidates each cannot make an MBR ensemble (`option` names k); None if they can."""
     pool = runs * k
     if pool < MIN_POOL:
-        raise DialsumError(f"ensemble: {runs} runs x --candidates {k} = {pool} candidates per dialogue, and MBR "
-                           f"needs at least {MIN_POOL} to pick (of two, the first run, or the stronger one with "
-                           f"--weighted, always wins); add --candidates {-(-MIN_POOL // runs)}, or a third run")
+        return (f"ensemble: {runs} runs x {option} {k} = {pool} candidates per dialogue, and MBR needs at least "
+                f"{MIN_POOL} to pick (of two, the first run, or the stronger one with --weighted, always wins); "
+                f"add {option} {-(-MIN_POOL // runs)}, or a third run")
     if pool > MAX_POOL:
         table = pool * pool * TABLE_BYTES
-        raise DialsumError(f"--candidates {k}: {runs} runs x {k} = {pool:,} candidates per dialogue; MBR scores "
-                           f"every pair ({pool * pool:,} scores, {_size(table)} as a table, per dialogue) and "
-                           f"generation would keep {k:,} beams of each input; at most {MAX_POOL} per dialogue, "
-                           f"so --candidates {MAX_POOL // runs} or fewer here")
+        return (f"{option} {k}: {runs} runs x {k} = {pool:,} candidates per dialogue; MBR scores every pair "
+                f"({pool * pool:,} scores, {_size(table)} as a table, per dialogue) and generation would keep "
+                f"{k:,} beams of each input; at most {MAX_POOL} per dialogue, so {option} {MAX_POOL // runs} or "
+                "fewer here")
+    return None
 
 
 def _size(n_bytes: float) -> str:
@@ -293,6 +302,7 @@ def ensemble_runs(opts: EnsembleOptions) -> dict[str, Any]:
     test_picks = pick_all(members, "test", test_weights)
     refs = [[r] for r in members[0].references]
     ensemble_score = score([p.text for p in picks], refs, "morpheme").final
+    pause("ensemble")  # the chaos benchmark's kill point (dialsum.pause)
     return _write(opts, members, picks, test_picks, ensemble_score, weighting)
 
 

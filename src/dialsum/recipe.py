@@ -32,6 +32,7 @@ from dialsum import (
     lora,
     modeling,
     paths,
+    pause,
     prompt,
     rundir,
     train_args,
@@ -83,6 +84,7 @@ def run_experiment(cfg: ExperimentConfig, opts: RunOptions) -> dict[str, Any]:
         _setup_data(run)  # first, before the heavy imports: bad data fails within a second
         _setup_plan(run)  # every check that can fail before training; nothing is written before it
         _open_run_dir(run)
+        pause.pause("started", cfg.experiment.name)  # the chaos benchmark's kill points (dialsum.pause)
         _setup_model(run)
         train(run)
         if not distributed.is_main():
@@ -505,6 +507,7 @@ def _build_trainer(run: Run, args: Any, train_set: list[dict], eval_df: Any) -> 
         trainer.remove_callback(printer)
     trainer.add_callback(JsonlLog(run.dir / "train_log.jsonl", trainer))
     trainer.add_callback(Progress(trainer))
+    pause.attach(trainer, cfg.experiment.name)
     if cfg.training.early_stopping_patience and args.load_best_model_at_end:
         trainer.add_callback(EarlyStoppingCallback(cfg.training.early_stopping_patience))
     return trainer
@@ -583,6 +586,7 @@ def _generate(run: Run, df: Any, what: str) -> list[str]:
 def evaluate(run: Run) -> None:
     from dialsum.metrics import score
 
+    pause.pause("scoring-dev", run.cfg.experiment.name)
     dev = run.frames["dev"]
     preds = _generate(run, dev, "dev")
     refs = [[s] for s in dev["summary"]]
@@ -600,6 +604,7 @@ def evaluate(run: Run) -> None:
 def predict(run: Run) -> None:
     test = run.frames["test"]
     preds = _generate(run, test, "test")
+    pause.pause("writing-submission", run.cfg.experiment.name)
     path = generation.write_submission(run.dir / "submission.csv", list(test["fname"]), preds)
     run.metrics["submission"] = path.name
     log.info("submission: %s", path)

@@ -46,6 +46,7 @@ from dialsum.config import ExperimentConfig
 from dialsum.csvio import atomic_write_json, atomic_write_rows, atomic_write_text
 from dialsum.errors import DialsumError
 from dialsum.locks import FolderLock
+from dialsum.pause import pause
 
 log = logging.getLogger("dialsum")
 STUDY_NAME = "generation"
@@ -406,6 +407,7 @@ def _optimize(study: Any, scorer: Scorer, space: dict[str, list[Any]], rows: lis
     try:
         for done in range(1, opts.trials + 1):
             run_trial(study, objective)
+            pause("tuning", scorer.cfg.experiment.name)  # the chaos benchmark's kill point (dialsum.pause)
             bar.show(study, done)
             if opts.timeout_minutes and time.monotonic() - started >= opts.timeout_minutes * 60:
                 break
@@ -431,10 +433,12 @@ def _slots(jobs: int) -> list[Any]:
 
 
 def _run_workers(opts: TuneOptions, study: Any, slots: list[Any], mine: dict[str, Any]) -> None:
-    """`--jobs N`: N worker processes, each on its slot, add their share of the trials to the same study."""
-    import os
-    import subprocess
+    """`--jobs N`: N worker processes, each on its slot, add their share of the trials to the same study. They
+    die with this process and run in sessions of their own, so a Ctrl-C reaches them from here (lifeline)."""
+    import signal
     import time
+
+    from dialsum.lifeline import signal_group, start_child
 
     shares = [opts.trials // len(slots) + (i < opts.trials % len(slots)) for i in range(len(slots))]
     before = len(study.trials)
@@ -446,14 +450,16 @@ def _run_workers(opts: TuneOptions, study: Any, slots: list[Any], mine: dict[str
                "--worker", str(i + 1)] + (["--dev-rows", str(opts.dev_rows)] if opts.dev_rows else [])
         if opts.timeout_minutes:
             cmd += ["--timeout", str(opts.timeout_minutes)]
-        env = {**os.environ, **slot.env(), **({"OMP_NUM_THREADS": str(slot.threads)} if slot.threads else {})}
-        workers.append(subprocess.Popen(cmd, env=env))
+        env = {**slot.env(), **({"OMP_NUM_THREADS": str(slot.threads)} if slot.threads else {})}
+        workers.append(start_child(cmd, None, env))
     bar = _Bar(opts.trials, False, mine)
     try:
         while any(w.poll() is None for w in workers):
             time.sleep(1.0)
             bar.show(study, len(study.get_trials(deepcopy=False)) - before)
     except KeyboardInterrupt:
+        for w in workers:
+            signal_group(w.pid, signal.SIGINT)
         for w in workers:
             w.wait()
         bar.close()

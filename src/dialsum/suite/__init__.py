@@ -5,7 +5,7 @@
 
 Modules: `schema` (the suite file), `state` (typed records, shared with the report), `checks` and
 `preflight` (everything refused up front), `failures` (classification, OOM retry), `process`
-(start, stop, orphans), `lock`, `monitor` (NVML, memory, the smart wait), `display`, `opening` (the
+(command lines, orphans; processes start and stop through `dialsum.lifeline`), `lock`, `monitor` (NVML, memory, the smart wait), `display`, `opening` (the
 options, arguments, state and backend a run starts from), `runner` (the scheduler) and `backends`
 (local slots, Ray).
 """

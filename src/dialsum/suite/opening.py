@@ -2,7 +2,8 @@
 (on --resume the stored ones, with the changes given now), the state to continue, and the backend.
 
     dialsum suite configs/suites/main5.yaml --resume --data /corrected/path
-    pytest tests/test_suite.py -k resume
+    dialsum suite configs/suites/main5.yaml --resume --restart kobart_baseline
+    pytest tests/test_suite.py -k "resume or restart"
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from dialsum.errors import DialsumError
 from dialsum.suite import checks
 from dialsum.suite.backends.local import LocalBackend, plan_slots
-from dialsum.suite.schema import SuiteFile
+from dialsum.suite.schema import SuiteFile, split_names
 from dialsum.suite.state import STATE_FILE, SuiteState, TrainArgs, merge_records, now, read_state, resume_args
 
 
@@ -35,12 +36,31 @@ class SuiteOptions:
     backend: str = "local"  # local | ray
     address: str | None = None  # Ray: auto or HOST:PORT (None: a new local instance)
     live: bool | None = None  # None: a live table when stdout is a terminal
+    restart: list[str] = field(default_factory=list)  # with --resume: start these fresh (old runs moved aside)
 
 
 def given_args(opts: SuiteOptions) -> dict[str, Any]:
     data = str(Path(opts.data).resolve()) if opts.data else None
     return {"init": opts.init, "one_epoch": opts.one_epoch or None, "max_steps": opts.max_steps,
             "sets": list(opts.sets), "data": data}  # fmt: skip
+
+
+def restart_names(opts: SuiteOptions, names: list[str], chosen: list[str]) -> set[str]:
+    """--restart a,b (with --resume): experiments to start fresh, their old run directories moved aside."""
+    wanted = split_names(opts.restart)
+    if not wanted:
+        return set()
+    if not opts.resume:
+        raise DialsumError("--restart goes with --resume: it starts experiments of an earlier run of the suite "
+                           "afresh (their old runs are moved aside)")
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        raise DialsumError(f"--restart: unknown experiment(s) {', '.join(unknown)}; the suite has {', '.join(names)}")
+    left_out = [n for n in wanted if n not in chosen]
+    if left_out:
+        raise DialsumError(f"--restart {', '.join(left_out)}: left out of this run by --only/--skip; "
+                           "drop it from one of them")
+    return set(wanted)
 
 
 def suite_args(opts: SuiteOptions, suite: SuiteFile, out: Path, given: dict[str, Any]) -> tuple[TrainArgs, list[str]]:
@@ -65,7 +85,8 @@ def open_state(opts: SuiteOptions, suite: SuiteFile, out: Path, args: TrainArgs,
     stored = read_state(path) if path.exists() else None
     state = SuiteState(suite=suite.name, suite_file=str(Path(opts.suite_file).resolve()), train_args=args,
                        records=merge_records(suite, stored.records if stored else []),
-                       option_changes=stored.option_changes if stored else [])
+                       option_changes=stored.option_changes if stored else [],
+                       moved_aside=stored.moved_aside if stored else [])
     for change in changes:
         state.option_changes.append(f"{now()} --resume {change}")
         for rec in state.records:

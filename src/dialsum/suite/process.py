@@ -1,24 +1,21 @@
-"""The experiment's process: its command line, its start, its stop, and the check for an orphan.
+"""The experiment's process: its command line, and the check for processes a killed suite left behind.
 
-    pytest tests/test_suite.py -k "sigint or orphan or command"
+    pytest tests/test_suite.py -k "orphan or command"
 
-Each experiment is one `python -m dialsum.cli train ...` process in its own session (a terminal's
-Ctrl-C reaches only the suite, which stops its children itself). On Linux the child also gets
-SIGTERM when the suite dies (the parent-death signal), so a killed suite leaves no training behind.
-A stop is SIGINT (the child finishes its log), then SIGTERM, then SIGKILL, to the whole process
-group; `Stopper` escalates without blocking, so the other children keep being watched meanwhile.
+Each experiment is one `python -m dialsum.cli train ...` process, started by `dialsum.lifeline`: in
+its own session, with the parent-death signal, stopped as a group (SIGINT, SIGTERM, SIGKILL), so a
+killed suite leaves no training behind, down to the ranks of a `gpus: N` entry. Before an experiment
+starts again, `check_no_orphan` looks for any process of its previous run still alive: every dialsum
+process whose command line names its run directory (launcher, torchrun, ranks, tune workers), and any
+process left in its recorded process group.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
-import signal
-import subprocess
+import socket
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,57 +24,7 @@ import psutil
 from dialsum.errors import DialsumError
 from dialsum.suite.state import ExperimentRecord, TrainArgs
 
-ESCALATION_S = 5.0
-
-
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A preexec function that makes the child get SIGTERM if the suite dies (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
-
-    return preexec
-
-
-PREEXEC = _parent_death_signal()
-
-
-def start_child(cmd: list[str], log_file: Any, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """The child in its own session, its output appended to `log_file`, with `env` added to ours."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=full_env,
-        start_new_session=True, preexec_fn=PREEXEC,
-    )  # fmt: skip
-
-
-def signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
-        os.killpg(pid, sig)
-
-
-class Stopper:
-    """SIGINT now; SIGTERM after `grace_s`; SIGKILL after ESCALATION_S more. Call `advance()` to escalate."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], grace_s: float) -> None:
-        self.proc = proc
-        self.steps = [(signal.SIGINT, grace_s), (signal.SIGTERM, ESCALATION_S), (signal.SIGKILL, ESCALATION_S)]
-        self.next_at = 0.0
-        self.advance()
-
-    def advance(self) -> None:
-        if self.proc.poll() is not None or not self.steps or time.monotonic() < self.next_at:
-            return
-        sig, wait_s = self.steps.pop(0)
-        signal_group(self.proc.pid, sig)
-        self.next_at = time.monotonic() + wait_s
+ORPHAN_WAIT_S = 15.0  # processes that got the parent-death signal may still be finishing their exit
 
 
 def pid_alive(pid: int) -> bool:
@@ -87,20 +34,58 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def check_no_orphan(rec: ExperimentRecord) -> None:
-    """Refuse to resume while the previous suite's training process for it still runs."""
-    pid = rec.pid
-    if pid is None or pid == os.getpid() or not pid_alive(pid):
-        return
+def experiment_processes(rec: ExperimentRecord, out: Path) -> list[int]:
+    """Live dialsum processes of this experiment: naming its run directory, or in its recorded group."""
+    run_dir = str((out / rec.run_dir).resolve()) if rec.run_dir else None
+    group = rec.pid if rec.node in (None, socket.gethostname()) else None  # a pid recorded here, not on a Ray node
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        pid, cmd = proc.info["pid"], proc.info["cmdline"] or []
+        if pid == os.getpid() or not any("dialsum" in part for part in cmd) or not pid_alive(pid):
+            continue
+        if (run_dir and run_dir in cmd) or (group and _group(pid) == group):
+            found.append(pid)
+    return found
+
+
+def _group(pid: int) -> int | None:
     try:
-        cmdline = " ".join(psutil.Process(pid).cmdline())
-    except psutil.Error:
-        return
-    if "dialsum" in cmdline and str(rec.run_dir or "") in cmdline:
-        raise DialsumError(
-            f"{rec.name}: its training process from the previous suite (pid {pid}) is still running; "
-            f"stop it (kill {pid}) before --resume"
-        )
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def check_no_orphan(rec: ExperimentRecord, out: Path, wait_s: float = ORPHAN_WAIT_S) -> None:
+    """Refuse to start an experiment again while a process of its previous run still runs (after giving
+    those that are dying `wait_s` to end): two processes must never train into one run directory."""
+    deadline = time.monotonic() + wait_s
+    while (pids := experiment_processes(rec, out)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if pids:
+        listed = ", ".join(map(str, pids))
+        what = "a process" if len(pids) == 1 else f"{len(pids)} processes"
+        raise DialsumError(f"{rec.name}: {what} of its previous run {'is' if len(pids) == 1 else 'are'} still "
+                           f"running (pid {listed}); stop {'it' if len(pids) == 1 else 'them'} "
+                           f"(kill {listed.replace(',', '')}) before --resume")
+
+
+def tune_trials_left(run_dir: Path, trials: int) -> int:
+    """The trials a resumed entry's tune step still owes its study (`RUN/tune/study.db`): those it finished
+    before the kill count. At least one: `train --tune` takes no 0 (a study already complete gets one more)."""
+    study = run_dir / "tune" / "study.db"
+    if not study.is_file():
+        return trials
+    import optuna
+
+    from dialsum.tune import STUDY_NAME
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        loaded = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{study}")
+    except Exception:  # a damaged study: `train --tune` says what is wrong with it
+        return trials
+    done = loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return max(1, trials - len(done))
 
 
 def ensemble_command(runs: list[Path], out: Path, spec: Any) -> list[str]:

@@ -12,13 +12,16 @@ GPU's used memory is under the smart wait's threshold; it watches each child (me
 progress, time-out), classifies a failure, retries an out-of-memory one with half the micro-batch,
 and rewrites the state and the report after every change. One failure never stops the others.
 Ctrl-C (or SIGTERM) stops every running child with its checkpoints kept, and exits 130.
+
+The suite deletes no run directory, checkpoint or ensemble: where it must start an experiment fresh
+over an earlier run (the out-of-memory retry, a run that holds no checkpoint yet, `--restart NAME`)
+or rebuild an ensemble, it moves the old folder aside (`run.1`, `ensemble.1`, ...), says so, and
+records it in the state.
 """
 
 from __future__ import annotations
 
-import shutil
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -26,8 +29,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from dialsum import lifeline
 from dialsum.errors import DialsumError
 from dialsum.paths import check_folder
+from dialsum.pause import pause
 from dialsum.suite import checks, failures, process
 from dialsum.suite.backends.local import Slot
 from dialsum.suite.display import (
@@ -41,10 +46,21 @@ from dialsum.suite.display import (
 )
 from dialsum.suite.lock import SuiteLock
 from dialsum.suite.monitor import SmartWait
-from dialsum.suite.opening import SuiteOptions, check_units, given_args, open_backend, open_state, suite_args
+from dialsum.suite.opening import (
+    SuiteOptions,
+    check_units,
+    given_args,
+    open_backend,
+    open_state,
+    restart_names,
+    suite_args,
+)
 from dialsum.suite.schema import SuiteEntry, SuiteFile, load_suite, select_names
 from dialsum.suite.state import (
+    FRESH_KINDS,
+    INCOMPLETE,
     STATE_FILE,
+    Aside,
     ExperimentRecord,
     Failure,
     MemorySummary,
@@ -52,6 +68,7 @@ from dialsum.suite.state import (
     TrainArgs,
     WaitInfo,
     clear_partial_checkpoints,
+    move_aside,
     next_action,
     now,
     resume_args,
@@ -84,9 +101,10 @@ class Job:
 
 class SuiteRunner:
     def __init__(self, suite: SuiteFile, state: SuiteState, out: Path, configs: dict[str, Any],
-                 backend: Any, display: Any) -> None:
+                 backend: Any, display: Any, restart: set[str] | None = None) -> None:
         self.suite, self.state, self.out, self.configs = suite, state, out, configs
         self.backend, self.display = backend, display
+        self.restart = set(restart or ())  # --restart: these start fresh once, their old runs moved aside
         self.settings = suite.settings
         self.jobs: dict[str, Job] = {}
         s = self.settings
@@ -119,7 +137,8 @@ class SuiteRunner:
                 signal.signal(sig, handler)
 
     def _ensemble(self) -> bool:
-        """The suite's ensemble, once every experiment in it has finished; True when it failed."""
+        """The suite's ensemble, once every experiment in it has finished; True when it failed. One built
+        after its members last changed is kept; an older or unfinished one is moved aside and rebuilt."""
         spec = self.suite.ensemble
         if spec is None:
             return False
@@ -128,14 +147,39 @@ class SuiteRunner:
         if missing:
             self.display.event(f"ensemble: not built, {', '.join(missing)} did not finish")
             return False
-        target = self.out / "ensemble"
-        shutil.rmtree(target, ignore_errors=True)  # rebuilt from the runs as they are now
-        cmd = process.ensemble_command([self.out / n / "run" for n in spec.runs], target, spec)
+        target, runs = self.out / "ensemble", [self.out / n / "run" for n in spec.runs]
+        if _up_to_date(target, runs, spec.tuned):
+            self.display.event(f"ensemble: {target} is up to date with its runs; kept")
+            return False
+        self._set_aside(None, target, "rebuilt from the runs as they are now")
+        cmd = process.ensemble_command(runs, target, spec)
         self.display.event(f"ensemble: {', '.join(spec.runs)} -> {target}")
         with (self.out / "ensemble.log").open("ab") as log:
-            code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+            proc = lifeline.start_child(cmd, log)
+        code = self._watch(proc)
         self.display.event("ensemble: " + ("built" if code == 0 else f"failed (exit {code}); see ensemble.log"))
         return code != 0
+
+    def _watch(self, proc: Any) -> int:
+        """Wait for a child of the suite's own (the ensemble), stopping it on Ctrl-C or SIGTERM."""
+        while (code := proc.poll()) is None:
+            if self.stop_signal:
+                self.display.event(f"ensemble: stopping ({self.stop_signal}); --resume builds it again")
+                lifeline.Stopper(proc, self.settings.stop_grace_seconds).wait()
+                raise SuiteInterrupted(self.stop_signal)
+            time.sleep(POLL_S)
+        return code
+
+    def _set_aside(self, rec: ExperimentRecord | None, path: Path, reason: str) -> None:
+        """Move `path` aside (never delete it), say so, and record it: in the experiment's record, or the
+        suite's (the ensemble)."""
+        moved = move_aside(path)
+        if moved is None:
+            return
+        source, target = (str(p.relative_to(self.out)) for p in (path, moved))
+        self.display.event(f"{rec.name if rec else 'suite'}: {source} moved aside to {target} ({reason})")
+        (rec or self.state).moved_aside.append(Aside(source=source, moved_to=target, reason=reason, at=now()))
+        self.save()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stop_signal = signal.Signals(signum).name
@@ -162,7 +206,7 @@ class SuiteRunner:
         """Start queued experiments in order while the next one fits; it never overtakes."""
         while queue:
             rec = queue[0]
-            action = next_action(rec, self.out)
+            action = "fresh" if rec.name in self.restart else next_action(rec, self.out)
             if action == "skip":
                 self.display.event(f"{rec.name}: already finished; skipped (its run is kept)")
                 queue.pop(0)
@@ -170,6 +214,7 @@ class SuiteRunner:
             entry = self.suite.entry(rec.name)
             slot = self.backend.take(entry.gpus)
             if slot is None:
+                pause("slot-wait")  # the chaos benchmark's kill point (dialsum.pause)
                 return
             if not self._gpus_free(rec, slot):
                 self.backend.release(slot)
@@ -178,13 +223,15 @@ class SuiteRunner:
                     continue
                 return
             queue.pop(0)
-            if action == "resume":
+            if rec.run_dir:
                 try:
-                    process.check_no_orphan(rec)
+                    process.check_no_orphan(rec, self.out)
                 except DialsumError as err:  # that experiment cannot go on; the others can
                     self._finish(rec, Failure(kind="other", message=str(err)), slot)
                     continue
-            self._start(rec, entry, slot, resume=action == "resume")
+            why = "--restart" if rec.name in self.restart else _fresh_reason(rec)
+            self.restart.discard(rec.name)
+            self._start(rec, entry, slot, resume=action == "resume", fresh_reason=why)
 
     def _gpus_free(self, rec: ExperimentRecord, slot: Slot) -> bool:
         """The smart wait, without blocking: every GPU of the slot under the threshold, or a time-out.
@@ -210,19 +257,22 @@ class SuiteRunner:
         return False
 
     def _start(self, rec: ExperimentRecord, entry: SuiteEntry, slot: Slot, *, resume: bool,
-               retried: bool = False) -> None:
+               retried: bool = False, fresh_reason: str = "") -> None:
         exp_dir = self.out / rec.name
         run_dir, log_path, memory_csv = exp_dir / "run", exp_dir / "suite.log", exp_dir / "memory.csv"
-        self._prepare_dirs(rec.name, run_dir, memory_csv, resume)
+        self._prepare_dirs(rec, run_dir, memory_csv, resume, fresh_reason)
         if slot.threads and not any(a.startswith("suite: CPU slot") for a in rec.adaptations):
             rec.adaptations.append(f"suite: CPU slot shared by {self.backend.total} experiments: "
                                    f"speed.cpu_threads={slot.threads}")
+        tune = entry.tune
+        if resume and tune is not None:  # trials finished before a kill count
+            tune = tune.model_copy(update={"trials": process.tune_trials_left(run_dir, tune.trials)})
         cmd = process.train_command(entry.config, entry.set, self.state.train_args, run_dir.resolve(),
-                                    [*slot.overrides(), *rec.overrides], resume, nproc=entry.gpus, tune=entry.tune)
+                                    [*slot.overrides(), *rec.overrides], resume, nproc=entry.gpus, tune=tune)
         with log_path.open("ab") as log_file:
             log_file.write(f"\n=== {datetime.now():%Y-%m-%d %H:%M:%S} suite: {' '.join(cmd)}\n".encode())
             log_start = log_file.tell()
-        handle = self.backend.start(cmd, log_path, log_start, slot, entry.gpus)
+        handle = self.backend.start(cmd, log_path, log_start, slot, entry.gpus, self.settings)
         rec.message, rec.failure, rec.exit_code, rec.pid = None, None, None, None
         rec.state, rec.attempts, rec.slot = "waiting", rec.attempts + 1, slot.name
         rec.run_dir, rec.memory_csv, rec.log = f"{rec.name}/run", f"{rec.name}/memory.csv", f"{rec.name}/suite.log"
@@ -254,16 +304,17 @@ class SuiteRunner:
                           "(metrics.json); the suite samples no remote process")
         self.save()
 
-    def _prepare_dirs(self, name: str, run_dir: Path, memory_csv: Path, resume: bool) -> None:
+    def _prepare_dirs(self, rec: ExperimentRecord, run_dir: Path, memory_csv: Path, resume: bool,
+                      fresh_reason: str) -> None:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         if resume:
-            removed = clear_partial_checkpoints(run_dir)
-            if removed:
-                self.display.event(f"{name}: removed incomplete {', '.join(removed)} (killed while saving)")
+            moved = clear_partial_checkpoints(run_dir)
+            if moved:
+                self.display.event(f"{rec.name}: incomplete {', '.join(moved)} (killed while saving) moved aside "
+                                   f"to {rec.name}/run/{INCOMPLETE}/")
             return
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        memory_csv.unlink(missing_ok=True)
+        self._set_aside(rec, run_dir, fresh_reason)
+        self._set_aside(rec, memory_csv, fresh_reason)
 
     def _start_monitor(self, name: str, memory_csv: Path, pid: int, slot: Slot) -> Any:
         from dialsum.suite.monitor import MemoryMonitor
@@ -297,7 +348,8 @@ class SuiteRunner:
             failure = self._end_attempt(job, code)
             retry = self._oom_retry(job, failure)
             if retry:
-                self._start(job.rec, job.entry, job.slot, resume=False, retried=True)
+                self._start(job.rec, job.entry, job.slot, resume=False, retried=True,
+                            fresh_reason="the out-of-memory retry starts over with a smaller micro-batch")
                 continue
             self._finish(job.rec, failure, job.slot)
 
@@ -312,6 +364,8 @@ class SuiteRunner:
         tail = job.handle.log_tail(self.out / rec.name / "suite.log", job.log_start)
         if job.timed_out:
             return failures.timeout_failure(self.settings.experiment_timeout_minutes or 0, tail)
+        if job.handle.failure is not None:  # the backend knows better than the exit code (a Ray node lost)
+            return job.handle.failure
         return failures.classify_failure(code, tail)
 
     def _oom_retry(self, job: Job, failure: Failure | None) -> bool:
@@ -349,7 +403,11 @@ class SuiteRunner:
         self._refresh(force=True)
 
     def _stop_all(self) -> None:
-        """Ctrl-C: every child stops with its checkpoints kept; each is marked interrupted."""
+        """Ctrl-C: every child stops with its checkpoints kept; each is marked interrupted (and so is one
+        that was waiting for its GPU)."""
+        for rec in self.state.records:
+            if rec.state == "waiting" and rec.name not in self.jobs:
+                rec.state, rec.message = "interrupted", f"stopped by {self.stop_signal} while waiting for its GPU"
         for name, job in self.jobs.items():
             self.display.event(f"{name}: stopping ({self.stop_signal})")
             job.handle.stop(self.settings.stop_grace_seconds)
@@ -374,6 +432,21 @@ class SuiteRunner:
         return paths["report_md"]
 
 
+def _fresh_reason(rec: ExperimentRecord) -> str:
+    if rec.failure and rec.failure.kind in FRESH_KINDS:
+        return "a fresh start: it ran out of memory even at the retry's micro-batch"
+    return f"a fresh start: its last attempt ({rec.status_text()}) left no run to continue"
+
+
+def _up_to_date(target: Path, runs: list[Path], tuned: bool) -> bool:
+    """An ensemble that finished (ensemble.json) after each of its runs last wrote its results."""
+    done = target / "ensemble.json"
+    if not done.is_file():
+        return False
+    names, stamp = ["metrics.json", *(["tune/result.json"] if tuned else [])], done.stat().st_mtime
+    return all((run / n).is_file() and (run / n).stat().st_mtime <= stamp for run in runs for n in names)
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -381,6 +454,7 @@ def run_suite(opts: SuiteOptions) -> int:
     """Check everything up front, take the lock, run the selected experiments; the exit code."""
     suite = load_suite(opts.suite_file)
     chosen = select_names([e.name for e in suite.experiments], opts.only, opts.skip)
+    restart = restart_names(opts, [e.name for e in suite.experiments], chosen)
     given = given_args(opts)
     checks.check_train_args(resume_args(None, given)[0])  # bad flags fail before anything is written
     out = check_folder(opts.out or Path("runs") / "suites" / suite.name, "--out")
@@ -393,13 +467,13 @@ def run_suite(opts: SuiteOptions) -> int:
         checks.check_experiments(suite, chosen, args)  # nothing is written before every experiment could run
         if not backend.local:
             backend.check_shared(out)
-        return _run_locked(opts, suite, chosen, out, args, changes, configs, backend)
+        return _run_locked(opts, suite, chosen, out, args, changes, configs, backend, restart)
     finally:
         backend.close()
 
 
 def _run_locked(opts: SuiteOptions, suite: SuiteFile, chosen: list[str], out: Path, args: TrainArgs,
-                changes: list[str], configs: dict[str, Any], backend: Any) -> int:
+                changes: list[str], configs: dict[str, Any], backend: Any, restart: set[str]) -> int:
     live = sys.stdout.isatty() if opts.live is None else opts.live
     display: Any = LineDisplay()
     out.mkdir(parents=True, exist_ok=True)
@@ -414,7 +488,7 @@ def _run_locked(opts: SuiteOptions, suite: SuiteFile, chosen: list[str], out: Pa
         display.event(f"suite {suite.name}: {len(chosen)} experiment(s) -> {out}; {backend.describe()}")
         if live:
             display = LiveDisplay(f"suite {suite.name} ({out})")
-        runner = SuiteRunner(suite, state, out, configs, backend, display)
+        runner = SuiteRunner(suite, state, out, configs, backend, display, restart)
         try:
             code = runner.run(chosen)
         finally:

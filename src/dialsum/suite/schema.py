@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dialsum import config
+from dialsum.ensemble import pool_problem
 from dialsum.errors import DialsumError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -90,6 +91,9 @@ class SuiteFile(_Strict):
             untuned = [n for n in self.ensemble.runs if self.ensemble.tuned and self.entry(n).tune is None]
             if untuned:
                 raise ValueError(f"ensemble.tuned: {', '.join(untuned)} has no tune; add tune: {{trials: N}} to it")
+            problem = pool_problem(len(self.ensemble.runs), self.ensemble.candidates, "ensemble.candidates")
+            if problem:
+                raise ValueError(problem)
         return self
 
     def entry(self, name: str) -> SuiteEntry:

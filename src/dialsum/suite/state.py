@@ -6,14 +6,17 @@
 
 `SuiteState` is the whole file: the suite's name, the options it trains with (`TrainArgs`), the
 option changes taken on `--resume`, and an `ExperimentRecord` per experiment (state, attempts, slot,
-node, GPUs, pid, exit code, failure, timings, files). Only the suite's driver writes it, after
-every change, with a temporary file and a rename. Files written by an earlier dialsum (version 1:
-the same keys, untyped) are read as version 2; anything else is refused with one line.
+node, GPUs, pid, exit code, failure, timings, files, and the folders moved aside). Only the suite's
+driver writes it, after every change, with a temporary file and a rename. Files written by an earlier
+dialsum (version 1: the same keys, untyped) are read as version 2; anything else is refused with one
+line.
+
+Nothing here deletes a user's work: a run directory that must make way for a fresh start, and a
+checkpoint a kill left half-written, are moved aside (`move_aside`: `run` -> `run.1`, `run.2`, ...).
 """
 
 from __future__ import annotations
 
-import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,7 +32,10 @@ if TYPE_CHECKING:
 
 STATE_FILE = "suite_state.json"
 VERSION = 2
-RESUMABLE_KINDS = ("killed", "timeout")
+# A run that failed out of memory even at the retry's micro-batch cannot go on with its batch: it starts
+# fresh (the old run moved aside). Every other run directory that holds a run is continued.
+FRESH_KINDS = ("oom",)
+INCOMPLETE = "incomplete-checkpoints"
 
 State = Literal["pending", "waiting", "running", "finished", "failed", "interrupted", "skipped"]
 FailureKind = Literal["oom", "cuda", "config", "data", "killed", "timeout", "other"]
@@ -76,6 +82,15 @@ class WaitInfo(_Model):
     message: str
 
 
+class Aside(_Model):
+    """A folder the suite moved out of the way instead of deleting it (paths relative to the suite directory)."""
+
+    source: str
+    moved_to: str
+    reason: str
+    at: str
+
+
 class ExperimentRecord(_Model):
     name: str
     label: str = ""
@@ -100,6 +115,7 @@ class ExperimentRecord(_Model):
     overrides: list[str] = Field(default_factory=list)  # the suite's own --set values (OOM retry)
     memory: MemorySummary | None = None
     wait: WaitInfo | None = None
+    moved_aside: list[Aside] = Field(default_factory=list)
 
     def status_text(self) -> str:
         """`finished`, or `failed (oom)`: the one wording of a state with its failure kind."""
@@ -114,6 +130,7 @@ class SuiteState(_Model):
     option_changes: list[str] = Field(default_factory=list)
     updated: str = ""
     records: list[ExperimentRecord] = Field(default_factory=list)
+    moved_aside: list[Aside] = Field(default_factory=list)  # the suite's own folders (an earlier ensemble)
 
     def record(self, name: str) -> ExperimentRecord:
         return next(r for r in self.records if r.name == name)
@@ -147,18 +164,17 @@ def new_record(name: str, label: str, config: str, expected_minutes: float) -> E
 
 
 def next_action(rec: ExperimentRecord, out: Path) -> str:
-    """skip (finished), resume (from its last checkpoint) or fresh (start over in a cleared run dir).
+    """skip (finished), resume (from its last checkpoint) or fresh (start over; an old run is moved aside).
 
-    Only a run directory that holds a run can be resumed: one killed before it wrote its config
-    starts fresh.
+    Whatever state the record was saved in (waiting, running, interrupted, failed), a run directory
+    that holds a run is continued, unless it failed out of memory (its micro-batch must change). One
+    killed before it wrote its config holds no run, and starts fresh.
     """
     if rec.state == "finished":
         return "skip"
     started = bool(rec.run_dir) and is_run(out / str(rec.run_dir))
     kind = rec.failure.kind if rec.failure else None
-    if started and (rec.state in ("running", "interrupted") or kind in RESUMABLE_KINDS):
-        return "resume"
-    return "fresh"
+    return "resume" if started and kind not in FRESH_KINDS else "fresh"
 
 
 def resume_args(stored: TrainArgs | None, given: dict[str, Any]) -> tuple[TrainArgs, list[str]]:
@@ -185,14 +201,38 @@ def resume_args(stored: TrainArgs | None, given: dict[str, Any]) -> tuple[TrainA
     return base, changes
 
 
+def move_aside(path: Path, into: Path | None = None) -> Path | None:
+    """Rename `path` to the first free `NAME.1`, `NAME.2`, ... (in `into`, else beside it); the new path,
+    or None when there was nothing there. An empty folder is simply removed: it holds no work."""
+    if not path.exists():
+        return None
+    if path.is_dir() and not any(path.iterdir()):
+        path.rmdir()
+        return None
+    into = into or path.parent
+    into.mkdir(parents=True, exist_ok=True)
+    stem, suffix = (path.stem, path.suffix) if path.is_file() else (path.name, "")
+    n = 1
+    while (target := into / f"{stem}.{n}{suffix}").exists():
+        n += 1
+    path.rename(target)
+    return target
+
+
 def clear_partial_checkpoints(run_dir: Path) -> list[str]:
-    """Remove incomplete checkpoint-N folders (a kill mid-save; `rundir.checkpoint_complete` is the rule)."""
-    removed = []
+    """Move incomplete checkpoint-N folders (a kill mid-save; `rundir.checkpoint_complete` is the rule) into
+    `RUN/incomplete-checkpoints/`, out of transformers' way (it would resume from, or rotate, them)."""
+    moved = []
     for ckpt in sorted((run_dir / "checkpoints").glob("checkpoint-*")):
         if ckpt.is_dir() and not checkpoint_complete(ckpt):
-            shutil.rmtree(ckpt, ignore_errors=True)
-            removed.append(ckpt.name)
-    return removed
+            target = run_dir / INCOMPLETE / ckpt.name
+            if target.exists():
+                target = move_aside(ckpt, run_dir / INCOMPLETE) or target
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                ckpt.rename(target)
+            moved.append(ckpt.name)
+    return moved
 
 
 def merge_records(suite: SuiteFile, old: list[ExperimentRecord]) -> list[ExperimentRecord]:

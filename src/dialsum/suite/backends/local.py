@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from dialsum.errors import DialsumError
+from dialsum.lifeline import Stopper, start_child
 from dialsum.suite.failures import read_log_tail
 from dialsum.suite.monitor import NvmlReader, child_visible_devices
-from dialsum.suite.process import Stopper, start_child
 
 
 @dataclass
@@ -96,7 +96,11 @@ def plan_slots(gpus: str | None, slots: int | None, cpu_cores: int, reader: Any 
             raise DialsumError(f"--slots {slots}: this machine has {cpu_cores} CPU cores; use at most {cpu_cores}")
         return SlotPool([], slots, cpu_cores)
     if gpus is not None:
-        return SlotPool(parse_gpus(gpus, visible_gpus(reader)), 1, cpu_cores)
+        visible = visible_gpus(reader)
+        if not visible:
+            raise DialsumError(f"--gpus {gpus}: this machine shows no GPU (neither NVML nor CUDA sees one); on the "
+                               "CPU, --slots N runs N experiments side by side")
+        return SlotPool(parse_gpus(gpus, visible), 1, cpu_cores)
     return SlotPool(list(range(visible_gpus(reader))), 1, cpu_cores)
 
 
@@ -139,6 +143,7 @@ class LocalHandle:
         self.node = socket.gethostname()
         self.gpus = slot.env()["CUDA_VISIBLE_DEVICES"]
         self.stopper: Stopper | None = None
+        self.failure = None  # the exit code tells everything here
 
     def started(self) -> bool:
         return True
@@ -183,7 +188,7 @@ class LocalBackend:
     def release(self, slot: Slot) -> None:
         self.pool.release(slot)
 
-    def start(self, cmd: list[str], log_path: Path, log_start: int, slot: Slot, need: int) -> LocalHandle:
+    def start(self, cmd: list[str], log_path: Path, log_start: int, slot: Slot, need: int, settings: Any) -> LocalHandle:
         return LocalHandle(cmd, log_path, slot)
 
     def close(self) -> None:
