@@ -10,9 +10,10 @@ import pytest
 from conftest import FAST, assert_clean_error, run_cli
 
 from dialsum import config
+from dialsum.config import RunOptions
 from dialsum.ensemble import mbr
 from dialsum.metrics import score
-from dialsum.recipe import RunOptions, run_experiment
+from dialsum.recipe import run_experiment
 
 
 def test_mbr_picks_the_consensus_candidate():

@@ -12,7 +12,8 @@ import pytest
 from conftest import EXPERIMENTS, FAST, assert_clean_error, run_cli
 
 from dialsum import config
-from dialsum.recipe import RunOptions, run_experiment
+from dialsum.config import RunOptions
+from dialsum.recipe import run_experiment
 
 DECODER_TOKENS = ("<s>", "</s>", "<pad>", "<usr>", "<unk>")
 # A tiny model learns from scratch: its encoder comes into use only after several hundred steps, so
