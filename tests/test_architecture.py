@@ -3,7 +3,9 @@
     pytest tests/test_architecture.py
 
 Every `import` and `from ... import` in `src/dialsum` counts, wherever it stands (inside a function
-too), and importing `dialsum.a.b` counts as importing the packages `dialsum.a` on the way.
+too), and importing `dialsum.a.b` counts as importing the packages `dialsum.a` on the way. The layers
+(DESIGN.md): cli at the top; the commands (suite, tune, ensemble, report, validate, config help) above the
+runs (recipe, finished_run, resume); everything else (config, data, modeling, metrics, ...) at the bottom.
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 MAX_LINES = 500
 LONG_ON_PURPOSE = {"dialsum.samplegen"}  # the sample generator's word lists
+TOP = {"dialsum.cli", "dialsum.rank"}
+COMMANDS = {"dialsum.tune", "dialsum.tune_space", "dialsum.tune_study", "dialsum.tune_finish", "dialsum.ensemble",
+            "dialsum.validation", "dialsum.confighelp"}
+COMMAND_PACKAGES = ("dialsum.suite", "dialsum.report")
+RUNS = {"dialsum.recipe", "dialsum.finished_run", "dialsum.resume"}
 
 
 def modules() -> dict[str, Path]:
@@ -99,3 +106,71 @@ def test_the_suite_driver_loads_no_torch() -> None:
     code = "import sys, dialsum.suite.runner; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def layer(name: str) -> int:
+    """3: cli; 2: the commands; 1: a run and the way back into one; 0: everything below them."""
+    if name in TOP:
+        return 3
+    if name in COMMANDS or name.startswith(COMMAND_PACKAGES):
+        return 2
+    return 1 if name in RUNS else 0
+
+
+def test_imports_point_downward_only() -> None:
+    known = modules()
+    upward = sorted(f"{name} -> {target}" for name, path in known.items()
+                    for target in imported(name, path, known) if layer(target) > layer(name))
+    assert upward == []
+
+
+def function_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of each import inside a function."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found = []
+    for fn in ast.walk(ast.parse("\n".join(lines))):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            found += [(n.lineno, lines[n.lineno - 1]) for n in ast.walk(fn) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    return found
+
+
+def test_every_lazy_import_says_why() -> None:
+    """A lazy import keeps a slow library (or, in the CLI, everything) out of a start; none dodges a cycle. Each
+    says why on its line or the line before; the CLI's module docstring says it for all of its commands."""
+    silent = []
+    for name, path in modules().items():
+        if name == "dialsum.cli":
+            assert "imports what it calls inside its own body" in (path.read_text(encoding="utf-8"))
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        silent += [f"{name}:{n}" for n, _ in function_imports(path) if not said(lines, n - 1)]
+    assert silent == []
+
+
+def said(lines: list[str], i: int) -> bool:
+    """Line i (an import) carries a comment, or the block of imports it stands in opens with one."""
+    while i >= 0:
+        text = lines[i].strip()
+        is_import = text.startswith(("import ", "from "))
+        if text.startswith("#") or (is_import and "#" in text):
+            return True
+        if text and not is_import:
+            return False
+        i -= 1
+    return False
+
+
+def loaded_after(statement: str) -> set[str]:
+    """The top-level packages in sys.modules after `statement` in a fresh interpreter."""
+    code = f"import sys; {statement}; print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_the_cli_starts_without_torch_pandas_or_transformers() -> None:
+    for statement in ("import dialsum.cli", "import dialsum"):
+        assert not loaded_after(statement) & {"torch", "pandas", "transformers"}, statement
+
+
+def test_the_suite_state_and_the_locks_load_no_pandas() -> None:
+    assert "pandas" not in loaded_after("import dialsum.suite.state, dialsum.suite.lock, dialsum.locks, dialsum.fileio")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli
+from conftest import assert_clean_error, run_cli
 
 from dialsum.errors import DialsumError
 from dialsum.report.build import report_suite_dir, write_report
@@ -425,6 +425,42 @@ def test_cli_rewrites_the_report_from_the_state_file(tmp_path: Path) -> None:
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert md.startswith("# Experiment comparison: main5")
     assert [r["name"] for r in read_csv_rows(tmp_path / "results.csv")] == ["mt5_qlora", "t5_korean"]
+
+
+@pytest.mark.parametrize(("damage", "needles"), [
+    ("{not json", ["metrics.json: not valid JSON (line 1, column 2"]),
+    ('{"steps": "many"}', ["metrics.json: steps: Input should be a valid integer", "'many'"]),
+])
+def test_cli_refuses_a_corrupted_metrics_json_in_one_line_naming_it(tmp_path: Path, damage: str,
+                                                                   needles: list[str]) -> None:
+    records = make_records(tmp_path)[:3]
+    broken = Path(records[2]["run_dir"]) / "metrics.json"
+    broken.write_text(damage, encoding="utf-8")
+    (tmp_path / "suite_state.json").write_text(json.dumps({"suite": "main5", "records": records}), encoding="utf-8")
+    result = run_cli("report", str(tmp_path))
+    assert_clean_error(result, str(broken), *needles)
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "report.md").exists()  # refused before anything is written
+    paths = write_report(tmp_path / "during", typed(records))  # the suite's own report notes it and goes on
+    row = json.loads(paths["results_json"].read_text(encoding="utf-8"))["experiments"][2]
+    assert row["notes"][0].startswith("metrics.json ")
+
+
+def test_the_suite_and_experiment_descriptions_head_the_report(tmp_path: Path) -> None:
+    records = make_records(tmp_path)[1:3]
+    for rec, text in zip(records, ("Korean T5 already fine-tuned for summarization", ""), strict=True):
+        path = Path(rec["run_dir"]) / "metrics.json"
+        path.write_text(json.dumps({**json.loads(path.read_text(encoding="utf-8")), "description": text}),
+                        encoding="utf-8")
+    state = {"suite": "main5", "description": "the five seed experiments compared", "records": records}
+    (tmp_path / "suite_state.json").write_text(json.dumps(state), encoding="utf-8")
+    report_suite_dir(tmp_path)
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    head, scores = md.split("## Scores")[0], section(md, "Scores")
+    assert "The five seed experiments compared." in head
+    assert "- **Korean T5**: Korean T5 already fine-tuned for summarization" in scores
+    assert "**KoBART baseline**" not in scores.split("| #")[0]  # no description, no line
+    assert read_csv_rows(tmp_path / "results.csv")[0]["description"] == "Korean T5 already fine-tuned for summarization"
 
 
 def test_the_longest_turn_is_a_reference_row_and_a_line_on_the_score_plot(suite: dict[str, Any]) -> None:

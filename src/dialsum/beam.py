@@ -81,7 +81,8 @@ def _synced_gpus(model: Any) -> bool:
     `custom_generate` is not told, so it is asked here)."""
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return False
-    try:  # in the transformers releases that have them (they moved between releases)
+    try:
+        # in the transformers releases that have them (they moved between releases)
         from transformers.distributed.fsdp import is_fsdp_managed_module
         from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
     except ImportError:  # cannot tell: transformers' loop keeps them in step
