@@ -17,9 +17,10 @@ from pathlib import Path
 
 from dialsum.errors import DialsumError
 from dialsum.paths import check_folder
+from dialsum.runfiles import METRICS
 
 MARKERS = ("config.yaml", "adaptations.json")
-FINISHED = "metrics.json"
+FINISHED = METRICS  # the last file a run writes
 
 
 def is_run(path: Path) -> bool:
