@@ -117,7 +117,9 @@ COLLECTIVES = textwrap.dedent("""
     differ = distributed.replicas_identical(torch.nn.Linear(3, 2))
     joined = dist.is_initialized()
     distributed.finish()
-    print(json.dumps({"joined": joined, "sum": total, "max": top, "same": same, "differ": differ}))
+    # one write per line (a pipe keeps a short write whole): print() writes the newline apart when unbuffered
+    sys.stdout.write(json.dumps({"joined": joined, "sum": total, "max": top, "same": same, "differ": differ}) + "\n")
+    sys.stdout.flush()
 """)
 
 

@@ -745,14 +745,14 @@ def environment(out: Path, name: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def parallel(tmp_path_factory: pytest.TempPathFactory, small_data: Path) -> dict[str, Any]:
     """Three experiments on two CPU slots; two experiments on two GPU ids that this driver is told exist."""
-    from dialsum.suite.backends import local
+    from dialsum import slots
 
     base = tmp_path_factory.mktemp("parallel")
     cpu_file = write_suite(base / "cpu.yaml", [entry(n, BATCH_OPT, "training.save_strategy=no") for n in "abc"])
     cpu = run_cli(*suite_args(cpu_file, base / "cpu", small_data, "--max-steps", "4", "--slots", "2"))
     gpu_file = write_suite(base / "gpu.yaml", [entry(n, BATCH_OPT, "training.save_strategy=no") for n in "de"])
     with pytest.MonkeyPatch.context() as patch:  # --gpus is refused where none is counted
-        patch.setattr(local, "visible_gpus", lambda reader=None: 2)
+        patch.setattr(slots, "visible_gpus", lambda reader=None: 2)
         gpu = runner.run_suite(runner.SuiteOptions(
             str(gpu_file), init="tiny", max_steps=2, out=str(base / "gpu"), sets=[*FAST_SETS, *SMALL_BATCH],
             data=str(small_data), gpus="0,1", live=False))  # fmt: skip
