@@ -118,7 +118,7 @@ COLLECTIVES = textwrap.dedent("""
     joined = dist.is_initialized()
     distributed.finish()
     # one write per line (a pipe keeps a short write whole): print() writes the newline apart when unbuffered
-    sys.stdout.write(json.dumps({"joined": joined, "sum": total, "max": top, "same": same, "differ": differ}) + "\n")
+    sys.stdout.write(json.dumps({"joined": joined, "sum": total, "max": top, "same": same, "differ": differ}) + "\\n")
     sys.stdout.flush()
 """)
 
