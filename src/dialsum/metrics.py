@@ -32,11 +32,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dialsum.csvio import atomic_write_json, atomic_write_rows, read_table
+from dialsum.csvio import read_table
 from dialsum.errors import DialsumError
+from dialsum.fileio import atomic_write_json, atomic_write_rows
+from dialsum.tokens import MASK_TOKEN_PATTERN
 
 TOKENIZATIONS = ("morpheme", "whitespace")
-MASK_TOKEN_RE = re.compile(r"#[A-Za-z]+\d*#")
+MASK_TOKEN_RE = re.compile(MASK_TOKEN_PATTERN)
 DEFAULT_DECODER_TOKENS = ("<s>", "</s>", "<pad>", "<usr>", "<unk>")
 _EPS = 1e-8  # the smoothing term of rouge==1.0.1's F1
 _MORPH_CACHE_MAX = 200_000
@@ -277,7 +279,7 @@ def _lcs_words(x: Sequence[str], y: Sequence[str], positions: dict[str, int]) ->
 @functools.lru_cache(maxsize=1)
 def _analyzer() -> Any:
     """The Kiwi analyzer, loaded once on first use, with mask tokens kept as single tokens."""
-    from kiwipiepy import Kiwi
+    from kiwipiepy import Kiwi  # Kiwi loads its model in seconds: only when morphemes are scored
 
     kiwi = Kiwi(num_workers=-1)
     kiwi.add_re_word(MASK_TOKEN_RE.pattern, "NNP")

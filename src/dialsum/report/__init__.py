@@ -11,9 +11,6 @@ report.md, plots inlined) and the plots `plot_loss.png`, `plot_dev_score.png`, `
 they show as failures or notes.
 
 Modules, each importing only those before it: inputs (reading the files), results (derived numbers,
-rows, recommendations), render (Markdown, and HTML from it), plots (figures), build (writing it all).
+rows, recommendations), render (Markdown, and HTML from it), plots (figures), build (writing it all: the
+entry points `write_report` and `report_suite_dir`). This package imports none of them.
 """
-
-from dialsum.report.build import report_suite_dir, write_report
-
-__all__ = ["report_suite_dir", "write_report"]
