@@ -140,6 +140,34 @@ def compare_runs(targets: list[Path], out: Path, title: str = "Run comparison") 
     return write_page(folder, title, page.dev, page.outputs)
 
 
+def suite_inputs(runs: list[tuple[Path, str, list[str]]], ensemble: Path) -> PageInputs:
+    """A suite's page: each finished run (its directory, label and report notes) and the suite's ensemble
+    folder, on the first run's dev rows. A run scored on other dev rows, or whose files cannot be used, is left
+    off with a note in the report: the page never stops the report."""
+    page, first = PageInputs(), None
+    for run_dir, label, notes in runs:
+        try:
+            run = open_run(run_dir)
+            if first is None:
+                page.dev, first = dev_rows(run), run
+            problem = same_dev(run, page.dev, first)
+            if problem:
+                raise DialsumError(problem)
+            outputs = run_outputs(run, label)
+            check_outputs(page.dev, outputs, run.dir)
+            page.outputs += outputs
+        except DialsumError as err:
+            notes.append(f"left off {PAGE}: {err}")
+    if first is not None and (ensemble / runfiles.ENSEMBLE).is_file():
+        try:
+            output = ensemble_output(ensemble)
+            check_outputs(page.dev, [output], ensemble)
+            page.outputs.append(output)
+        except DialsumError as err:
+            page.notes.append(f"the ensemble is left off {PAGE}: {err}")
+    return page
+
+
 def _first_member(folder: Path) -> Path:
     result = runfiles.read(folder / runfiles.ENSEMBLE, runfiles.EnsembleResult, "run dialsum ensemble again")
     return Path(result.members[0].run_dir)

@@ -27,7 +27,7 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any, Literal
 
-from dialsum.csvio import atomic_write_text
+from dialsum.fileio import atomic_write_text
 from dialsum.metrics import MASK_TOKEN_RE, Span, score, shared_morpheme_spans
 
 PAGE = "dialogues.html"
