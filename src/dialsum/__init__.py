@@ -13,7 +13,7 @@ from dialsum.api import (
     SuiteRun,
     Validation,
     compare,
-    ensemble,
+    ensemble_runs,
     load_config,
     make_sample,
     open_run,
@@ -22,13 +22,13 @@ from dialsum.api import (
     run_suite,
     score,
     train,
-    tune,
+    tune_run,
     validate,
 )
 from dialsum.errors import DialsumError
 
 __version__ = "0.1.0"
 __all__ = [
-    "DialsumError", "Run", "SuiteRun", "Validation", "compare", "ensemble", "load_config", "make_sample",
-    "open_run", "predict", "results", "run_suite", "score", "train", "tune", "validate",
+    "DialsumError", "Run", "SuiteRun", "Validation", "compare", "ensemble_runs", "load_config", "make_sample",
+    "open_run", "predict", "results", "run_suite", "score", "train", "tune_run", "validate",
 ]  # fmt: skip

@@ -5,14 +5,15 @@
     pytest tests/test_api.py tests/test_notebook.py
 
 `load_config` and `validate` read configs as `dialsum validate` does; `train` runs what `dialsum train` runs
-(the command calls `check_training` and `run_training` here); `predict`, `tune`, `ensemble`, `run_suite`,
-`compare` and `make_sample` call what their commands call; `score` scores lists as `dialsum score` scores
+(the command calls `check_training` and `run_training` here); `predict`, `tune_run`, `ensemble_runs`,
+`run_suite`, `compare` and `make_sample` call what their commands call; `score` scores lists as `dialsum score` scores
 files; `results` reads a suite's results as its report does. Bad input raises the `DialsumError` whose
 message the command prints. Progress shows as in a terminal: training and tuning draw tqdm.auto bars (widgets
 in Jupyter where ipywidgets is installed), a suite prints a line per event.
 
 Each function imports what it calls in its own body, so that `import dialsum` loads no torch, transformers or
-pandas.
+pandas. Tuning and ensembling are `tune_run` and `ensemble_runs`: `dialsum.tune` and `dialsum.ensemble` are the
+package's modules, and importing a module sets its name on the package.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class Run:
     Attributes:
         dir: the run directory (config.yaml, metrics.json, dev_predictions.csv, submission.csv, model/).
         metrics: what metrics.json holds, typed (`dialsum.runfiles.RunMetrics`).
-        tuned: the result of tuning its generation (`tune`, or `train(..., tune_trials=N)`), if tuned.
+        tuned: the result of tuning its generation (`tune_run`, or `train(..., tune_trials=N)`), if tuned.
     """
 
     dir: Path
@@ -66,11 +67,15 @@ class Run:
         return self.dir / self.metrics.submission if self.metrics.submission else None
 
     def dev_predictions(self) -> pd.DataFrame:
-        """Its dev summaries beside their references, with each one's morpheme final score."""
+        """Its dev summaries beside their references, with each one's morpheme final score (an empty summary is
+        an empty string)."""
         # pandas takes a second to import: only when asked
-        import pandas as pd
+        from dialsum.csvio import read_table
 
-        return pd.read_csv(self.dir / "dev_predictions.csv", dtype={"fname": str, "summary": str, "reference": str})
+        table = read_table(self.dir / "dev_predictions.csv", ["fname", "summary", "reference"], what="dev predictions")
+        if "final_morpheme" in table.columns:
+            table["final_morpheme"] = table["final_morpheme"].astype(float)
+        return table
 
     def __repr__(self) -> str:
         score = f"{self.dev_score:.2f}" if self.dev_score is not None else "none"
@@ -296,7 +301,7 @@ def score(predictions: Sequence[str], references: Sequence[str | Sequence[str]],
         raise DialsumError(str(err)) from None
 
 
-def tune(run: Run | PathLike, trials: int = 20, *, dev_rows: int | None = None, timeout: float | None = None,
+def tune_run(run: Run | PathLike, trials: int = 20, *, dev_rows: int | None = None, timeout: float | None = None,
          jobs: int = 1) -> TuneResult:
     """Tune a finished run's generation settings on dev (Optuna): `dialsum tune`.
 
@@ -314,14 +319,15 @@ def tune(run: Run | PathLike, trials: int = 20, *, dev_rows: int | None = None, 
         The `TuneResult` (`tune/result.json`): `heldout.own`, `heldout.tuned`, `recommended`, `describe()`.
     """
     # dialsum's modules load torch and pandas: only when called
-    from dialsum.tune import TuneOptions, tune_run
+    from dialsum.tune import TuneOptions
+    from dialsum.tune import tune_run as tune
 
-    result = tune_run(TuneOptions(_run_dir(run), trials, timeout, dev_rows, jobs))
+    result = tune(TuneOptions(_run_dir(run), trials, timeout, dev_rows, jobs))
     assert result is not None  # None only in a --jobs worker process
     return result
 
 
-def ensemble(runs: Sequence[Run | PathLike], out: PathLike, *, candidates: int = 1, weighted: bool = False,
+def ensemble_runs(runs: Sequence[Run | PathLike], out: PathLike, *, candidates: int = 1, weighted: bool = False,
              tuned: bool = False) -> EnsembleResult:
     """A minimum-Bayes-risk ensemble of finished runs: `dialsum ensemble`.
 
@@ -336,9 +342,10 @@ def ensemble(runs: Sequence[Run | PathLike], out: PathLike, *, candidates: int =
         The `EnsembleResult` (`ensemble.json`): `dev_final`, `members`, `weights`.
     """
     # dialsum's modules load torch: only when called
-    from dialsum.ensemble import EnsembleOptions, ensemble_runs
+    from dialsum.ensemble import EnsembleOptions
+    from dialsum.ensemble import ensemble_runs as ensemble
 
-    return ensemble_runs(EnsembleOptions([_run_dir(r) for r in runs], Path(out), candidates, weighted, tuned))
+    return ensemble(EnsembleOptions([_run_dir(r) for r in runs], Path(out), candidates, weighted, tuned))
 
 
 def run_suite(suite: PathLike, out: PathLike, overrides: Overrides = (), *, data: PathLike | None = None,

@@ -123,7 +123,7 @@ def compare_runs(targets: list[Path], out: Path, title: str = "Run comparison") 
         raise DialsumError(f"--out {folder}: already holds a {PAGE}; choose another folder or move it aside")
     ensembles = [t for t in targets if (t / runfiles.ENSEMBLE).is_file()]
     runs = [t for t in targets if t not in ensembles]
-    check_distinct(runs)
+    check_distinct(runs, "compare")
     opened = [open_run(r) for r in runs or [_first_member(ensembles[0])]]
     page = PageInputs(dev_rows(opened[0]))
     for run in opened if runs else []:
