@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import random
 import threading
 from collections.abc import Iterator
@@ -13,10 +14,14 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from conftest import SAMPLE, chromium
+from conftest import CONFIGS, SAMPLE, assert_clean_error, chromium, make_data_dir, run_cli
 
+from dialsum import config, runfiles
+from dialsum.fileio import atomic_write_rows
 from dialsum.metrics import morphemes, score, shared_morpheme_spans
+from dialsum.report.build import write_report
 from dialsum.report.dialogues import DevRow, PageOutput, build_document, render_page, split_turns, write_page
+from dialsum.suite.state import ExperimentRecord
 
 
 def dev_rows(n: int, dev_csv: Path = SAMPLE / "dev.csv") -> list[DevRow]:
@@ -299,3 +304,133 @@ def test_five_hundred_dialogues_and_seven_runs_stay_small_and_render_a_page_at_a
     tab.click("#pager-top button.last")
     assert tab.inner_text("#count") == "dialogues 481–500 of 500" and len(shown(tab)) == 20
     tab.close()
+
+
+# ---------------------------------------------------------------- read from run directories
+
+
+def finished_run(root: Path, name: str, data: Path, summaries: dict[str, str]) -> Path:
+    """The files of a finished run that the page reads (no model: the page loads none)."""
+    run = root / name
+    run.mkdir(parents=True)
+    cfg = config.load(CONFIGS / "01_baseline_kobart_rtx3090.yaml", [f"data.dir={data}", f"experiment.name={name}"])
+    (run / "config.yaml").write_text(config.to_yaml(cfg), encoding="utf-8")
+    (run / "adaptations.json").write_text("[]", encoding="utf-8")
+    runfiles.ModelInfo(base="base_model", family="bart", vocab_size=600, adapter=False, four_bit=False).write(
+        run / runfiles.MODEL_INFO)
+    dev = pd.read_csv(data / "dev.csv", dtype=str)
+    atomic_write_rows(run / "dev_predictions.csv", ["fname", "summary", "reference"],
+                      ((f, summaries[f], r) for f, r in zip(dev["fname"], dev["summary"], strict=True)))
+    runfiles.RunMetrics(experiment=name, label=name.upper()).write(run / runfiles.METRICS)
+    return run
+
+
+def tuned(run: Path, held_out: dict[str, str], before_held_out: bool = False) -> None:
+    """A tuning of `run` whose held-out rows are `held_out` (an older one: no held-out block)."""
+    (run / "tune").mkdir()
+    heldout = None if before_held_out else runfiles.TuneHeldout(rows=len(held_out), own=1.0, tuned=2.0)
+    runfiles.TuneResult(trials=2, heldout=heldout, recommended="tuned").write(run / runfiles.TUNE_RESULT)
+    atomic_write_rows(run / "tune" / "dev_predictions.csv", ["fname", "summary", "reference"],
+                      ((f, s, "") for f, s in held_out.items()))
+
+
+@pytest.fixture
+def two_runs(tmp_path: Path) -> dict[str, Any]:
+    data = make_data_dir(tmp_path / "data", 4, 8, 2)
+    dev = pd.read_csv(data / "dev.csv", dtype=str)
+    names = list(dev["fname"])
+    a = finished_run(tmp_path / "runs", "a", data, dict(zip(names, dev["summary"], strict=True)))
+    b = finished_run(tmp_path / "runs", "b", data, {f: d.splitlines()[0] for f, d in zip(names, dev["dialogue"],
+                                                                                          strict=True)})
+    return {"data": data, "names": names, "a": a, "b": b, "root": tmp_path}
+
+
+def page_of(path: Path) -> dict[str, Any]:
+    text = path.read_text(encoding="utf-8")
+    start = text.index('id="dialsum-data">') + len('id="dialsum-data">')
+    return json.loads(text[start:text.index("</script>", start)])
+
+
+def test_compare_writes_one_page_of_runs_and_tunings(two_runs: dict[str, Any]) -> None:
+    names = two_runs["names"]
+    tuned(two_runs["a"], {f: "튜닝된 요약" for f in names[4:]})
+    proc = run_cli("compare", str(two_runs["a"]), str(two_runs["b"]), "--out", str(two_runs["root"] / "page"))
+    assert proc.returncode == 0, proc.stderr
+    doc = page_of(two_runs["root"] / "page" / "dialogues.html")
+    assert [(o["label"], o["kind"]) for o in doc["outputs"]] == [("A", "run"), ("A", "tuned"), ("B", "run")]
+    assert [d["fname"] for d in doc["dialogues"]] == names
+    assert doc["outputs"][0]["mean"] == pytest.approx(100.0) and doc["outputs"][0]["scored_rows"] == 8
+    tuned_column = doc["outputs"][1]
+    assert tuned_column["chosen"] == [0, 1, 2, 3] and tuned_column["scored_rows"] == 4
+    assert tuned_column["summary"][:4] == [None] * 4 and tuned_column["summary"][4] == "튜닝된 요약"
+    assert "chosen on 4 dev rows" in tuned_column["note"]
+
+
+def test_an_older_tuning_is_shown_but_never_scored(two_runs: dict[str, Any]) -> None:
+    names = two_runs["names"]
+    tuned(two_runs["a"], {f: "요약" for f in names}, before_held_out=True)
+    proc = run_cli("compare", str(two_runs["a"]), "--out", str(two_runs["root"] / "page"))
+    assert proc.returncode == 0, proc.stderr
+    column = page_of(two_runs["root"] / "page" / "dialogues.html")["outputs"][1]
+    assert column["chosen"] == list(range(8)) and column["score"] == [None] * 8 and column["mean"] is None
+
+
+def test_compare_refuses_runs_scored_on_other_dev_rows(two_runs: dict[str, Any]) -> None:
+    other = make_data_dir(two_runs["root"] / "other", 4, 6, 2)
+    dev = pd.read_csv(other / "dev.csv", dtype=str)
+    c = finished_run(two_runs["root"] / "runs", "c", other, dict(zip(dev["fname"], dev["summary"], strict=True)))
+    out = two_runs["root"] / "page"
+    proc = run_cli("compare", str(two_runs["a"]), str(c), "--out", str(out))
+    assert_clean_error(proc, f"{c}: scored on other dev rows than {two_runs['a']}", "6 rows", "8 of",
+                       "compare runs scored on the same dev file")
+    assert not out.exists()
+
+
+def test_compare_keeps_a_page_already_written(two_runs: dict[str, Any]) -> None:
+    out = two_runs["root"] / "page"
+    out.mkdir()
+    (out / "dialogues.html").write_text("earlier", encoding="utf-8")
+    assert_clean_error(run_cli("compare", str(two_runs["a"]), "--out", str(out)), "already holds a dialogues.html")
+    assert (out / "dialogues.html").read_text(encoding="utf-8") == "earlier"
+
+
+def test_a_damaged_prediction_file_is_one_line(two_runs: dict[str, Any]) -> None:
+    (two_runs["b"] / "dev_predictions.csv").write_text("fname,text\ndev_0,x\n", encoding="utf-8")
+    proc = run_cli("compare", str(two_runs["a"]), str(two_runs["b"]), "--out", str(two_runs["root"] / "page"))
+    assert_clean_error(proc, "dev_predictions.csv: missing column(s) summary", "train the run again")
+
+
+def test_the_suite_report_links_the_page_and_notes_a_run_left_off(two_runs: dict[str, Any]) -> None:
+    other = make_data_dir(two_runs["root"] / "other", 4, 6, 2)
+    dev = pd.read_csv(other / "dev.csv", dtype=str)
+    c = finished_run(two_runs["root"] / "runs", "c", other, dict(zip(dev["fname"], dev["summary"], strict=True)))
+    records = [ExperimentRecord(name=n, label=n.upper(), state="finished", run_dir=str(p))
+               for n, p in (("a", two_runs["a"]), ("b", two_runs["b"]), ("c", c))]
+    out = two_runs["root"] / "suite"
+    paths = write_report(out, records, title="Experiment comparison: mine")
+    doc = page_of(paths["dialogues_html"])
+    assert [o["label"] for o in doc["outputs"]] == ["A", "B"]
+    markdown = paths["report_md"].read_text(encoding="utf-8")
+    assert "[dialogues.html](dialogues.html)" in markdown and 'href="dialogues.html"' in paths[
+        "report_html"].read_text(encoding="utf-8")
+    assert "left off dialogues.html" in markdown and "scored on other dev rows" in markdown
+
+
+@pytest.mark.parametrize("honest", [True, False])
+def test_an_ensemble_shows_its_picks_and_scores_them_only_when_no_choice_was_made_on_them(
+        two_runs: dict[str, Any], honest: bool) -> None:
+    """An ensemble weighted by scores on the rows it picked (written before cross-fitting) is shown unscored."""
+    folder = two_runs["root"] / "ens"
+    folder.mkdir()
+    names = two_runs["names"]
+    members = [runfiles.EnsembleMember(name=n, run_dir=str(two_runs[n]), dev_final=1.0, dev_picks=4, test_picks=1)
+               for n in ("a", "b")]
+    runfiles.EnsembleResult(dev_final=50.0, weighted=True, weights={"kind": "x"} if honest else None,
+                            members=members).write(folder / runfiles.ENSEMBLE)
+    atomic_write_rows(folder / "dev_predictions.csv", ["fname", "summary", "reference", "run", "candidate"],
+                      ((f, "요약", "", "ab"[i % 2], 0) for i, f in enumerate(names)))
+    proc = run_cli("compare", str(two_runs["a"]), str(folder), "--out", str(two_runs["root"] / "page"))
+    assert proc.returncode == 0, proc.stderr
+    column = page_of(two_runs["root"] / "page" / "dialogues.html")["outputs"][-1]
+    assert column["kind"] == "ensemble" and column["source"] == ["a", "b"] * 4
+    assert (column["chosen"], column["mean"] is None) == (([], False) if honest else (list(range(8)), True))
