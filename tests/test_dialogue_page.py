@@ -126,12 +126,6 @@ def test_a_summary_chosen_on_its_own_row_is_shown_but_not_scored() -> None:
     assert column["summary"][0] == dev[0].references[0] and column["scored_rows"] == 4
 
 
-def test_rows_that_are_not_dev_rows_are_refused() -> None:
-    dev = dev_rows(3)
-    with pytest.raises(ValueError, match="not dev rows"):
-        build_document("t", dev, [PageOutput("a", "run", {"dev_999": "요약"})])
-
-
 def test_nothing_in_the_data_closes_its_script(tmp_path: Path) -> None:
     dev = [DevRow("dev_0", "#Person1#: </script><script>alert(1)</script> <!-- 안녕", ["</script>요약"], "주제")]
     page = render_page(build_document("<b>제목</b>", dev, [PageOutput("a", "run", {"dev_0": "</script>"})]))
@@ -409,10 +403,16 @@ def test_compare_keeps_a_page_already_written(two_runs: dict[str, Any]) -> None:
     assert (out / "dialogues.html").read_text(encoding="utf-8") == "earlier"
 
 
-def test_a_damaged_prediction_file_is_one_line(two_runs: dict[str, Any]) -> None:
-    (two_runs["b"] / "dev_predictions.csv").write_text("fname,text\ndev_0,x\n", encoding="utf-8")
+@pytest.mark.parametrize(("content", "needles"), [
+    ("fname,text\ndev_0,x\n", ["dev_predictions.csv: missing column(s) summary", "train the run again"]),
+    ("fname,summary\ndev_999,x\n", ["dev predictions name 1 fname(s) its dev rows do not hold (dev_999",
+                                    "train the run again"]),
+], ids=["a missing column", "rows of another dev file"])
+def test_a_damaged_prediction_file_is_one_line(two_runs: dict[str, Any], content: str, needles: list[str]) -> None:
+    (two_runs["b"] / "dev_predictions.csv").write_text(content, encoding="utf-8")
     proc = run_cli("compare", str(two_runs["a"]), str(two_runs["b"]), "--out", str(two_runs["root"] / "page"))
-    assert_clean_error(proc, "dev_predictions.csv: missing column(s) summary", "train the run again")
+    assert_clean_error(proc, *needles)
+    assert not (two_runs["root"] / "page").exists()
 
 
 def test_the_suite_report_links_the_page_and_notes_a_run_left_off(two_runs: dict[str, Any]) -> None:
