@@ -4,12 +4,12 @@
     help(dialsum.train)
     pytest tests/test_api.py tests/test_notebook.py
 
-`load_config` and `validate` read configs as `dialsum validate` does; `train` runs what `dialsum train` runs
-(the command calls `check_training` and `run_training` here); `predict`, `tune_run`, `ensemble_runs`,
-`run_suite`, `compare` and `make_sample` call what their commands call; `score` scores lists as `dialsum score` scores
-files; `results` reads a suite's results as its report does. Bad input raises the `DialsumError` whose
-message the command prints. Progress shows as in a terminal: training and tuning draw tqdm.auto bars (widgets
-in Jupyter where ipywidgets is installed), a suite prints a line per event.
+`dialsum validate` calls `validate` here, and `dialsum train` calls `load_config`, `check_training` and
+`run_training`; `predict`, `tune_run`, `ensemble_runs`, `run_suite`, `compare` and `make_sample` call what
+their commands call; `score` scores lists as `dialsum score` scores files; `results` reads a suite's results
+as its report does. Bad input raises the `DialsumError` whose message the command prints. Progress shows as in
+a terminal: training and tuning draw tqdm.auto bars (widgets in Jupyter where ipywidgets is installed), a
+suite prints a line per event.
 
 Each function imports what it calls in its own body, so that `import dialsum` loads no torch, transformers or
 pandas. Tuning and ensembling are `tune_run` and `ensemble_runs`: `dialsum.tune` and `dialsum.ensemble` are the

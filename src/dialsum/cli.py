@@ -63,12 +63,6 @@ Sets = typer.Option([], "--set", help="Override a config key: section.key=value 
 Data = typer.Option(None, "--data", help="Directory with train.csv, dev.csv, test.csv (overrides data.dir).")
 
 
-def _load(config_path: str, sets: list[str], data_dir: str | None):
-    from dialsum import config
-
-    return config.load(config_path, list(sets) + ([f"data.dir={data_dir}"] if data_dir else []))
-
-
 @app.command()
 def validate(
     configs: list[str] = typer.Argument(..., help="Experiment YAML files."),
@@ -76,23 +70,13 @@ def validate(
     sets: list[str] = Sets,
 ) -> None:
     """Resolve configs against their architecture, this machine and transformers, without training."""
-    from dialsum.config import check_init
-    from dialsum.device import probe
-    from dialsum.logs import quiet_libraries
-    from dialsum.validation import describe_plan, validation_plan
+    from dialsum.api import validate as check
 
-    check_init(init)
-    quiet_libraries()
-    device, failed = probe(), 0
+    failed = 0
     for path in configs:
-        try:
-            plan = validation_plan(_load(path, sets, None), init, device)
-        except DialsumError as err:
-            typer.echo(f"{path}: CANNOT RUN\n  error        {err}")
-            failed += 1
-            continue
-        typer.echo(describe_plan(path, plan))
-        failed += not plan.ok
+        result = check(path, sets, init=init)
+        typer.echo(result.text)
+        failed += not result.ok
     raise typer.Exit(2 if failed else 0)
 
 
@@ -117,11 +101,11 @@ def train(
     from pathlib import Path
 
     from dialsum import distributed
-    from dialsum.api import check_training, run_training
+    from dialsum.api import check_training, load_config, run_training
     from dialsum.config import RunOptions
     from dialsum.recipe import target_dir
 
-    cfg = _load(config_path, sets, data_dir)
+    cfg = load_config(config_path, sets, data=data_dir)
     opts = RunOptions(init, Path(run_dir) if run_dir else None, max_steps, one_epoch, resume)
     tuning = check_training(cfg, opts, tune_trials, tune_dev_rows)  # before any process starts
     if nproc != 1 and not distributed.launched():
