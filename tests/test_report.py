@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import assert_clean_error, run_cli
+from conftest import assert_clean_error, chromium, run_cli
 
 from dialsum.errors import DialsumError
 from dialsum.report.build import report_suite_dir, write_report
@@ -514,18 +514,6 @@ def test_adaptations_every_experiment_shares_are_shown_once(tmp_path: Path) -> N
     text = section(md, "Adaptations")
     assert text.count(shared) == 1 and "### All 2 experiments" in text
     assert "kobart_baseline: its own" in text and "kobart_high_lr: its own" in text
-
-
-def chromium() -> str:
-    """Debian's Chromium (make browser installs it); the browser tests are skipped, saying why, without it."""
-    import os
-    import shutil
-
-    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
-    path = os.environ.get("DIALSUM_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        pytest.skip("Chromium not found: `make browser` installs Debian's chromium (apt-get, as root)")
-    return path
 
 
 MT5 = dict(label="mT5 XLSum QLoRA", model="csebuetnlp/mT5_multilingual_XLSum", arch="mt5", params=4_970_240,

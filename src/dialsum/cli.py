@@ -63,12 +63,6 @@ Sets = typer.Option([], "--set", help="Override a config key: section.key=value 
 Data = typer.Option(None, "--data", help="Directory with train.csv, dev.csv, test.csv (overrides data.dir).")
 
 
-def _load(config_path: str, sets: list[str], data_dir: str | None):
-    from dialsum import config
-
-    return config.load(config_path, list(sets) + ([f"data.dir={data_dir}"] if data_dir else []))
-
-
 @app.command()
 def validate(
     configs: list[str] = typer.Argument(..., help="Experiment YAML files."),
@@ -76,23 +70,13 @@ def validate(
     sets: list[str] = Sets,
 ) -> None:
     """Resolve configs against their architecture, this machine and transformers, without training."""
-    from dialsum.config import check_init
-    from dialsum.device import probe
-    from dialsum.logs import quiet_libraries
-    from dialsum.validation import describe_plan, validation_plan
+    from dialsum.api import validate as check
 
-    check_init(init)
-    quiet_libraries()
-    device, failed = probe(), 0
+    failed = 0
     for path in configs:
-        try:
-            plan = validation_plan(_load(path, sets, None), init, device)
-        except DialsumError as err:
-            typer.echo(f"{path}: CANNOT RUN\n  error        {err}")
-            failed += 1
-            continue
-        typer.echo(describe_plan(path, plan))
-        failed += not plan.ok
+        result = check(path, sets, init=init)
+        typer.echo(result.text)
+        failed += not result.ok
     raise typer.Exit(2 if failed else 0)
 
 
@@ -116,33 +100,24 @@ def train(
     """Train one experiment, score it on dev and write its submission (then tune its generation, with --tune)."""
     from pathlib import Path
 
-    from dialsum import distributed, tune
-    from dialsum.config import RunOptions, check_options
-    from dialsum.recipe import run_experiment, target_dir
-    from dialsum.runfiles import RunMetrics
-    from dialsum.tune_space import check_split_before_training
+    from dialsum import distributed
+    from dialsum.api import check_training, load_config, run_training
+    from dialsum.config import RunOptions
+    from dialsum.recipe import target_dir
 
-    cfg = _load(config_path, sets, data_dir)
+    cfg = load_config(config_path, sets, data=data_dir)
     opts = RunOptions(init, Path(run_dir) if run_dir else None, max_steps, one_epoch, resume)
-    check_options(opts)  # before any process starts (the run applies them: `config.apply_options`)
-    tuning = tune.TuneOptions(Path("."), tune_trials, None, tune_dev_rows) if tune_trials is not None else None
-    if tuning:
-        tune.check_options(tuning, "--tune", "--tune-dev-rows")
-        check_split_before_training(cfg, tune_dev_rows)
+    tuning = check_training(cfg, opts, tune_trials, tune_dev_rows)  # before any process starts
     if nproc != 1 and not distributed.launched():
         distributed.check_nproc(nproc)
         argv = distributed.without_option(distributed.without_option(sys.argv[1:], "--nproc"), "--run-dir")
         argv += ["--run-dir", str(target_dir(cfg, opts))]  # one directory for every rank, checked here
         raise typer.Exit(distributed.launch(argv, nproc))
-    if tuning and opts.run_dir is None:
-        opts.run_dir = target_dir(cfg, opts)  # tune finds the run where it was written
-    metrics = RunMetrics.model_validate(run_experiment(cfg, opts))
+    run = run_training(cfg, opts, tuning)
     if distributed.is_main():
-        typer.echo(metrics.summary())
-        if tuning and opts.run_dir is not None:
-            tuning.run_dir = opts.run_dir
-            result = tune.tune_run(tuning)
-            typer.echo(f"tune: {result.describe() if result else ''}")
+        typer.echo(run.metrics.summary())
+        if run.tuned is not None:
+            typer.echo(f"tune: {run.tuned.describe()}")
 
 
 @app.command()
@@ -202,6 +177,20 @@ def ensemble(
         typer.echo(f"  {m.name}: dev {m.dev_final:.2f}, picked for {m.dev_picks} dev and {m.test_picks} test dialogues")
     typer.echo(f"ensemble: dev {result.dev_final:.2f} on {result.dev_rows} dev rows ({result.dev_rows_scored}); "
                f"wrote {out}/submission.csv")
+
+
+@app.command()
+def compare(
+    runs: list[str] = typer.Argument(..., help="Finished run directories scored on the same dev file (and "
+                                     "ensemble folders of them)."),
+    out: str = typer.Option(..., "--out", help="Folder for the page (dialogues.html)."),
+) -> None:
+    """One page of every dev dialogue with each run's summary and score: sort, filter, compare by topic."""
+    from pathlib import Path
+
+    from dialsum.report.dialogue_sources import compare_runs
+
+    typer.echo(f"wrote {compare_runs([Path(r) for r in runs], Path(out))}")
 
 
 @app.command("make-sample")

@@ -252,7 +252,7 @@ def _size(n_bytes: float) -> str:
     return f"{n_bytes / 1024 ** power:.1f} {('B', 'KB', 'MB', 'GB', 'TB')[power]}"
 
 
-def check_distinct(runs: list[Path]) -> None:
+def check_distinct(runs: list[Path], command: str = "ensemble") -> None:
     """Each run once: the same directory under two spellings (or a link), or a copy of a run (an identical
     metrics.json: it records the run's own training time and paths), would count one run twice."""
     seen: dict[Path, Path] = {}
@@ -260,12 +260,12 @@ def check_distinct(runs: list[Path]) -> None:
     for run in runs:
         where = run.resolve()
         if where in seen:
-            raise DialsumError(f"ensemble: {seen[where]} and {run} are the same run directory; give each run once")
+            raise DialsumError(f"{command}: {seen[where]} and {run} are the same run directory; give each run once")
         seen[where] = run
         metrics = run / "metrics.json"
         content = metrics.read_bytes() if metrics.is_file() else None
         if content is not None and content in copies:
-            raise DialsumError(f"ensemble: {copies[content]} and {run} hold the same run (identical metrics.json: "
+            raise DialsumError(f"{command}: {copies[content]} and {run} hold the same run (identical metrics.json: "
                                "one is a copy of the other); give each run once")
         if content is not None:
             copies[content] = run

@@ -56,6 +56,7 @@ def report_blocks(
         )
     ]
     blocks += [("h", 2, "Scores"), *described(rows), score_table(rows, ensemble)]
+    blocks += dialogue_page_blocks(plots)
     blocks += reference_blocks(rows)
     blocks += [("h", 2, "Setup"), setup_table(rows)]
     blocks += [("h", 2, "Cost"), cost_table(rows)]
@@ -69,8 +70,18 @@ def report_blocks(
     if notes:
         blocks += [("h", 2, "Data notes"), ("list", notes)]
     files = ["results.csv", "results.json", "experiment_index.csv", "report.html"]
+    files += ["dialogues.html"] if "dialogues_html" in plots else []
     blocks += [("h", 2, "Files"), ("list", [("", f) for f in files])]
     return blocks
+
+
+def dialogue_page_blocks(paths: dict[str, Path]) -> list[Block]:
+    """The link to the per-dialogue page, where one was written."""
+    if "dialogues_html" not in paths:
+        return []
+    return [("p", "Every dev dialogue with each run's summary (tuned and ensemble outputs too), its score and "
+                  "the morphemes it shares with the references, sorted and filtered as you choose, with each "
+                  "run's mean score per topic: [dialogues.html](dialogues.html).")]
 
 
 def summary_line(rows: list[dict[str, Any]]) -> str:
