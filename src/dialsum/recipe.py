@@ -134,14 +134,14 @@ def _train_and_score(p: Planned) -> None:
 
 def _setup_run(cfg: ExperimentConfig, opts: RunOptions) -> Run:
     """Apply the command-line options and check the run directory; nothing is written yet."""
-    if opts.resume and opts.run_dir is None:
-        raise DialsumError("--resume needs --run-dir: the run directory to continue")
     cfg = apply_options(cfg, opts)
     return Run(cfg, opts, target_dir(cfg, opts), RunLog(distributed.is_main()))
 
 
 def target_dir(cfg: ExperimentConfig, opts: RunOptions) -> Path:
     """--run-dir, or runs/<experiment>/<time>, checked for what `train` will do with it."""
+    if opts.resume and opts.run_dir is None:
+        raise DialsumError("--resume needs --run-dir: the run directory to continue")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = opts.run_dir or Path(cfg.experiment.output_dir) / cfg.experiment.name / stamp
     rundir.check_target(run_dir, opts.resume)
