@@ -31,16 +31,17 @@ from typing import Any
 
 from dialsum.config import ExperimentConfig
 from dialsum.errors import DialsumError
-from dialsum.pause import pause
 from dialsum.rundir import is_finished, is_run
 from dialsum.suite import failures, process
 from dialsum.suite.monitor import SmartWait
 from dialsum.suite.schema import SuiteSettings
 from dialsum.suite.state import ExperimentRecord, Failure, TrainArgs, clear_partial_checkpoints, move_aside
+from dialsum.sweep.outcomes import Outcomes
+from dialsum.sweep.report import write_trials
 from dialsum.sweep.schedule import Schedule
 from dialsum.sweep.space import Space
 from dialsum.sweep.study import prune_now
-from dialsum.sweep.trials import LOG, EvalReader, TrialJob, remove_checkpoints, result, trial_folder
+from dialsum.sweep.trials import LOG, EvalReader, TrialJob, result, trial_folder
 
 POLL_S = 0.5
 
@@ -75,6 +76,7 @@ class SweepDriver:
     def __init__(self, plan: SweepPlan, study: Any, backend: Any, event: Callable[[str], None] = say) -> None:
         self.plan, self.study, self.backend, self.event = plan, study, backend, event
         self.jobs: dict[int, TrialJob] = {}
+        self.outcomes = Outcomes(study, plan.out, plan.keep_checkpoints, event)
         self.again: list[int] = []  # trials a kill left running: run again first
         self.stop_signal: str | None = None
         self.started = time.monotonic()
@@ -161,7 +163,7 @@ class SweepDriver:
             process.check_no_orphan(rec, self.plan.out)
         except DialsumError as err:
             self.backend.release(slot)
-            self._tell_failed(trial, number, Failure(kind="other", message=str(err)))
+            self.outcomes.failed(trial, Failure(kind="other", message=str(err)))
             return
         run = folder / "run"
         clear_partial_checkpoints(run)
@@ -228,21 +230,21 @@ class SweepDriver:
     # -- ending
 
     def _end(self, job: TrialJob, code: int) -> None:
-        trial, number = job.trial, job.number
+        trial = job.trial
         trial.set_user_attr("wall_seconds", round(trial.user_attrs.get("wall_seconds", 0.0)
                                                   + time.monotonic() - job.started, 1))
         trial.set_user_attr("steps", max(job.evals.last_step, trial.user_attrs.get("steps", 0)))
         value = result(job.run_dir) if is_finished(job.run_dir) else None
         if job.pruned_at is not None and value is None:
-            self._tell_pruned(trial, number)
+            self.outcomes.pruned(trial)
         else:
             failure = None if value is not None else self._failure(job, code)
             if failure is not None and failure.kind == "oom" and self._retry(job, failure):
                 return
             if failure is None:
-                self._tell_complete(trial, number, value)  # type: ignore[arg-type]
+                self.outcomes.complete(trial, value)  # type: ignore[arg-type]
             else:
-                self._tell_failed(trial, number, failure)
+                self.outcomes.failed(trial, failure)
         self.backend.release(job.slot)
 
     def _failure(self, job: TrialJob, code: int) -> Failure:
@@ -267,64 +269,10 @@ class SweepDriver:
         self._start(job.trial, job.params, job.slot, resume=False, retried=True)
         return True
 
-    def _tell_complete(self, trial: Any, number: int, value: float) -> None:
-        best = self._best_number()
-        self.study.tell(trial, value)
-        lead = " (the best so far)" if self._best_number() == number and best != number else ""
-        self.event(f"trial {number}: finished, dev {value:.2f}{lead}")
-        self._tidy()
-        pause("sweep-told")  # the kill point of tests and the chaos benchmark (dialsum.pause)
-
-    def _tell_pruned(self, trial: Any, number: int) -> None:
-        from optuna.trial import TrialState  # optuna: see asked
-
-        self.study.tell(trial, state=TrialState.PRUNED)
-        self.event(f"trial {number}: recorded PRUNED")
-        self._tidy()
-        pause("sweep-told")
-
-    def _tell_failed(self, trial: Any, number: int, failure: Failure) -> None:
-        from optuna.trial import TrialState  # optuna: see asked
-
-        trial.set_user_attr("failure", f"{failure.kind}: {failure.message}")
-        self.study.tell(trial, state=TrialState.FAIL)
-        self.event(f"trial {number}: failed ({failure.kind}): {failure.message}")
-        self._tidy()
-
-    def _best_number(self) -> int | None:
-        from optuna.trial import TrialState  # optuna: see asked
-
-        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return max(done, key=lambda t: (t.value, t.number == 0)).number if done else None
-
-    def _tidy(self) -> None:
-        """Every ended trial but the best loses its checkpoints (the sweep's documented removal)."""
-        if self.plan.keep_checkpoints:
-            return
-        from optuna.trial import TrialState  # optuna: see asked
-
-        best = self._best_number()
-        ended = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        for t in self.study.get_trials(deepcopy=False, states=ended):
-            if t.number != best:
-                remove_checkpoints(trial_folder(self.plan.out, t.number) / "run")
-
     # -- resume and stop
 
     def _settle_left_running(self) -> None:
-        """Trials left RUNNING by a kill or Ctrl-C: told if their run finished or the pruner stops them now, else
-        queued to run again."""
-        import optuna  # optuna: see asked
-        from optuna.trial import TrialState  # optuna: see asked
-
-        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            trial, run = optuna.trial.Trial(self.study, frozen._trial_id), trial_folder(self.plan.out, frozen.number) / "run"
-            if is_finished(run) and (value := result(run)) is not None:
-                self._tell_complete(trial, frozen.number, value)
-            elif prune_now(trial, frozen.number):
-                self._tell_pruned(trial, frozen.number)
-            else:
-                self.again.append(frozen.number)
+        self.again = self.outcomes.settle()
         if self.again:
             self.event(f"{len(self.again)} trial(s) left running by an earlier stop run again first: "
                        f"{', '.join(map(str, self.again))}")
@@ -335,14 +283,15 @@ class SweepDriver:
         for number, job in self.jobs.items():
             self.event(f"trial {number}: stopping ({self.stop_signal})")
             job.handle.stop(self.plan.settings.stop_grace_seconds)
-        for number, job in list(self.jobs.items()):
+        for job in list(self.jobs.values()):
             job.handle.wait()
             job.trial.set_user_attr("wall_seconds", round(job.trial.user_attrs.get("wall_seconds", 0.0)
                                                           + time.monotonic() - job.started, 1))
             if job.pruned_at is not None:
-                self._tell_pruned(job.trial, number)
+                self.outcomes.pruned(job.trial)
             self.backend.release(job.slot)
         self.jobs.clear()
+        write_trials(self.plan.out, self.study)
 
 
 def describe(params: dict[str, Any]) -> str:
