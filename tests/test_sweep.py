@@ -3,13 +3,21 @@ scripted backend), kill safety, and one real sweep shared by the end-to-end test
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
+import os
 import re
+import signal
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import psutil
 import pytest
 from conftest import FAST, assert_clean_error, run_cli
 
@@ -431,3 +439,131 @@ def test_ctrl_c_leaves_running_trials_for_resume_which_runs_them_again_and_never
     assert restarted == [2]  # from its checkpoint
     assert not done_before & {n for n, _ in again.started}  # nothing finished runs again
     assert s.trials[left.number].value == 77.0 and left.number not in {n for n, _ in again.started}
+
+
+# ---------------------------------------------------------------- end to end: one real sweep, killed and resumed
+
+ROOT = Path(__file__).resolve().parents[1]
+TRIALS = 4
+
+
+def sweep_args(out: Path, data: Path, *extra: str) -> list[str]:
+    sets = [*FAST, "training.per_device_train_batch_size=8", "training.gradient_accumulation_steps=1"]
+    return ["sweep", str(BATCH_OPT), "--init", "tiny", "--max-steps", "6", "--trials", str(TRIALS), "--slots", "2",
+            "--data", str(data), "--out", str(out), *(a for s in sets for a in ("--set", s)), *extra]
+
+
+def start(args: list[str], **env: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "dialsum.cli", *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", **env})
+
+
+def wait_for(check: Any, timeout: float, what: str, proc: subprocess.Popen) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        if proc.poll() is not None:
+            raise AssertionError(f"the sweep exited ({proc.returncode}) before {what}: {proc.stdout.read()}")
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def processes_naming(path: Path) -> list[int]:
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if any(str(path) in c for c in p.info["cmdline"] or [])]
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, small_data) -> SimpleNamespace:
+    """A sweep SIGKILLed while a trial is about to save its second checkpoint, then resumed to the end."""
+    base = tmp_path_factory.mktemp("sweep")
+    out, marks = base / "out", base / "marks"
+    marks.mkdir()
+    proc = start(sweep_args(out, small_data), DIALSUM_PAUSE_AT="before-save", DIALSUM_PAUSE_DIR=str(marks))
+    wait_for(lambda: (marks / "before-save").exists(), 300, "a trial paused before its second checkpoint", proc)
+    paused_pid = int((marks / "before-save").read_text())
+    paused = next(p for p in out.glob("trials/*/run") if str(p) in " ".join(psutil.Process(paused_pid).cmdline()))
+    finished = {p.parent.name: p.stat().st_mtime for p in out.glob("trials/*/run/metrics.json")}
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while processes_naming(out) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    orphans = processes_naming(out)
+    resumed = run_cli("sweep", str(BATCH_OPT), "--resume", "--out", str(out), "--slots", "2", timeout=600)
+    return SimpleNamespace(out=out, paused=paused, finished=finished, orphans=orphans, resumed=resumed)
+
+
+def trial_table(out: Path) -> list[dict[str, str]]:
+    with (out / "trials.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_to_its_trials_without_repeating_one(swept):
+    assert swept.orphans == []  # the trials died with the driver
+    assert swept.resumed.returncode == 0, swept.resumed.stdout + swept.resumed.stderr
+    rows = trial_table(swept.out)
+    assert [int(r["number"]) for r in rows] == list(range(TRIALS))
+    assert {r["state"] for r in rows} <= {"COMPLETE", "PRUNED"}
+    train_log = (swept.paused / "train.log").read_text()
+    assert "resuming from" in train_log and "checkpoint-2" in train_log  # the running trial ran again, resumed
+    for name, mtime in swept.finished.items():  # a trial finished before the kill never ran again
+        assert (swept.out / "trials" / name / "run" / "metrics.json").stat().st_mtime == mtime
+        assert (swept.out / "trials" / name / "trial.log").read_text().count("=== ") == 1
+
+
+@pytest.mark.slow
+def test_only_the_best_trial_keeps_its_checkpoints_the_others_their_results(swept):
+    rows = [r for r in trial_table(swept.out) if r["state"] == "COMPLETE"]
+    best = max(rows, key=lambda r: (float(r["value"]), r["number"] == "0"))["number"]
+    for row in trial_table(swept.out):
+        run = swept.out / "trials" / f"{int(row['number']):03d}" / "run"
+        assert (run / "checkpoints").is_dir() == (row["number"] == best), row
+        assert (run / "config.yaml").is_file() and (run / "train_log.jsonl").is_file()
+        assert (run / "metrics.json").is_file() == (row["state"] == "COMPLETE")
+
+
+@pytest.mark.slow
+def test_the_report_sets_the_best_trial_against_trial_0_on_the_held_out_rows(swept):
+    from dialsum.metrics import score_files
+
+    report = (swept.out / "report.md").read_text()
+    for name in ("report.html", "optimization_history.png", "intermediate_values.png", "best.yaml"):
+        assert (swept.out / name).is_file(), name
+    line = next(ln for ln in report.splitlines() if ln.startswith("- **Best trial**"))
+    assert "held-out dev rows" in line
+    for pred in (swept.out / "heldout").glob("*.csv"):  # the numbers said are the held-out predictions' scores
+        assert f"{score_files(pred, swept.out / 'dev_heldout.csv').final:.2f}" in line
+    assert (swept.out / "heldout" / "000.csv").is_file()
+
+
+@pytest.mark.slow
+def test_best_yaml_is_an_experiment_config_that_validates_trains_and_a_suite_lists(swept, tmp_path):
+    from dialsum.suite.schema import load_suite
+
+    best = swept.out / "best.yaml"
+    cfg = config.load(best)
+    chosen = next(r for r in trial_table(swept.out) if f"trial {r['number']}," in best.read_text().splitlines()[0])
+    assert cfg.training.learning_rate == pytest.approx(float(chosen["learning_rate"]), rel=1e-5)  # not scaled x30
+    assert cfg.training.eval_strategy == "no" and cfg.data.dev_file == "dev.csv"  # the config's own, not the trials'
+    proc = run_cli("validate", str(best), "--init", "tiny")
+    assert proc.returncode == 0, proc.stdout
+    proc = run_cli("train", str(best), "--init", "tiny", "--max-steps", "2", "--run-dir", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"name: swept\nexperiments:\n  - {{name: best, config: {best}, expected_minutes: 1}}\n")
+    assert load_suite(suite).experiments[0].config == str(best)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_trials_and_exits_130_without_a_traceback(tmp_path, small_data):
+    out = tmp_path / "out"
+    proc = start(sweep_args(out, small_data))
+    wait_for(lambda: list(out.glob("trials/*/run/train_log.jsonl")), 300, "a trial training", proc)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, output
+    assert "Traceback" not in output and "continue with --resume" in output
+    assert processes_naming(out) == []
