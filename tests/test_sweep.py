@@ -367,7 +367,7 @@ def scripted_plan(out: Path, trials: int) -> tuple[SweepPlan, Any]:
     the_study = study.open_study(optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
         str(out / "study.journal"))), out, 42, 10, study.make_pruner("median", schedule))
     study.queue_own(the_study, space.own)
-    plan = SweepPlan(out, str(KOBART), cfg, TrainArgs(init="tiny", max_steps=60), space, schedule, trials, [], 0)
+    plan = SweepPlan(out, str(KOBART), cfg, TrainArgs(init="tiny", max_steps=60), space, schedule, trials, [], 0, 0)
     return plan, the_study
 
 

@@ -61,7 +61,7 @@ def run_sweep(opts: options.SweepOptions) -> int:
                              sets=record.sets, data=record.data)
             plan = SweepPlan(out, record.config, cfg, args, space, schedule, record.trials,
                              [f"data.dev_file={(out / SEARCH).resolve()}", "data.max_eval_samples=null"],
-                             len(split.heldout),
+                             len(split.search), len(split.heldout),
                              opts.keep_checkpoints, opts.timeout_minutes)
             return _run(plan, record, opts, backend, pruner, notes)
     finally:

@@ -62,6 +62,7 @@ class SweepPlan:
     schedule: Schedule
     trials: int
     split_sets: list[str]  # the trials score the dev search rows
+    search_rows: int  # the dev rows the trials are scored on
     heldout_rows: int  # the dev rows held out to score the best trial against trial 0
     keep_checkpoints: bool = False
     timeout_minutes: float | None = None
@@ -79,6 +80,7 @@ class SweepDriver:
         self.outcomes = Outcomes(study, plan.out, plan.keep_checkpoints, event)
         self.again: list[int] = []  # trials a kill left running: run again first
         self.stop_signal: str | None = None
+        self.gpu_busy: str | None = None  # the smart wait timed out on a GPU
         self.started = time.monotonic()
         s = plan.settings
         self.wait = SmartWait(s.gpu_wait_max_used_mb, s.gpu_wait_timeout_minutes * 60, s.gpu_wait_poll_seconds)
@@ -118,8 +120,10 @@ class SweepDriver:
         return bool(limit) and time.monotonic() - self.started >= limit * 60
 
     def _more(self) -> bool:
-        """More trials to start (or to run again), unless --timeout has passed."""
-        return not self.timed_out() and (bool(self.again) or self.asked() < self.plan.trials)
+        """More trials to start (or to run again), unless --timeout has passed or a GPU stayed busy."""
+        if self.timed_out() or self.gpu_busy:
+            return False
+        return bool(self.again) or self.asked() < self.plan.trials
 
     # -- starting
 
@@ -141,8 +145,9 @@ class SweepDriver:
         if not slot.gpu_indices or not self.backend.local:
             return True
         status = self.wait.check(slot.name, slot.gpu_indices)
-        if status.outcome == "timeout":
-            raise DialsumError(f"{slot.name}: {status.message}")
+        if status.outcome == "timeout":  # no new trial starts; the running ones end, and the sweep finishes
+            self.gpu_busy = f"{slot.name}: {status.message}"
+            self.event(f"no more trials start: {self.gpu_busy}")
         return status.outcome in ("free", "no-gpu")
 
     def _start_new(self, slot: Any) -> None:

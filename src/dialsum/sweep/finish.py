@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from dialsum.csvio import atomic_write_text
 from dialsum.errors import DialsumError
@@ -30,7 +31,7 @@ from dialsum.sweep.report import write_report, write_trials
 from dialsum.sweep.space import trial_config
 from dialsum.sweep.trials import folder_bytes, trial_folder
 
-BEST = "best.yaml"
+BEST, RESULT = "best.yaml", "result.json"
 HELD = "heldout"
 
 
@@ -50,11 +51,36 @@ def finish(plan: SweepPlan, study: Any, backend: Any) -> int:
     chosen = best if own is None or best.number == 0 or scores[best.number] > scores[own.number] else own
     write_best(plan, chosen, best, scores)
     line = verdict(best, own, scores, chosen, plan.heldout_rows)
+    write_result(plan, study, best.number, chosen.number, scores, line)
     write_report(plan.out, _title(plan), [("h", 2, "Best trial against trial 0"), ("list", [("Best trial", line)]),
                                           ("p", _counts(study)), ("p", _disk(plan, best.number))], study)
     say(line)
     say(f"wrote {plan.out / BEST}, {plan.out / 'trials.csv'} and {plan.out / 'report.md'}")
     return 0
+
+
+class SweepResult(BaseModel):
+    """`OUT/result.json`: the sweep's outcome, for scripts (the benchmark reads it)."""
+
+    trials: int
+    states: dict[str, int]
+    steps: int  # optimizer steps every trial trained, together
+    best_trial: int
+    best_search: float  # its dev score on the search rows (what chose it; not its score)
+    search_rows: int
+    heldout_rows: int
+    heldout: dict[int, float]  # the best trial's and trial 0's scores on the held-out rows
+    recommended: int  # the trial whose settings best.yaml holds
+    verdict: str
+
+
+def write_result(plan: SweepPlan, study: Any, best: int, chosen: int, scores: dict[int, float], line: str) -> None:
+    states = [t.state.name for t in study.trials]
+    result = SweepResult(trials=len(states), states={s: states.count(s) for s in dict.fromkeys(states)},
+                         steps=sum(int(t.user_attrs.get("steps", 0)) for t in study.trials), best_trial=best,
+                         best_search=study.trials[best].value, search_rows=plan.search_rows,
+                         heldout_rows=plan.heldout_rows, heldout=scores, recommended=chosen, verdict=line)
+    atomic_write_text(plan.out / RESULT, result.model_dump_json(indent=2) + "\n")
 
 
 def _title(plan: SweepPlan) -> str:

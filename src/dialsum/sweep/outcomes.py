@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dialsum.pause import pause
 from dialsum.rundir import is_finished
 from dialsum.suite.state import Failure
 from dialsum.sweep.report import write_trials
@@ -53,7 +52,6 @@ class Outcomes:
     def _after(self) -> None:
         self.tidy()
         write_trials(self.out, self.study)
-        pause("sweep-told")  # the kill point of the sweep's tests (dialsum.pause)
 
     def best_number(self) -> int | None:
         """The finished trial with the highest dev score on the search rows (trial 0 on a tie)."""
