@@ -17,12 +17,16 @@ $(BIN)/dialsum: pyproject.toml
 
 install: $(BIN)/dialsum
 
-# Debian's Chromium for the report's browser test (Playwright drives it; `playwright install` is never run).
-# Without apt-get or root the test is skipped and says why.
+# Debian's Chromium for the report's browser tests (Playwright drives it; `playwright install` is never run),
+# with a Korean font so that the pages' dialogues render in it. Without apt-get or root the tests are skipped
+# and say why.
 browser:
 	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 		apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } || \
-		echo "chromium is not installed (apt-get install chromium, as root): the report's browser test is skipped"
+		echo "chromium is not installed (apt-get install chromium, as root): the report's browser tests are skipped"
+	@fc-list :lang=ko 2>/dev/null | grep -q . || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		apt-get update -q >/dev/null && apt-get install -y -q fonts-noto-cjk >/dev/null; } || \
+		echo "no Korean font (apt-get install fonts-noto-cjk, as root): pages show boxes for Korean text in Chromium"
 
 # The five experiments with tiny models on the embedded sample, three epochs each (the seed's are
 # 5-6; its quick mode is one, too few for a model trained from scratch to learn the task);

@@ -8,8 +8,9 @@ The suite, written here: tiny models on the first rows of the embedded sample, `
 steps each with a checkpoint every two: `a` and `b` (two plain runs), `oomy` (its first attempt runs
 out of memory, injected with DIALSUM_FAULT_OOM_ABOVE_BATCH; the suite retries it with half the
 micro-batch), `ddp` (`gpus: 2`, torchrun with gloo), `tuned` (a tune step of 3 trials) and an
-ensemble of `a` and `b` (two beams of each). It runs once uninterrupted (the experiments the chosen
-kill points reach). Then, for each kill point, a fresh run of the
+ensemble of `a` and `b` (two beams of each: MBR needs three candidates). It runs once uninterrupted
+(the experiments the chosen kill points reach).
+Then, for each kill point, a fresh run of the
 experiments that reach that moment (`--only`) is stopped at it by a named pause point
 (`dialsum.pause`: the process that gets there first writes a marker and sleeps), the driver (or, for
 `child`, the paused training process) gets SIGKILL, and `--resume` runs to the end.
@@ -98,7 +99,7 @@ def write_suite(base: Path) -> Path:
            "experiments": [entry("a", BATCH_OPT), entry("b", HIGH_LR), entry("oomy", BATCH_OPT, batch=8),
                            entry("ddp", BATCH_OPT, gpus=2),
                            entry("tuned", BATCH_OPT, tune={"trials": 3, "dev_rows": 6})],
-           "ensemble": {"runs": ["a", "b"], "candidates": 2}}
+           "ensemble": {"runs": ["a", "b"], "candidates": 2}}  # MBR needs 3 candidates a dialogue at least
     path = base / "chaos.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return path

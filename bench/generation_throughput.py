@@ -134,16 +134,16 @@ class Setup:
 
 def load_setup(args: argparse.Namespace) -> Setup:
     """The trained run's config, tokenizer and model, and its encoded dev inputs."""
-    from dialsum import config, data, prompt, recipe
+    from dialsum import prompt
+    from dialsum.finished_run import open_run, read_dev
     from dialsum.generation import decoder_tokens_to_strip
 
-    run = Path(args.run_dir) if args.run_dir else cached_run(args.size)
-    cfg = config.load(run / "config.yaml")
-    tokenizer, model, info = recipe.load_run_model(run, cfg)
+    run = open_run(Path(args.run_dir) if args.run_dir else cached_run(args.size))
+    tokenizer, model = run.load()
     model = model.to(args.device).eval()
-    dev = data.read_split(Path(cfg.data.dir) / cfg.data.dev_file, with_summary=True).head(args.n)
-    inputs = prompt.make_encoder(tokenizer, info["family"], cfg).inputs(list(dev["dialogue"]))
-    return Setup(cfg, tokenizer, model, inputs, decoder_tokens_to_strip(tokenizer), run)
+    dev = read_dev(run.cfg).head(args.n)
+    inputs = prompt.make_encoder(tokenizer, run.info.family, run.cfg).inputs(list(dev["dialogue"]))
+    return Setup(run.cfg, tokenizer, model, inputs, decoder_tokens_to_strip(tokenizer), run.dir)
 
 
 def fixed_batch_generate(setup: Setup, gen: Any, batch_size: int, pad_to: int | None = None) -> list[str]:

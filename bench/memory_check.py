@@ -295,7 +295,7 @@ def _cell(value: float | None) -> str:
 
 def main() -> None:
     args = parse_args()
-    from dialsum.recipe import quiet_libraries
+    from dialsum.logs import quiet_libraries
 
     quiet_libraries()
     paths = sorted(EXPERIMENTS.glob("*.yaml"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,26 @@ FAST = [
 ]
 
 
+def device(cuda: bool = False, bf16: bool = False, tf32: bool = False, cores: int = 2, bnb: bool = True):
+    """A machine as `dialsum.device.probe` would describe it, without probing this one."""
+    from dialsum.device import DeviceInfo
+
+    return DeviceInfo(cuda_available=cuda, device_name="test", device_count=int(cuda), total_memory_mb=None,
+                      compute_capability=None, bf16_supported=bf16, tf32_supported=tf32, cpu_cores=cores,
+                      bitsandbytes_available=bnb)
+
+
+GPU = device(cuda=True, bf16=True, tf32=True, cores=64)
+
+
+def plan(name: str, init: str = "pretrained", dev=GPU, sets: list[str] | None = None):
+    """A shipped experiment config (`configs/experiments/<name>`) planned for `dev`."""
+    from dialsum import config
+    from dialsum.resolve import plan_experiment
+
+    return plan_experiment(config.load(CONFIGS / name, sets), init, dev)
+
+
 def make_data_dir(path: Path, train: int, dev: int, test: int) -> Path:
     """The first rows of the embedded sample, in the competition format."""
     path.mkdir(parents=True, exist_ok=True)
@@ -63,6 +84,15 @@ def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subproce
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "dialsum.cli", *args], capture_output=True, text=True,
                           cwd=ROOT, env=full_env, timeout=timeout)
+
+
+def chromium() -> str:
+    """Debian's Chromium (make browser installs it); the browser tests are skipped, saying why, without it."""
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+    path = os.environ.get("DIALSUM_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.skip("Chromium not found: `make browser` installs Debian's chromium (apt-get, as root)")
+    return path
 
 
 def assert_clean_error(proc: subprocess.CompletedProcess, *needles: str) -> None:

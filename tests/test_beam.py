@@ -12,7 +12,7 @@ import torch
 from transformers import GenerationMixin, LogitsProcessor, LogitsProcessorList
 
 from dialsum import archs, beam, generation, modeling
-from dialsum.config import GenerationSection
+from dialsum.sections import GenerationSection
 
 TEXTS = [f"#Person1#: {w} 주세요. #Person2#: 네 {w} 드릴게요." for w in ("커피", "녹차", "주스", "우유")] * 20
 STRIP = ["<s>", "</s>", "<pad>"]

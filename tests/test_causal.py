@@ -9,14 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import FAST, assert_clean_error, make_data_dir, run_cli
-from test_resolve import GPU, device, plan
+from conftest import FAST, GPU, assert_clean_error, device, make_data_dir, plan, run_cli
 
 from dialsum import archs, config, generation, modeling
-from dialsum.config import GenerationSection
+from dialsum.config import RunOptions
 from dialsum.errors import DialsumError
-from dialsum.recipe import RunOptions, run_experiment
-from dialsum.resolve import describe_plan
+from dialsum.recipe import run_experiment
+from dialsum.sections import GenerationSection
+from dialsum.validation import describe_plan
 
 SOLAR = Path("configs/experiments/05_solar_10.7b_qlora.yaml")
 EXAONE = Path("configs/experiments/06_exaone3.5_2.4b_qlora.yaml")

@@ -219,3 +219,57 @@ def test_differences_name_each_changed_setting():
     assert config.differences(a, b, keys) == [
         "model.tiny_d_model: 128 in the run, 32 now", "training.per_device_train_batch_size: 16 in the run, 8 now"]
     assert config.differences(a, a, keys) == []
+
+
+def test_overrides_read_numbers_yaml_1_1_leaves_as_text(tmp_path):
+    """YAML 1.1 (PyYAML) reads `1e-4` and `1e3` as strings; `--set` reads them as numbers, so an integer
+    setting takes `1e3` (pydantic turns no string into an int)."""
+    assert config.parse_override("training.learning_rate=1e-4") == (["training", "learning_rate"], 1e-4)
+    cfg = config.load(write(tmp_path, base()), ["training.max_steps=1e3", "training.save_steps=5e2"])
+    assert (cfg.training.max_steps, cfg.training.save_steps) == (1000, 500)
+    assert config.parse_override("model.name=digit82/kobart-summarization")[1] == "digit82/kobart-summarization"
+
+
+def test_apply_options_returns_a_new_config_and_leaves_the_given_one(tmp_path):
+    cfg = config.load(write(tmp_path, base()))
+    applied = config.apply_options(cfg, config.RunOptions(init="tiny", max_steps=7))
+    assert (applied.model.init, applied.training.max_steps) == ("tiny", 7)
+    assert (cfg.model.init, cfg.training.max_steps) == ("pretrained", -1)
+    one = config.apply_options(cfg, config.RunOptions(one_epoch=True))
+    assert one.training.num_train_epochs == 1 and cfg.training.num_train_epochs == 3
+    with pytest.raises(DialsumError, match="--one-epoch and --max-steps: choose one"):
+        config.apply_options(cfg, config.RunOptions(one_epoch=True, max_steps=2))
+
+
+def test_config_help_shows_each_field_from_the_schema():
+    from conftest import run_cli
+
+    from dialsum.sections import TrainingSection
+
+    one = run_cli("config", "training.optim")
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.splitlines()[:4] == ["training.optim", f"  {TrainingSection.model_fields['optim'].description}",
+                                           "  type:     text", "  default:  'adamw_torch'"]
+    lr = run_cli("config", "learning_rate").stdout  # a seed-style flat key finds its section
+    assert lr.startswith("training.learning_rate") and "allowed:  > 0 and <= 1.0" in lr
+    beams = run_cli("config", "generation.generation_num_beams").stdout  # the seed's alias
+    assert beams.startswith("generation.num_beams") and "also:     generation_num_beams" in beams
+    section = run_cli("config", "training").stdout
+    assert section.startswith("[training]") and "training.metric_for_best_model" in section
+    assert "one of final, rouge1, rouge2, rougeL, loss" in section
+    everything = run_cli("config").stdout
+    for name in ("[experiment]", "[model]", "[lora]", "[generation]", "[speed]", "[tune]"):
+        assert name in everything
+    suite = run_cli("config", "--suite", "settings.gpu_wait_max_used_mb").stdout
+    assert "Smart wait" in suite and "default:  2048" in suite and "allowed:  >= 0" in suite
+
+
+def test_config_help_for_an_unknown_key_is_one_line_with_a_hint():
+    from conftest import assert_clean_error, run_cli
+
+    proc = run_cli("config", "training.optm")
+    assert_clean_error(proc, "dialsum config training.optm: no such experiment config section or key",
+                       "did you mean training.optim?")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert_clean_error(run_cli("config", "--suite", "setings"), "no such suite file section or key",
+                       "did you mean settings?")

@@ -117,9 +117,9 @@ COLLECTIVES = textwrap.dedent("""
     differ = distributed.replicas_identical(torch.nn.Linear(3, 2))
     joined = dist.is_initialized()
     distributed.finish()
-    result = {"joined": joined, "sum": total, "max": top, "same": same, "differ": differ}
-    with open(f"{sys.argv[2]}/rank{distributed.rank()}.json", "w") as fh:  # ranks share stdout: a file each
-        json.dump(result, fh)
+    # one write per line (a pipe keeps a short write whole): print() writes the newline apart when unbuffered
+    sys.stdout.write(json.dumps({"joined": joined, "sum": total, "max": top, "same": same, "differ": differ}) + "\\n")
+    sys.stdout.flush()
 """)
 
 
@@ -128,9 +128,9 @@ def torchrun_ranks(tmp_path: Path, nproc: int, mode: str) -> list[dict[str, Any]
     script.write_text(COLLECTIVES, encoding="utf-8")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                           str(script), mode, str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+                           str(script), mode], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(nproc)]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
 def test_collectives_run_beside_a_default_group_that_takes_device_tensors_only(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dialsum import archs, generation, modeling
-from dialsum.config import GenerationSection
 from dialsum.generation import clean_summary, decode_clean, decoder_tokens_to_strip, make_compute_metrics
 from dialsum.metrics import score
+from dialsum.sections import GenerationSection
 
 
 @given(st.lists(st.integers(1, 300), min_size=1, max_size=80), st.integers(1, 8), st.integers(64, 5000))

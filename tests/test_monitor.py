@@ -15,8 +15,9 @@ from types import SimpleNamespace
 import pytest
 
 from dialsum.errors import DialsumError
+from dialsum.nvml import GpuSample, NvmlReader
 from dialsum.suite import monitor
-from dialsum.suite.monitor import GpuSample, MemoryMonitor, NvmlReader, SmartWait
+from dialsum.suite.monitor import MemoryMonitor, SmartWait
 
 NO_THREAD = 3600.0  # interval long enough that the background thread never samples; tests call tick()
 
@@ -272,7 +273,6 @@ def test_nvml_reader_converts_units_and_tolerates_missing_utilization(
     reader = NvmlReader(nvml=_fake_nvml())
     assert reader.available()
     assert reader.sample(0) == GpuSample(3072.0, 24576.0, 87.0, 71.0)
-    assert reader.used_by_pids({11, 12}) == 1024.0
     no_util = NvmlReader(nvml=_fake_nvml(util_fails=True)).sample(0)
     assert no_util.util_pct is None and no_util.temp_c == 71.0
 
@@ -298,7 +298,6 @@ def test_nvml_reader_without_gpu_reports_reason() -> None:
     reader = NvmlReader(nvml=_nvml_without_gpu())
     assert reader.available() is False
     assert "Shared Library Not Found" in reader.reason
-    assert reader.used_by_pids({os.getpid()}) is None
 
 
 # --------------------------------------------------------------------------- smart wait

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from dialsum import config, modeling, prompt
-from dialsum.config import PromptSection
 from dialsum.errors import DialsumError
 from dialsum.generation import finish_summary, trim_unfinished
+from dialsum.sections import PromptSection
 
 MASKS = ["#Person1#", "#Person2#"]
 TEXTS = [f"#Person1#: {w} 주세요. #Person2#: 네 {w} 드릴게요. 요약: 다음 대화" for w in ("커피", "녹차", "주스")] * 30

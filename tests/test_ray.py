@@ -42,7 +42,8 @@ pytestmark = pytest.mark.skipif(not namespaces_work(), reason="no private networ
 DRIVER = """
 import sys, ray
 ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
-from dialsum.suite import SuiteOptions, run_suite
+from dialsum.suite.opening import SuiteOptions
+from dialsum.suite.runner import run_suite
 opts = SuiteOptions({suite!r}, init="tiny", max_steps={steps}, out={out!r}, data={data!r}, sets={sets!r},
                     backend="ray", live=False)
 code = run_suite(opts)

@@ -12,7 +12,8 @@ import pytest
 from conftest import EXPERIMENTS, FAST, assert_clean_error, run_cli
 
 from dialsum import config
-from dialsum.recipe import RunOptions, run_experiment
+from dialsum.config import RunOptions
+from dialsum.recipe import run_experiment
 
 DECODER_TOKENS = ("<s>", "</s>", "<pad>", "<usr>", "<unk>")
 # A tiny model learns from scratch: its encoder comes into use only after several hundred steps, so
@@ -83,7 +84,7 @@ def test_predict_reuses_a_lora_run(small_data, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "p.csv").read_text(encoding="utf-8") == (run / "submission.csv").read_text(encoding="utf-8")
     missing = run_cli("predict", str(tmp_path), "--input", str(small_data / "test.csv"))
-    assert_clean_error(missing, "no config.yaml")
+    assert_clean_error(missing, "not a finished run (config.yaml is missing)")
 
 
 def test_resume_continues_from_the_last_checkpoint(small_data, tmp_path):

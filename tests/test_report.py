@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli
+from conftest import assert_clean_error, chromium, run_cli
 
-from dialsum import report
 from dialsum.errors import DialsumError
+from dialsum.report.build import report_suite_dir, write_report
 from dialsum.report.inputs import Experiment, load_experiment
 from dialsum.report.plots import final_scores_figure, plot_label
 from dialsum.report.render import code_fence, fmt_count, fmt_minutes, reference_blocks
@@ -139,7 +139,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     records = typed(make_records(root))
     out_dir = root / "report"
     write_tunings(records, out_dir)
-    paths = report.write_report(out_dir, records, title="Experiment comparison: main5")
+    paths = write_report(out_dir, records, title="Experiment comparison: main5")
     return {"root": root, "out": out_dir, "records": records, "paths": paths}
 
 
@@ -301,7 +301,7 @@ def test_single_experiment_gets_every_recommendation(tmp_path: Path) -> None:
     spec = EXPERIMENTS["kobart_baseline"]
     record = {"name": "kobart_baseline", "label": spec["label"], "state": "finished", "expected_minutes": 45,
               "wall_seconds": 400.0, "run_dir": str(write_run(tmp_path, "kobart_baseline", spec))}  # fmt: skip
-    paths = report.write_report(tmp_path / "out", typed([record]))
+    paths = write_report(tmp_path / "out", typed([record]))
     doc = json.loads(paths["results_json"].read_text(encoding="utf-8"))
     assert {rec["name"] for rec in doc["recommendations"]} == {"kobart_baseline"}
     assert len(doc["recommendations"]) == 4
@@ -321,7 +321,7 @@ def test_report_without_any_finished_run_still_written(tmp_path: Path) -> None:
     stale = tmp_path / "out" / "plot_loss.png"  # from an earlier report that had a training log
     stale.parent.mkdir()
     stale.write_bytes(PNG_SIGNATURE)
-    paths = report.write_report(tmp_path / "out", typed(records))
+    paths = write_report(tmp_path / "out", typed(records))
     md = paths["report_md"].read_text(encoding="utf-8")
     assert not stale.exists() and "Training loss: no data recorded" in md
     assert "nothing to recommend" in md and "### mt5_qlora: config" in md
@@ -337,7 +337,7 @@ def test_unreadable_inputs_become_notes(tmp_path: Path) -> None:
     memory = tmp_path / "memory.csv"
     memory.write_text("time_s,kind,used_mb,total_mb,util_pct,temp_c\nx,gpu,,24576,,\n", encoding="utf-8")
     record = {"name": "broken", "state": "finished", "run_dir": str(run_dir), "memory_csv": str(memory)}
-    paths = report.write_report(tmp_path / "out", typed([record]))
+    paths = write_report(tmp_path / "out", typed([record]))
     row = json.loads(paths["results_json"].read_text(encoding="utf-8"))["experiments"][0]
     assert row["notes"] == ["metrics.json unreadable (JSONDecodeError)"]
     assert row["morpheme_final"] is None and row["peak_memory_mb"] is None
@@ -413,7 +413,7 @@ def test_cli_missing_state_file_is_one_line_error(tmp_path: Path) -> None:
 def test_broken_state_file_is_a_dialsum_error(tmp_path: Path, content: str, fragment: str) -> None:
     (tmp_path / "suite_state.json").write_text(content, encoding="utf-8")
     with pytest.raises(DialsumError, match=fragment):
-        report.report_suite_dir(tmp_path)
+        report_suite_dir(tmp_path)
 
 
 def test_cli_rewrites_the_report_from_the_state_file(tmp_path: Path) -> None:
@@ -425,6 +425,42 @@ def test_cli_rewrites_the_report_from_the_state_file(tmp_path: Path) -> None:
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert md.startswith("# Experiment comparison: main5")
     assert [r["name"] for r in read_csv_rows(tmp_path / "results.csv")] == ["mt5_qlora", "t5_korean"]
+
+
+@pytest.mark.parametrize(("damage", "needles"), [
+    ("{not json", ["metrics.json: not valid JSON (line 1, column 2"]),
+    ('{"steps": "many"}', ["metrics.json: steps: Input should be a valid integer", "'many'"]),
+])
+def test_cli_refuses_a_corrupted_metrics_json_in_one_line_naming_it(tmp_path: Path, damage: str,
+                                                                   needles: list[str]) -> None:
+    records = make_records(tmp_path)[:3]
+    broken = Path(records[2]["run_dir"]) / "metrics.json"
+    broken.write_text(damage, encoding="utf-8")
+    (tmp_path / "suite_state.json").write_text(json.dumps({"suite": "main5", "records": records}), encoding="utf-8")
+    result = run_cli("report", str(tmp_path))
+    assert_clean_error(result, str(broken), *needles)
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "report.md").exists()  # refused before anything is written
+    paths = write_report(tmp_path / "during", typed(records))  # the suite's own report notes it and goes on
+    row = json.loads(paths["results_json"].read_text(encoding="utf-8"))["experiments"][2]
+    assert row["notes"][0].startswith("metrics.json ")
+
+
+def test_the_suite_and_experiment_descriptions_head_the_report(tmp_path: Path) -> None:
+    records = make_records(tmp_path)[1:3]
+    for rec, text in zip(records, ("Korean T5 already fine-tuned for summarization", ""), strict=True):
+        path = Path(rec["run_dir"]) / "metrics.json"
+        path.write_text(json.dumps({**json.loads(path.read_text(encoding="utf-8")), "description": text}),
+                        encoding="utf-8")
+    state = {"suite": "main5", "description": "the five seed experiments compared", "records": records}
+    (tmp_path / "suite_state.json").write_text(json.dumps(state), encoding="utf-8")
+    report_suite_dir(tmp_path)
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    head, scores = md.split("## Scores")[0], section(md, "Scores")
+    assert "The five seed experiments compared." in head
+    assert "- **Korean T5**: Korean T5 already fine-tuned for summarization" in scores
+    assert "**KoBART baseline**" not in scores.split("| #")[0]  # no description, no line
+    assert read_csv_rows(tmp_path / "results.csv")[0]["description"] == "Korean T5 already fine-tuned for summarization"
 
 
 def test_the_longest_turn_is_a_reference_row_and_a_line_on_the_score_plot(suite: dict[str, Any]) -> None:
@@ -474,22 +510,10 @@ def test_adaptations_every_experiment_shares_are_shown_once(tmp_path: Path) -> N
         metrics["adaptations"] = [shared, f"{name}: its own"]
         (run_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
         records.append({"name": name, "state": "finished", "run_dir": str(run_dir)})
-    md = report.write_report(tmp_path / "out", typed(records))["report_md"].read_text(encoding="utf-8")
+    md = write_report(tmp_path / "out", typed(records))["report_md"].read_text(encoding="utf-8")
     text = section(md, "Adaptations")
     assert text.count(shared) == 1 and "### All 2 experiments" in text
     assert "kobart_baseline: its own" in text and "kobart_high_lr: its own" in text
-
-
-def chromium() -> str:
-    """Debian's Chromium (make browser installs it); the browser tests are skipped, saying why, without it."""
-    import os
-    import shutil
-
-    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
-    path = os.environ.get("DIALSUM_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        pytest.skip("Chromium not found: `make browser` installs Debian's chromium (apt-get, as root)")
-    return path
 
 
 MT5 = dict(label="mT5 XLSum QLoRA", model="csebuetnlp/mT5_multilingual_XLSum", arch="mt5", params=4_970_240,
@@ -509,7 +533,7 @@ def test_the_report_fits_a_laptop_screen_with_numbers_on_one_scale(tmp_path: Pat
                     "wall_seconds": MT5["wall"], "run_dir": str(write_run(tmp_path, "mt5_xlsum_qlora", MT5))})
     out = tmp_path / "report"
     write_tunings(typed(records), out)
-    report.write_report(out, typed(records), title="Experiment comparison: main5")
+    write_report(out, typed(records), title="Experiment comparison: main5")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1366, "height": 768})

@@ -6,24 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIGS, EXPERIMENTS, assert_clean_error, run_cli
+from conftest import CONFIGS, EXPERIMENTS, GPU, assert_clean_error, device, plan, run_cli
 
 from dialsum import archs, config, modeling
-from dialsum.device import DeviceInfo
 from dialsum.resolve import plan_experiment
-
-
-def device(cuda: bool = False, bf16: bool = False, tf32: bool = False, cores: int = 2, bnb: bool = True):
-    return DeviceInfo(cuda_available=cuda, device_name="test", device_count=int(cuda), total_memory_mb=None,
-                      compute_capability=None, bf16_supported=bf16, tf32_supported=tf32, cpu_cores=cores,
-                      bitsandbytes_available=bnb)
-
-
-GPU = device(cuda=True, bf16=True, tf32=True, cores=64)
-
-
-def plan(name: str, init: str = "pretrained", dev: DeviceInfo = GPU, sets: list[str] | None = None):
-    return plan_experiment(config.load(f"configs/experiments/{name}", sets), init, dev)
 
 
 def test_kobart_1280_is_clamped_to_its_positions():
@@ -228,7 +214,7 @@ def test_validate_refuses_what_training_would_refuse(validated, name, needles):
 
 
 def test_validate_shows_the_clamp_for_the_real_checkpoints():
-    from dialsum.resolve import describe_plan
+    from dialsum.validation import describe_plan
 
     text = describe_plan("kobart", plan("01_baseline_kobart_rtx3090.yaml"))
     assert "encoder_max_len=1280 exceeds the 1026 positions" in text and "q -> q_proj x18" in text

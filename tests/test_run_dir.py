@@ -16,7 +16,8 @@ import pytest
 from conftest import FAST, assert_clean_error, run_cli
 
 from dialsum import config, rundir
-from dialsum.recipe import RunOptions, run_experiment
+from dialsum.config import RunOptions
+from dialsum.recipe import run_experiment
 
 BATCH_OPT = "configs/experiments/04_batch_optimization_rtx3090.yaml"
 FAST_ARGS = ["--init", "tiny", *[a for item in FAST for a in ("--set", item)]]
@@ -131,7 +132,7 @@ def test_an_incomplete_checkpoint_is_passed_over(tmp_path):
 
 
 def test_a_lora_run_loads_after_it_moved_and_from_another_directory(tmp_path, small_data, monkeypatch):
-    from dialsum.recipe import load_run_model
+    from dialsum.finished_run import load_model, read_model_info
 
     monkeypatch.chdir(tmp_path)  # trained from here, with a run directory relative to it
     cfg = config.load(Path(config.__file__).parents[2] / "configs/experiments/01_baseline_kobart_rtx3090.yaml",
@@ -142,5 +143,5 @@ def test_a_lora_run_loads_after_it_moved_and_from_another_directory(tmp_path, sm
     moved = tmp_path / "elsewhere" / "lora"
     (tmp_path / "runs/lora").rename(moved.parent.mkdir() or moved)
     monkeypatch.chdir(moved.parent)
-    tokenizer, model, _ = load_run_model(moved, config.load(moved / "config.yaml"))
+    tokenizer, model = load_model(moved, config.load(moved / "config.yaml"), read_model_info(moved))
     assert type(model).__name__.startswith("Peft") and len(tokenizer) == info["vocab_size"]

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from test_monitor import _fake_nvml
 
+from dialsum import slots
 from dialsum.errors import DialsumError
-from dialsum.suite.backends import local
-from dialsum.suite.backends.local import LocalHandle, SlotPool, parse_gpus, plan_slots
-from dialsum.suite.monitor import NvmlReader
+from dialsum.nvml import NvmlReader
+from dialsum.slots import SlotPool, parse_gpus, plan_slots
+from dialsum.suite.backends.local import LocalHandle
 
 PCI = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 
@@ -46,7 +47,7 @@ def test_named_gpus_keep_their_indices():
 
 
 def test_cpu_slots_share_the_cores_and_hide_every_gpu(monkeypatch):
-    monkeypatch.setattr(local, "_cuda_count", lambda: 0)  # whatever this machine has
+    monkeypatch.setattr(slots, "_cuda_count", lambda: 0)  # whatever this machine has
     pool = plan_slots(None, 2, cpu_cores=8, reader=Reader(0))
     assert pool.kind == "cpu" and pool.describe() == "2 CPU slot(s), 4 torch thread(s) each"
     slot = pool.take(1)
@@ -79,11 +80,11 @@ def test_bad_slot_options_are_refused_in_their_own_words(gpus, slots, needle):
 
 
 def test_without_nvml_the_gpus_are_counted_by_cuda(monkeypatch):
-    monkeypatch.setattr(local, "_cuda_count", lambda: 2)
-    assert local.visible_gpus(Reader(RuntimeError("NVML Shared Library Not Found"))) == 2
+    monkeypatch.setattr(slots, "_cuda_count", lambda: 2)
+    assert slots.visible_gpus(Reader(RuntimeError("NVML Shared Library Not Found"))) == 2
     assert plan_slots(None, None, cpu_cores=8, reader=Reader(RuntimeError("no nvml"))).units == ["gpu0", "gpu1"]
-    monkeypatch.setattr(local, "_cuda_count", lambda: 0)
-    assert local.visible_gpus(Reader(RuntimeError("no nvml"))) == 0
+    monkeypatch.setattr(slots, "_cuda_count", lambda: 0)
+    assert slots.visible_gpus(Reader(RuntimeError("no nvml"))) == 0
 
 
 def test_gpu_ids_parse_even_when_none_are_visible_yet():

@@ -30,7 +30,7 @@ from conftest import assert_clean_error, run_cli
 
 from dialsum import config, rundir
 from dialsum.errors import DialsumError
-from dialsum.suite import checks, display, failures, lock, process, runner, schema
+from dialsum.suite import checks, display, ensemble_step, failures, lock, process, runner, schema
 from dialsum.suite import state as suite_state
 from dialsum.suite.state import ExperimentRecord
 
@@ -309,8 +309,8 @@ def test_experiment_time_out_stops_it_and_the_suite_goes_on(tmp_path: Path, smal
 def test_gpu_wait_time_out_fails_each_experiment_without_starting_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from dialsum import slots
     from dialsum.suite import monitor
-    from dialsum.suite.backends import local
 
     class BusyGpus:  # NVML as a machine whose two GPUs stay full
         reason = ""
@@ -323,7 +323,7 @@ def test_gpu_wait_time_out_fails_each_experiment_without_starting_it(
             return monitor.GpuSample(20000.0, 24000.0)
 
     monkeypatch.setattr(monitor, "NvmlReader", BusyGpus)
-    monkeypatch.setattr(local, "visible_gpus", lambda reader=None: 2)
+    monkeypatch.setattr(slots, "visible_gpus", lambda reader=None: 2)
     suite_file = write_suite(tmp_path / "busy.yaml", [entry("a", BATCH_OPT), entry("b", HIGH_LR)],
                              gpu_wait_timeout_minutes=0.01, gpu_wait_poll_seconds=0.1)
     opts = runner.SuiteOptions(str(suite_file), init="tiny", out=str(tmp_path / "out"), gpus="0,1", live=False)
@@ -745,14 +745,14 @@ def environment(out: Path, name: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def parallel(tmp_path_factory: pytest.TempPathFactory, small_data: Path) -> dict[str, Any]:
     """Three experiments on two CPU slots; two experiments on two GPU ids that this driver is told exist."""
-    from dialsum.suite.backends import local
+    from dialsum import slots
 
     base = tmp_path_factory.mktemp("parallel")
     cpu_file = write_suite(base / "cpu.yaml", [entry(n, BATCH_OPT, "training.save_strategy=no") for n in "abc"])
     cpu = run_cli(*suite_args(cpu_file, base / "cpu", small_data, "--max-steps", "4", "--slots", "2"))
     gpu_file = write_suite(base / "gpu.yaml", [entry(n, BATCH_OPT, "training.save_strategy=no") for n in "de"])
     with pytest.MonkeyPatch.context() as patch:  # --gpus is refused where none is counted
-        patch.setattr(local, "visible_gpus", lambda reader=None: 2)
+        patch.setattr(slots, "visible_gpus", lambda reader=None: 2)
         gpu = runner.run_suite(runner.SuiteOptions(
             str(gpu_file), init="tiny", max_steps=2, out=str(base / "gpu"), sets=[*FAST_SETS, *SMALL_BATCH],
             data=str(small_data), gpus="0,1", live=False))  # fmt: skip
@@ -952,7 +952,7 @@ class RecordingBackend:
         return "recording"
 
     def take(self, n: int) -> Any:
-        from dialsum.suite.backends.local import Slot
+        from dialsum.slots import Slot
 
         return Slot(["cpu0"])
 
@@ -1100,15 +1100,15 @@ def test_gpus_where_no_gpu_is_visible_is_refused_pointing_to_slots(tmp_path: Pat
 
 
 def test_plan_slots_refuses_gpus_that_nothing_counts(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dialsum.suite.backends import local
+    from dialsum import slots
 
     class NoGpu:
         def visible_count(self) -> int:
             return 0
 
-    monkeypatch.setattr(local, "_cuda_count", lambda: 0)
+    monkeypatch.setattr(slots, "_cuda_count", lambda: 0)
     with pytest.raises(DialsumError, match=r"--gpus 0,1: this machine shows no GPU .*--slots N"):
-        local.plan_slots("0,1", None, cpu_cores=2, reader=NoGpu())
+        slots.plan_slots("0,1", None, cpu_cores=2, reader=NoGpu())
 
 
 def test_restart_starts_a_named_experiment_afresh_its_old_run_moved_aside(tmp_path: Path) -> None:
@@ -1217,11 +1217,11 @@ def test_an_ensemble_is_rebuilt_only_when_a_run_changed_after_it(tmp_path: Path)
         run.mkdir(parents=True)
         (run / "metrics.json").write_text("{}")
     target = tmp_path / "ensemble"
-    assert not runner._up_to_date(target, runs, tuned=False)  # never finished
+    assert not ensemble_step.up_to_date(target, runs, tuned=False)  # never finished
     target.mkdir()
     (target / "ensemble.json").write_text("{}")
-    assert runner._up_to_date(target, runs, tuned=False)
-    assert not runner._up_to_date(target, runs, tuned=True)  # no tune results to be built from
+    assert ensemble_step.up_to_date(target, runs, tuned=False)
+    assert not ensemble_step.up_to_date(target, runs, tuned=True)  # no tune results to be built from
     later = (target / "ensemble.json").stat().st_mtime + 5
     os.utime(runs[1] / "metrics.json", (later, later))  # b trained again (--restart) after the ensemble
-    assert not runner._up_to_date(target, runs, tuned=False)
+    assert not ensemble_step.up_to_date(target, runs, tuned=False)

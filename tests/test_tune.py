@@ -12,10 +12,13 @@ import pytest
 import yaml
 from conftest import FAST, assert_clean_error, run_cli
 
-from dialsum import config, tune
+from dialsum import config, tune, tune_finish, tune_space, tune_study
+from dialsum.config import RunOptions
 from dialsum.errors import DialsumError
+from dialsum.finished_run import read_dev
 from dialsum.metrics import score
-from dialsum.recipe import RunOptions, run_experiment
+from dialsum.recipe import run_experiment
+from dialsum.sections import TuneSection
 
 BATCH_OPT = Path("configs/experiments/04_batch_optimization_rtx3090.yaml")
 
@@ -48,7 +51,7 @@ def test_tune_chooses_on_the_search_rows_and_reports_the_held_out_ones(finished,
     for name in ("study.db", "best.yaml", "trials.csv", "result.json", "optimization_history.png"):
         assert (out / name).is_file(), name
     result = json.loads((out / "result.json").read_text())
-    split = tune.split_dev(12, 5)
+    split = tune_space.split_dev(12, 5)
     assert result["search"]["rows"] == 5 and result["heldout"]["rows"] == 7 and result["dev_rows"] == 12
     trials = pd.read_csv(out / "trials.csv")
     cfg = config.load(finished / "config.yaml")
@@ -98,31 +101,31 @@ def test_an_empty_search_space_is_refused():
         "num_beams": [], "length_penalty": [], "no_repeat_ngram_size": [], "repetition_penalty": [],
         "max_length": [128], "min_length": [], "early_stopping": [True]}})
     with pytest.raises(DialsumError, match="the search space is empty"):
-        tune.search_space(cfg, causal=False)
-    assert "instruction" in tune.search_space(cfg.model_copy(update={"tune": config.TuneSection()}), causal=True)
-    assert "instruction" not in tune.search_space(cfg.model_copy(update={"tune": config.TuneSection()}), causal=False)
+        tune_space.search_space(cfg, causal=False)
+    assert "instruction" in tune_space.search_space(cfg.model_copy(update={"tune": TuneSection()}), causal=True)
+    assert "instruction" not in tune_space.search_space(cfg.model_copy(update={"tune": TuneSection()}), causal=False)
 
 
 def test_beam_settings_are_neutral_without_beams():
     cfg = config.validate_dict({"model": {"name": "x"}})
-    tuned = tune.apply(cfg, {"num_beams": 1, "length_penalty": 0.7, "early_stopping": True, "min_length": 50,
+    tuned = tune_space.apply(cfg, {"num_beams": 1, "length_penalty": 0.7, "early_stopping": True, "min_length": 50,
                              "max_length": 20})
     assert tuned.generation.length_penalty == 1.0 and tuned.generation.early_stopping is False
     assert tuned.generation.min_length == 20
 
 
 def test_the_split_is_fixed_nested_and_leaves_rows_out():
-    half = tune.split_dev(100, None)
-    assert half == tune.split_dev(100, None) and len(half.search) == len(half.heldout) == 50
+    half = tune_space.split_dev(100, None)
+    assert half == tune_space.split_dev(100, None) and len(half.search) == len(half.heldout) == 50
     assert sorted(half.search + half.heldout) == list(range(100))
     assert half.search != list(range(50))  # a permutation, not the first rows
-    small, large = tune.split_dev(100, 10), tune.split_dev(100, 80)
+    small, large = tune_space.split_dev(100, 10), tune_space.split_dev(100, 80)
     assert set(small.search) < set(half.search) < set(large.search)  # nested: held-out rows stay shared
     assert set(large.heldout) < set(half.heldout) < set(small.heldout)
     with pytest.raises(DialsumError, match="--tune-dev-rows 5: dev has 5 rows"):
-        tune.split_dev(5, 5, "--tune-dev-rows")
+        tune_space.split_dev(5, 5, "--tune-dev-rows")
     with pytest.raises(DialsumError, match="dev has 1 row"):
-        tune.split_dev(1, None)
+        tune_space.split_dev(1, None)
 
 
 @pytest.mark.slow
@@ -192,9 +195,9 @@ def test_a_causal_run_tunes_its_instruction_and_predict_reads_it_back(small_data
         "tune.early_stopping=[]", "tune.trim_unfinished=[]", "tune.instruction=[요약해., 짧게 요약해.]"])
     run_experiment(cfg, RunOptions(init="tiny", run_dir=run, max_steps=2))
     result = tune.tune_run(tune.TuneOptions(run, trials=3))
-    assert set(result["best_params"]) == {"instruction"}
+    assert set(result.best_params) == {"instruction"}
     best = yaml.safe_load((run / "tune" / "best.yaml").read_text(encoding="utf-8"))
-    assert best["prompt"]["instruction"] == result["best_params"]["instruction"]
+    assert best["prompt"]["instruction"] == result.best_params["instruction"]
     trials = pd.read_csv(run / "tune" / "trials.csv", dtype=str)
     assert trials["instruction"][0] == "다음 대화를 요약해줘."  # trial 0: the run's own prompt
     again = run_cli("predict", str(run), "--input", str(small_data / "test.csv"), "--out", str(tmp_path / "p.csv"),
@@ -285,7 +288,7 @@ def test_ctrl_c_while_a_trial_is_written_stops_cleanly_and_keeps_it(finished, tm
 def test_an_interrupted_trial_of_the_run_s_own_settings_is_queued_again(finished, tmp_path, monkeypatch):
     run = fresh_copy(finished, tmp_path)
     calls = []
-    original = tune.Scorer.score
+    original = tune_study.Scorer.score
 
     def interrupted_first(self, params, rows):
         calls.append(params)
@@ -293,11 +296,11 @@ def test_an_interrupted_trial_of_the_run_s_own_settings_is_queued_again(finished
             raise KeyboardInterrupt  # Ctrl-C during trial 0, the run's own settings
         return original(self, params, rows)
 
-    monkeypatch.setattr(tune.Scorer, "score", interrupted_first)
+    monkeypatch.setattr(tune_study.Scorer, "score", interrupted_first)
     with pytest.raises(KeyboardInterrupt):
         tune.tune_run(tune.TuneOptions(run, trials=3, dev_rows=6))
     cfg = config.load(run / "config.yaml")
-    own = tune.own_params(cfg, tune.search_space(cfg, causal=False))
+    own = tune_space.own_params(cfg, tune_space.search_space(cfg, causal=False))
     assert calls == [own]
     tune.tune_run(tune.TuneOptions(run, trials=1, dev_rows=6))
     assert calls[1] == own  # queued again, and run first
@@ -315,27 +318,27 @@ def test_a_held_out_loss_is_reported_and_the_run_s_own_settings_stay_recommended
                                 "tune": {"num_beams": [2, 4], "length_penalty": [], "no_repeat_ngram_size": [],
                                          "repetition_penalty": [], "max_length": [], "min_length": [],
                                          "early_stopping": []}})
-    space = tune.search_space(cfg, causal=False)
+    space = tune_space.search_space(cfg, causal=False)
     assert list(space) == ["num_beams"]
-    own, other = tune.own_params(cfg, space), {**tune.own_params(cfg, space), "num_beams": 2}
+    own, other = tune_space.own_params(cfg, space), {**tune_space.own_params(cfg, space), "num_beams": 2}
     study = optuna.create_study(direction="maximize")
     for params, value in ((own, 40.0), (other, 45.0)):
         study.add_trial(optuna.trial.create_trial(
             params=params, value=value, distributions={k: CategoricalDistribution([4, 2]) for k in params}))
 
-    class Scores(tune.Scorer):
+    class Scores(tune_study.Scorer):
         def summaries(self, cfg, dialogues):
             return [f"{cfg.generation.num_beams} beams"] * len(dialogues)
 
         def evaluate(self, params, rows):
-            return (50.0 if params["num_beams"] == 4 else 48.0), self.summaries(tune.apply(self.cfg, params), rows)
+            return (50.0 if params["num_beams"] == 4 else 48.0), self.summaries(tune_space.apply(self.cfg, params), rows)
 
-    dev = tune.read_dev(cfg)
+    dev = read_dev(cfg)
     (tmp_path / "tune").mkdir()
-    result = tune.finish(study, Scores(cfg, None, None, "bart", dev), space, tune.split_dev(len(dev), None), tmp_path)
-    assert result["search"]["chosen"] == 45.0 and result["search"]["own"] == 40.0  # the trials' own scores
-    assert result["heldout"] == {"rows": 6, "own": 50.0, "tuned": 48.0} and result["recommended"] == "own"
+    result = tune_finish.finish(study, Scores(cfg, None, None, "bart", dev), space, tune_space.split_dev(len(dev), None), tmp_path)
+    assert result.search.chosen == 45.0 and result.search.own == 40.0  # the trials' own scores
+    assert result.heldout.model_dump() == {"rows": 6, "own": 50.0, "tuned": 48.0} and result.recommended == "own"
     assert yaml.safe_load((tmp_path / "tune" / "best.yaml").read_text())["generation"]["num_beams"] == 4
     assert set(pd.read_csv(tmp_path / "tune" / "dev_predictions.csv")["summary"]) == {"4 beams"}
     assert set(pd.read_csv(tmp_path / "submission_tuned.csv")["summary"]) == {"4 beams"}
-    assert "the tuned settings do not beat the run's own there, so best.yaml keeps the run's own" in tune.describe(result)
+    assert "the tuned settings do not beat the run's own there, so best.yaml keeps the run's own" in result.describe()

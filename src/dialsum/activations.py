@@ -33,15 +33,21 @@ bench/memory_check.py measures the whole estimate on a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.autograd.graph import saved_tensors_hooks
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from dialsum import lora, modeling
+from dialsum.modeling import quantized_linears
 
 LAYER_KEYS = ("num_hidden_layers", "num_layers", "encoder_layers", "decoder_layers", "num_decoder_layers", "n_layer")
 
@@ -157,12 +163,8 @@ def layer_bytes(hf_config: Any, shape: LayerShape, trust_remote_code: bool = Fal
     return _cached(hf_config.to_json_string(use_diff=False), type(hf_config), shape, trust_remote_code)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=64)  # architectures x shapes counted in one process: a validate of every config, a few dozen
 def _cached(config_json: str, config_class: type, shape: LayerShape, trust_remote_code: bool) -> LayerBytes:
-    import json
-
-    from dialsum import lora, modeling
-
     hf_config = config_class.from_dict(json.loads(config_json))
     model = modeling.meta_model(_two_layers(hf_config), trust_remote_code)
     if shape.four_bit:
@@ -186,8 +188,6 @@ def _two_layers(hf_config: Any) -> Any:
 
 
 def _stand_in_4bit(model: nn.Module, compute_dtype: torch.dtype) -> None:
-    from dialsum.memory import quantized_linears
-
     for name, linear in quantized_linears(model):
         frozen = _FrozenNF4(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
         frozen.compute_dtype = compute_dtype
@@ -207,10 +207,6 @@ def _stacks(model: nn.Module) -> dict[str, nn.Module]:
 def count(model: nn.Module, hf_config: Any, shape: LayerShape, fake: bool = True) -> LayerBytes:
     """Run the count on `model` as built (on fake tensors, or with `fake=False` on the real ones it holds, which
     the tests compare with)."""
-    import contextlib
-
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
     mode: Any = FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext()
     if fake:
         _to_fake(model, mode)

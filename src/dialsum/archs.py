@@ -80,6 +80,7 @@ def specials_of(family: str) -> list[str]:
 def family_of(hf_config: Any) -> str:
     """bart, t5, mt5 or causal; anything else is refused in one line. Encoders that transformers can also
     run with a causal head (BERT, RoBERTa, ...: the types with a masked-LM class) are not decoder-only LMs."""
+    # transformers takes seconds to import: only where it is used
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
         MODEL_FOR_MASKED_LM_MAPPING_NAMES,
@@ -124,7 +125,7 @@ def wants_untied_head(hf_config: Any) -> bool:
 
 
 def config_from_spec(spec: ArchSpec, vocab_size: int | None = None) -> Any:
-    import transformers as tf
+    import transformers as tf  # transformers: deferred, as above
 
     vocab = vocab_size or spec.vocab
     if spec.family == "bart":
@@ -143,7 +144,7 @@ def config_from_spec(spec: ArchSpec, vocab_size: int | None = None) -> Any:
 
 
 def causal_config(model_type: str, values: dict[str, Any]) -> Any:
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # transformers: deferred, as above
 
     return AutoConfig.for_model(model_type, **values)
 

@@ -10,7 +10,9 @@ two plain extractive baselines on the competition data (the first turn is the ot
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+
+from dialsum.metrics import TOKENIZATIONS, score
+from dialsum.runfiles import Baseline
 
 LONGEST_TURN = "longest turn"
 
@@ -24,15 +26,9 @@ def longest_turn(dialogue: str) -> str:
     return turn_text(max(dialogue.split("\n"), key=len))
 
 
-def first_turn(dialogue: str) -> str:
-    return turn_text(dialogue.split("\n", 1)[0])
-
-
-def longest_turn_scores(dialogues: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
+def longest_turn_scores(dialogues: Sequence[str], references: Sequence[str]) -> Baseline:
     """The longest-turn baseline's final score on these dev rows, in both tokenizations."""
-    from dialsum.metrics import TOKENIZATIONS, score
-
     preds = [longest_turn(d) for d in dialogues]
     refs = [[r] for r in references]
     finals = {tok: round(score(preds, refs, tokenize=tok).final, 4) for tok in TOKENIZATIONS}
-    return {"name": LONGEST_TURN, "n": len(preds), **finals}
+    return Baseline(name=LONGEST_TURN, n=len(preds), **finals)

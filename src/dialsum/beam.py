@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from transformers import GenerationMixin
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
@@ -78,11 +79,10 @@ def _plain_cache(cache: Any) -> bool:
 def _synced_gpus(model: Any) -> bool:
     """transformers' rule for keeping ranks in step: ZeRO-3 or FSDP across several processes (a callable
     `custom_generate` is not told, so it is asked here)."""
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return False
     try:
+        # in the transformers releases that have them (they moved between releases)
         from transformers.distributed.fsdp import is_fsdp_managed_module
         from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
     except ImportError:  # cannot tell: transformers' loop keeps them in step

@@ -1,6 +1,9 @@
 """The `dialsum` command line. Each command is a few lines that call the modules.
 
     dialsum --help
+
+Every command imports what it calls inside its own body: `dialsum --help` and a command that fails on its
+options start in a fraction of a second, without torch, transformers or pandas.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ app = typer.Typer(
 @app.command()
 def report(suite_dir: str = typer.Argument(..., help="Suite directory holding suite_state.json.")) -> None:
     """Rewrite a suite's comparison report (tables, recommendations, plots) from its state file."""
-    from dialsum.report import report_suite_dir
+    from dialsum.report.build import report_suite_dir
 
     paths = report_suite_dir(suite_dir)
     typer.echo(f"report: {paths['report_md']} ({len(paths)} files written)")
@@ -60,12 +63,6 @@ Sets = typer.Option([], "--set", help="Override a config key: section.key=value 
 Data = typer.Option(None, "--data", help="Directory with train.csv, dev.csv, test.csv (overrides data.dir).")
 
 
-def _load(config_path: str, sets: list[str], data_dir: str | None):
-    from dialsum import config
-
-    return config.load(config_path, list(sets) + ([f"data.dir={data_dir}"] if data_dir else []))
-
-
 @app.command()
 def validate(
     configs: list[str] = typer.Argument(..., help="Experiment YAML files."),
@@ -73,23 +70,13 @@ def validate(
     sets: list[str] = Sets,
 ) -> None:
     """Resolve configs against their architecture, this machine and transformers, without training."""
-    from dialsum.config import check_init
-    from dialsum.device import probe
-    from dialsum.recipe import quiet_libraries
-    from dialsum.resolve import describe_plan, validation_plan
+    from dialsum.api import validate as check
 
-    check_init(init)
-    quiet_libraries()
-    device, failed = probe(), 0
+    failed = 0
     for path in configs:
-        try:
-            plan = validation_plan(_load(path, sets, None), init, device)
-        except DialsumError as err:
-            typer.echo(f"{path}: CANNOT RUN\n  error        {err}")
-            failed += 1
-            continue
-        typer.echo(describe_plan(path, plan))
-        failed += not plan.ok
+        result = check(path, sets, init=init)
+        typer.echo(result.text)
+        failed += not result.ok
     raise typer.Exit(2 if failed else 0)
 
 
@@ -113,37 +100,24 @@ def train(
     """Train one experiment, score it on dev and write its submission (then tune its generation, with --tune)."""
     from pathlib import Path
 
-    from dialsum import distributed, tune
-    from dialsum.recipe import (
-        RunOptions,
-        apply_options,
-        check_nproc,
-        run_experiment,
-        summarize_metrics,
-        target_dir,
-    )
+    from dialsum import distributed
+    from dialsum.api import check_training, load_config, run_training
+    from dialsum.config import RunOptions
+    from dialsum.recipe import target_dir
 
-    cfg = _load(config_path, sets, data_dir)
+    cfg = load_config(config_path, sets, data=data_dir)
     opts = RunOptions(init, Path(run_dir) if run_dir else None, max_steps, one_epoch, resume)
-    tuning = tune.TuneOptions(Path("."), tune_trials, None, tune_dev_rows) if tune_trials is not None else None
-    if tuning:
-        tune.check_options(tuning, "--tune", "--tune-dev-rows")
-        tune.check_split_before_training(cfg, tune_dev_rows)
+    tuning = check_training(cfg, opts, tune_trials, tune_dev_rows)  # before any process starts
     if nproc != 1 and not distributed.launched():
-        apply_options(cfg, opts)  # the options are checked here, before any process starts
-        check_nproc(nproc)
+        distributed.check_nproc(nproc)
         argv = distributed.without_option(distributed.without_option(sys.argv[1:], "--nproc"), "--run-dir")
         argv += ["--run-dir", str(target_dir(cfg, opts))]  # one directory for every rank, checked here
         raise typer.Exit(distributed.launch(argv, nproc))
-    if tuning and opts.run_dir is None:
-        apply_options(cfg, opts)
-        opts.run_dir = target_dir(cfg, opts)  # tune finds the run where it was written
-    metrics = run_experiment(cfg, opts)
+    run = run_training(cfg, opts, tuning)
     if distributed.is_main():
-        typer.echo(summarize_metrics(metrics))
-        if tuning and opts.run_dir is not None:
-            tuning.run_dir = opts.run_dir
-            typer.echo(f"tune: {tune.describe(tune.tune_run(tuning))}")
+        typer.echo(run.metrics.summary())
+        if run.tuned is not None:
+            typer.echo(f"tune: {run.tuned.describe()}")
 
 
 @app.command()
@@ -155,7 +129,7 @@ def predict(
                                           "run's: a YAML with a generation section (RUN_DIR/tune/best.yaml)."),
 ) -> None:
     """Summarize a CSV with a trained run (LoRA adapters included), with its generation settings or tuned ones."""
-    from dialsum.recipe import predict_file
+    from dialsum.finished_run import predict_file
 
     typer.echo(f"wrote {predict_file(run_dir, input_path, out, generation)}")
 
@@ -174,12 +148,12 @@ def tune(
     """Tune generation settings on dev (Optuna); writes tune/best.yaml and submission_tuned.csv."""
     from pathlib import Path
 
-    from dialsum.tune import TuneOptions, describe, tune_run
+    from dialsum.tune import TuneOptions, tune_run
 
     result = tune_run(TuneOptions(Path(run_dir), trials, timeout, dev_rows, jobs, worker))
-    if worker:
+    if result is None:  # a --jobs worker: the parent reports
         return
-    typer.echo(f"tune: {describe(result)}; wrote {run_dir}/tune/best.yaml and {run_dir}/submission_tuned.csv")
+    typer.echo(f"tune: {result.describe()}; wrote {run_dir}/tune/best.yaml and {run_dir}/submission_tuned.csv")
 
 
 @app.command()
@@ -199,11 +173,24 @@ def ensemble(
     from dialsum.ensemble import EnsembleOptions, ensemble_runs
 
     result = ensemble_runs(EnsembleOptions([Path(r) for r in runs], Path(out), candidates, weighted, tuned))
-    for m in result["members"]:
-        typer.echo(f"  {m['name']}: dev {m['dev_final']:.2f}, picked for {m['dev_picks']} dev and "
-                   f"{m['test_picks']} test dialogues")
-    typer.echo(f"ensemble: dev {result['dev_final']:.2f} on {result['dev_rows']} dev rows "
-               f"({result['dev_rows_scored']}); wrote {out}/submission.csv")
+    for m in result.members:
+        typer.echo(f"  {m.name}: dev {m.dev_final:.2f}, picked for {m.dev_picks} dev and {m.test_picks} test dialogues")
+    typer.echo(f"ensemble: dev {result.dev_final:.2f} on {result.dev_rows} dev rows ({result.dev_rows_scored}); "
+               f"wrote {out}/submission.csv")
+
+
+@app.command()
+def compare(
+    runs: list[str] = typer.Argument(..., help="Finished run directories scored on the same dev file (and "
+                                     "ensemble folders of them)."),
+    out: str = typer.Option(..., "--out", help="Folder for the page (dialogues.html)."),
+) -> None:
+    """One page of every dev dialogue with each run's summary and score: sort, filter, compare by topic."""
+    from pathlib import Path
+
+    from dialsum.report.dialogue_sources import compare_runs
+
+    typer.echo(f"wrote {compare_runs([Path(r) for r in runs], Path(out))}")
 
 
 @app.command("make-sample")
@@ -225,7 +212,8 @@ def make_sample(
 @app.command()
 def suite(
     suite_file: str = typer.Argument(..., metavar="SUITE", help="Suite YAML (configs/suites/main5.yaml)."),
-    init: str | None = typer.Option(None, "--init", help="pretrained (default), random, or tiny."),
+    init: str | None = typer.Option(None, "--init", help="pretrained, random or tiny for every experiment "
+                                    "(default: each config's own model.init)."),
     one_epoch: bool | None = typer.Option(None, "--one-epoch", help="Train each experiment one epoch."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop each experiment after N steps."),
     resume: bool = typer.Option(False, "--resume", help="Skip finished experiments, continue killed ones."),
@@ -245,7 +233,8 @@ def suite(
                                       "old runs moved aside to run.1, run.2, ... (repeatable or a,b)."),
 ) -> None:
     """Run a suite of experiments, each in its own process: slots, GPU wait, monitor, retry, resume, report."""
-    from dialsum.suite import SuiteOptions, run_suite
+    from dialsum.suite.opening import SuiteOptions
+    from dialsum.suite.runner import run_suite
 
     opts = SuiteOptions(suite_file, init, one_epoch, max_steps, resume, only, skip, out, list(sets), data_dir,
                         gpus, slots, backend, address, restart=list(restart))
@@ -288,6 +277,18 @@ def sweep(
     raise typer.Exit(run_sweep(SweepOptions(config_path, trials, init, max_steps, one_epoch, data_dir, out,
                                             list(sets), pruner, timeout, resume, storage, keep_checkpoints, dev_rows,
                                             gpus, slots, backend, address)))
+
+
+@app.command("config")
+def config_help(
+    key: str | None = typer.Argument(None, metavar="[SECTION or SECTION.KEY]",
+                                     help="A section (training) or a field (training.optim); none: every field."),
+    suite_file: bool = typer.Option(False, "--suite", help="The suite file's fields instead of a config's."),
+) -> None:
+    """Show config fields with their help, type, default and allowed values, from the schema itself."""
+    from dialsum.confighelp import explain
+
+    typer.echo(explain(key, suite_file))
 
 
 def main() -> None:

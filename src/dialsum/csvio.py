@@ -1,4 +1,4 @@
-"""CSV input in the competition format (`fname,dialogue,summary,topic`), JSON input, atomic output.
+"""CSV input in the competition format (`fname,dialogue,summary,topic`), checked; atomic output is `fileio`'s.
 
 Exercised by every command that reads or writes a CSV: `dialsum score`, `dialsum train`,
 `dialsum predict`, `dialsum make-sample`.
@@ -6,12 +6,8 @@ Exercised by every command that reads or writes a CSV: `dialsum score`, `dialsum
 
 from __future__ import annotations
 
-import csv
 import io
-import json
-import os
-import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,57 +66,3 @@ def check_fnames(df: pd.DataFrame, path: str | Path) -> None:
 def preview(items: Sequence[Any], n: int = 10) -> str:
     head = ", ".join(str(x) for x in items[:n])
     return head + (f" (+{len(items) - n} more)" if len(items) > n else "")
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` via a temp file in the same directory and a rename (umask permissions)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_json(path: str | Path, data: Any) -> Path:
-    return atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
-
-
-def atomic_write_rows(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
-    """Write a CSV (all fields quoted where needed, multi-line cells kept) atomically."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return atomic_write_text(path, buf.getvalue())
-
-
-def read_json(path: str | Path, fix: str) -> Any:
-    """A JSON file; a missing, truncated or non-UTF-8 one is an error naming it, the line and `fix`."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DialsumError(f"{path}: not found; {fix}") from None
-    except UnicodeDecodeError:
-        raise DialsumError(f"{path}: not UTF-8 text; {fix}") from None
-    except json.JSONDecodeError as err:
-        raise DialsumError(
-            f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); {fix}"
-        ) from None

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,9 @@ import pandas as pd
 
 from dialsum.csvio import preview, read_table
 from dialsum.errors import DialsumError
+from dialsum.tokens import IGNORE_INDEX
 
+SEED_STRIDE = 100_003  # a prime above any epoch count: each (seed, epoch) pair gets a shuffle of its own
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _BREAKS = re.compile(r"\\n|<br\s*/?>|\r\n?")
 
@@ -86,29 +89,22 @@ class Encoder:
 class Seq2SeqCollator:
     """Dynamic padding: each batch is padded to its own longest input and label, no further."""
 
-    def __init__(self, pad_id: int, pad_to_multiple_of: int | None = None):
+    def __init__(self, pad_id: int):
         self.pad_id = pad_id
-        self.multiple = pad_to_multiple_of
-
-    def _width(self, rows: list[list[int]]) -> int:
-        width = max(len(r) for r in rows)
-        if self.multiple:
-            width = -(-width // self.multiple) * self.multiple
-        return width
 
     def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, Any]:
-        import torch
+        import torch  # torch takes seconds to import; data.py is read by commands that never train
 
         inputs = [f["input_ids"] for f in features]
-        width = self._width(inputs)
+        width = max(len(r) for r in inputs)
         batch = {
             "input_ids": torch.tensor([r + [self.pad_id] * (width - len(r)) for r in inputs]),
             "attention_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in inputs]),
         }
         if "labels" in features[0]:
             labels = [f["labels"] for f in features]
-            lw = self._width(labels)
-            batch["labels"] = torch.tensor([r + [-100] * (lw - len(r)) for r in labels])
+            lw = max(len(r) for r in labels)
+            batch["labels"] = torch.tensor([r + [IGNORE_INDEX] * (lw - len(r)) for r in labels])
         return batch
 
 
@@ -163,9 +159,7 @@ class LengthBucketSampler:
         return sum(len(b) * (max(self.lengths[i] for i in b) + max(labels[i] for i in b)) for b in batches)
 
     def batches(self) -> list[list[int]]:
-        import random
-
-        rng = random.Random(self.seed * 100_003 + self.epoch)
+        rng = random.Random(self.seed * SEED_STRIDE + self.epoch)
         ties = [rng.random() for _ in self.lengths]
         order = sorted(range(len(self.lengths)), key=lambda i: self.lengths[i] + ties[i])
         if self.label_lengths is None:

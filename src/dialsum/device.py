@@ -67,7 +67,7 @@ def cpu_core_count() -> int:
 def probe() -> DeviceInfo:
     """Describe the CUDA device (if any), CPU cores and bitsandbytes. Imports torch only here."""
     try:
-        import torch
+        import torch  # torch takes seconds to import: only where it is used
     except ImportError as err:  # the package depends on torch; still never crash a probe
         info = _probe_from(None)
         info.notes.append(f"torch not importable ({err})")

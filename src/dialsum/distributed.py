@@ -37,7 +37,9 @@ import sys
 from typing import Any
 
 from dialsum import lifeline
+from dialsum.device import cpu_core_count
 from dialsum.errors import DialsumError
+from dialsum.slots import visible_gpus
 
 
 def world_size() -> int:
@@ -55,6 +57,15 @@ def is_main() -> bool:
 def launched() -> bool:
     """True inside a process that torchrun started."""
     return "LOCAL_RANK" in os.environ
+
+
+def check_nproc(nproc: int) -> None:
+    """--nproc: one process per GPU, or at most one per core on a CPU-only machine (GPUs counted through NVML:
+    the launcher loads no torch)."""
+    gpus = visible_gpus()
+    limit, what = (gpus, "GPU(s)") if gpus else (cpu_core_count(), "CPU cores")
+    if nproc < 1 or nproc > limit:
+        raise DialsumError(f"--nproc {nproc}: must be 1 to {limit}, the {what} of this machine")
 
 
 def launch(argv: list[str], nproc: int) -> int:
@@ -85,8 +96,8 @@ _side_group: Any = None  # the gloo group of dialsum's own collectives (see the 
 def init(cuda: bool) -> None:
     """Join the process group torchrun set up (gloo on a CPU, NCCL on CUDA), with one rank too; nothing for a
     process torchrun did not start."""
-    import torch
-    import torch.distributed as dist
+    import torch  # torch takes seconds to import: only where it is used
+    import torch.distributed as dist  # torch: deferred, as above
 
     if not launched() or dist.is_initialized():
         return
@@ -104,7 +115,7 @@ def _group() -> Any:
     """dialsum's gloo group, or None outside a process group. Creating it is itself a collective: every rank
     reaches it at the same call, its first collective here, as every collective needs all ranks anyway."""
     global _side_group
-    import torch.distributed as dist
+    import torch.distributed as dist  # torch: deferred, as above
 
     if not (dist.is_available() and dist.is_initialized()):
         return None
@@ -114,7 +125,7 @@ def _group() -> Any:
 
 
 def barrier() -> None:
-    import torch.distributed as dist
+    import torch.distributed as dist  # torch: deferred, as above
 
     group = _group()
     if group is not None:
@@ -123,8 +134,8 @@ def barrier() -> None:
 
 def reduce(value: float, op: str) -> float:
     """The sum or max of `value` over every rank (the value itself for one process)."""
-    import torch
-    import torch.distributed as dist
+    import torch  # torch: deferred, as above
+    import torch.distributed as dist  # torch: deferred, as above
 
     group = _group()
     if group is None:
@@ -136,7 +147,7 @@ def reduce(value: float, op: str) -> float:
 
 def replicas_identical(model: Any) -> bool:
     """Whether every rank holds the same weights after training (a digest of the parameters compared)."""
-    import torch.distributed as dist
+    import torch.distributed as dist  # torch: deferred, as above
 
     group = _group()
     if group is None:
@@ -153,7 +164,7 @@ def replicas_identical(model: Any) -> bool:
 def finish() -> None:
     """Leave the process group (every group, dialsum's own too)."""
     global _side_group
-    import torch.distributed as dist
+    import torch.distributed as dist  # torch: deferred, as above
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -26,28 +26,33 @@ member's, on the same rows, and how the weights were measured).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from dialsum import config, data, generation, paths, prompt
-from dialsum.csvio import atomic_write_json, atomic_write_rows, read_json, read_table
+from dialsum import config, generation, paths, prompt
+from dialsum.csvio import read_table
 from dialsum.errors import DialsumError
+from dialsum.fileio import atomic_write_rows
+from dialsum.finished_run import FinishedRun, open_run, read_dev, read_test
 from dialsum.metrics import morpheme_texts, pairwise, score
 from dialsum.pause import pause
+from dialsum.runfiles import ENSEMBLE, TUNE_RESULT, EnsembleMember, EnsembleResult
 
 MIN_POOL = 3  # candidates per dialogue below which MBR can only echo the run order or the weights
 MAX_POOL = 128  # candidates per dialogue: 16,384 pair scores, about 0.4 s a dialogue on one core
 TABLE_BYTES = 32  # one pair score as the table holds it (a Python float and its pointer)
+TIE = 1e-9  # utilities this close are a tie (float sums in another order): the earlier candidate keeps it
+WEIGHT_FLOOR = 1e-6  # a member that scores 0 still weighs a little: the weights never sum to 0
 
 
 @dataclass
 class Member:
     """One run's candidates, best first, for each dev and test dialogue."""
 
-    run_dir: Path
+    run: FinishedRun
     name: str
     dev_score: float  # its best candidates' dev score (morpheme final) on the ensemble's dev rows
     dev: list[list[str]] = field(default_factory=list)
@@ -76,7 +81,7 @@ def mbr(candidates: list[list[str]], weights: list[float]) -> Pick:
     best, best_utility = 0, float("-inf")
     for i, row in enumerate(matrix):
         utility = sum(w * s for w, s in zip(evidence, row, strict=True))
-        if utility > best_utility + 1e-9:
+        if utility > best_utility + TIE:
             best, best_utility = i, utility
     return Pick(*flat[best])
 
@@ -91,7 +96,7 @@ def pick_all(members: list[Member], split: str, weights: list[float], rows: list
 def weights_on(members: list[Member], rows: list[int]) -> list[float]:
     """Each member's dev score on these rows (its best candidates), as its weight."""
     refs = [[members[0].references[i]] for i in rows]
-    return [max(score([m.dev[i][0] for i in rows], refs, "morpheme").final, 1e-6) for m in members]
+    return [max(score([m.dev[i][0] for i in rows], refs, "morpheme").final, WEIGHT_FLOOR) for m in members]
 
 
 def dev_picks(members: list[Member], weighted: bool) -> tuple[list[Pick], dict[str, Any]]:
@@ -125,13 +130,10 @@ def _table(path: Path, columns: list[str], fix: str) -> pd.DataFrame:
 
 def load_member(run_dir: Path, tuned: bool) -> Member:
     """A finished run's own outputs (or tuned ones) and their rows, every file read and checked."""
-    for name in ("config.yaml", "metrics.json", "dev_predictions.csv", "submission.csv"):
-        if not (run_dir / name).is_file():
-            raise DialsumError(f"{run_dir}: not a finished run ({name} is missing); train it to the end first")
-    metrics = read_json(run_dir / "metrics.json", "train the run again")
-    member = Member(run_dir, str(metrics.get("experiment") or run_dir.name), 0.0)
+    run = _tuned(open_run(run_dir)) if tuned else open_run(run_dir)
+    member = Member(run, run.name, 0.0)
     if tuned:
-        dev_file, test_file = _tuned_files(run_dir)
+        dev_file, test_file = run.dir / "tune" / "dev_predictions.csv", run.dir / "submission_tuned.csv"
         fix = "run dialsum tune on the run again"
     else:
         dev_file, test_file = run_dir / "dev_predictions.csv", run_dir / "submission.csv"
@@ -144,33 +146,27 @@ def load_member(run_dir: Path, tuned: bool) -> Member:
     return member
 
 
-def _tuned_files(run_dir: Path) -> tuple[Path, Path]:
-    """A tuned run's held-out dev predictions and tuned submission; a tuning that chose on the rows it
+def _tuned(run: FinishedRun) -> FinishedRun:
+    """The run with its tuned generation settings (`tune/best.yaml`); a tuning that chose on the rows it
     reported (before held-out scoring) is refused."""
-    result_path = run_dir / "tune" / "result.json"
-    if not (run_dir / "tune" / "best.yaml").is_file() or not result_path.is_file():
-        raise DialsumError(f"{run_dir}: --tuned, but the run has no tune/best.yaml; run dialsum tune on it first")
-    if "heldout" not in read_json(result_path, "run dialsum tune on the run again"):
-        raise DialsumError(f"{result_path}: written before tuning held rows out (its tuned outputs were chosen on "
-                           "the dev rows they were scored on); run dialsum tune on the run again")
-    return run_dir / "tune" / "dev_predictions.csv", run_dir / "submission_tuned.csv"
+    best = run.dir / "tune" / "best.yaml"
+    if not best.is_file() or not (run.dir / TUNE_RESULT).is_file():
+        raise DialsumError(f"{run.dir}: --tuned, but the run has no tune/best.yaml; run dialsum tune on it first")
+    if run.tune_result().heldout is None:
+        raise DialsumError(f"{run.dir / TUNE_RESULT}: written before tuning held rows out (its tuned outputs were "
+                           "chosen on the dev rows they were scored on); run dialsum tune on the run again")
+    return replace(run, cfg=config.with_generation(run.cfg, best))
 
 
-def _generated(member: Member, k: int, tuned: bool) -> None:
-    """Replace a member's candidates by its k best beams of its dev rows and of test, generated again."""
-    from dialsum.recipe import load_run_model, quiet_libraries
-    from dialsum.tune import read_dev, with_generation
-
-    run_dir = member.run_dir
-    cfg = config.load(run_dir / "config.yaml")
-    if tuned:
-        cfg = with_generation(cfg, run_dir / "tune" / "best.yaml")
+def _generated(member: Member, k: int) -> None:
+    """Replace a member's candidates by its k best beams of its dev rows and of test, generated again (with
+    its tuned generation settings under --tuned: `load_member` opened the run with them)."""
+    cfg = member.run.cfg
     dev = read_dev(cfg).set_index("fname")
-    test = data.read_split(Path(cfg.data.dir) / cfg.data.test_file, with_summary=False)
+    test = read_test(cfg)
     _check_same_rows(member, dev, list(test["fname"]), Path(cfg.data.dir))
-    quiet_libraries()
-    tokenizer, model, info = load_run_model(run_dir, cfg)
-    encoder = prompt.make_encoder(tokenizer, info["family"], cfg)
+    tokenizer, model = member.run.load()
+    encoder = prompt.make_encoder(tokenizer, member.run.info.family, cfg)
     strip = generation.decoder_tokens_to_strip(tokenizer)
     for split, dialogues in (("dev", dev.loc[member.dev_names, "dialogue"]), ("test", test["dialogue"])):
         inputs = encoder.inputs(list(dialogues))
@@ -181,7 +177,7 @@ def _check_same_rows(member: Member, dev: pd.DataFrame, test_names: list[str], d
     """The data a run's config points at must still hold the dialogues its outputs are of."""
     missing = [f for f in member.dev_names if f not in dev.index]
     if missing or test_names != member.test_names:
-        raise DialsumError(f"{member.run_dir}: its config's data ({data_dir}) no longer holds the dialogues of "
+        raise DialsumError(f"{member.run.dir}: its config's data ({data_dir}) no longer holds the dialogues of "
                            f"its outputs ({'dev ' + missing[0] if missing else 'test'}); restore data.dir")
 
 
@@ -191,11 +187,11 @@ def _same_rows(members: list[Member], tuned: bool) -> None:
     first = members[0]
     for member in members[1:]:
         if member.test_names != first.test_names:
-            raise DialsumError(f"{member.run_dir}: its test rows differ from those of {first.run_dir} "
+            raise DialsumError(f"{member.run.dir}: its test rows differ from those of {first.run.dir} "
                                f"({len(member.test_names)} against {len(first.test_names)} dialogues, or another "
                                "order); ensemble runs scored on the same data")
         if not tuned and member.dev_names != first.dev_names:
-            raise DialsumError(f"{member.run_dir}: its dev rows differ from those of {first.run_dir} "
+            raise DialsumError(f"{member.run.dir}: its dev rows differ from those of {first.run.dir} "
                                f"({len(member.dev_names)} against {len(first.dev_names)} dialogues, or another "
                                "order); ensemble runs scored on the same data")
     if tuned:
@@ -256,7 +252,7 @@ def _size(n_bytes: float) -> str:
     return f"{n_bytes / 1024 ** power:.1f} {('B', 'KB', 'MB', 'GB', 'TB')[power]}"
 
 
-def check_distinct(runs: list[Path]) -> None:
+def check_distinct(runs: list[Path], command: str = "ensemble") -> None:
     """Each run once: the same directory under two spellings (or a link), or a copy of a run (an identical
     metrics.json: it records the run's own training time and paths), would count one run twice."""
     seen: dict[Path, Path] = {}
@@ -264,18 +260,18 @@ def check_distinct(runs: list[Path]) -> None:
     for run in runs:
         where = run.resolve()
         if where in seen:
-            raise DialsumError(f"ensemble: {seen[where]} and {run} are the same run directory; give each run once")
+            raise DialsumError(f"{command}: {seen[where]} and {run} are the same run directory; give each run once")
         seen[where] = run
         metrics = run / "metrics.json"
         content = metrics.read_bytes() if metrics.is_file() else None
         if content is not None and content in copies:
-            raise DialsumError(f"ensemble: {copies[content]} and {run} hold the same run (identical metrics.json: "
+            raise DialsumError(f"{command}: {copies[content]} and {run} hold the same run (identical metrics.json: "
                                "one is a copy of the other); give each run once")
         if content is not None:
             copies[content] = run
 
 
-def ensemble_runs(opts: EnsembleOptions) -> dict[str, Any]:
+def ensemble_runs(opts: EnsembleOptions) -> EnsembleResult:
     check_options(opts)
     check_distinct([Path(r) for r in opts.runs])
     out = paths.check_folder(opts.out, "--out")
@@ -289,10 +285,10 @@ def ensemble_runs(opts: EnsembleOptions) -> dict[str, Any]:
     names = [m.name for m in members]
     for m in members:  # two runs of one experiment are told apart by their directories
         if names.count(m.name) > 1:
-            m.name = f"{m.name} ({m.run_dir})"
+            m.name = f"{m.name} ({m.run.dir})"
     if opts.candidates > 1:
         for m in members:
-            _generated(m, opts.candidates, opts.tuned)
+            _generated(m, opts.candidates)
     everything = list(range(len(members[0].dev)))
     for m, w in zip(members, weights_on(members, everything), strict=True):  # the same rows and references
         m.dev_score = w
@@ -307,7 +303,7 @@ def ensemble_runs(opts: EnsembleOptions) -> dict[str, Any]:
 
 
 def _write(opts: EnsembleOptions, members: list[Member], dev_picks: list[Pick], test_picks: list[Pick],
-           ensemble_score: float, weighting: dict[str, Any]) -> dict:
+           ensemble_score: float, weighting: dict[str, Any]) -> EnsembleResult:
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     first = members[0]
@@ -317,13 +313,13 @@ def _write(opts: EnsembleOptions, members: list[Member], dev_picks: list[Pick], 
     atomic_write_rows(out / "dev_predictions.csv", ["fname", "summary", "reference", "run", "candidate"],
                       ((f, p.text, r, members[p.member].name, p.rank)
                        for f, p, r in zip(first.dev_names, dev_picks, first.references, strict=True)))
-    result = {
-        "dev_final": ensemble_score, "dev_rows": len(dev_picks),
-        "dev_rows_scored": "held out by every member's tuning" if opts.tuned else "all dev rows",
-        "candidates": opts.candidates, "weighted": opts.weighted, "tuned": opts.tuned, "weights": weighting,
-        "members": [{"name": m.name, "run_dir": str(m.run_dir), "dev_final": m.dev_score,
-                     "dev_picks": sum(p.member == i for p in dev_picks),
-                     "test_picks": sum(p.member == i for p in test_picks)} for i, m in enumerate(members)],
-    }
-    atomic_write_json(out / "ensemble.json", result)
+    result = EnsembleResult(
+        dev_final=ensemble_score, dev_rows=len(dev_picks),
+        dev_rows_scored="held out by every member's tuning" if opts.tuned else "all dev rows",
+        candidates=opts.candidates, weighted=opts.weighted, tuned=opts.tuned, weights=weighting,
+        members=[EnsembleMember(name=m.name, run_dir=str(m.run.dir), dev_final=m.dev_score,
+                                dev_picks=sum(p.member == i for p in dev_picks),
+                                test_picks=sum(p.member == i for p in test_picks)) for i, m in enumerate(members)],
+    )
+    result.write(out / ENSEMBLE)
     return result

@@ -20,13 +20,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dialsum.config import GenerationSection
-from dialsum.csvio import atomic_write_rows
+from dialsum.fileio import atomic_write_rows
 from dialsum.metrics import DEFAULT_DECODER_TOKENS, MASK_TOKEN_RE, TOKENIZATIONS, score
+from dialsum.sections import GenerationSection
+
+# Rows per generation batch at most, whatever the budget: the budget counts a seq2seq batch's inputs only, and
+# this bounds what it leaves out (each row's beams x max_length decoder states), which short inputs would let grow.
+MAX_BATCH_ROWS = 256
 
 
 def token_budget_batches(lengths: list[int], budget: int, beams: int, sort: bool = True,
-                         max_batch: int = 256) -> list[list[int]]:
+                         max_batch: int = MAX_BATCH_ROWS) -> list[list[int]]:
     """Index batches whose padded size (longest x count x beams) stays within the budget."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i]) if sort else list(range(len(lengths)))
     batches: list[list[int]] = []
@@ -97,6 +101,7 @@ def _causal_processors(gen: GenerationSection, prompt_len: int) -> dict[str, Any
     `#Person1#`, key nouns) from the first step. The penalty is transformers' own processor, told to skip
     the prompt: every row of a left-padded batch has the same prompt width, so one length skips it (and
     the processor holds no per-row state: the beam loop keeps running it when inputs leave the batch)."""
+    # transformers takes seconds to import: only where it is used
     from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
     processors: list[Any] = []
@@ -110,7 +115,7 @@ def _causal_processors(gen: GenerationSection, prompt_len: int) -> dict[str, Any
 
 
 def _padded(rows: list[list[int]], pad: int, left: bool) -> tuple[Any, Any]:
-    import torch
+    import torch  # torch takes seconds to import: only where it is used
 
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -132,7 +137,7 @@ def generate_candidates(model: Any, tokenizer: Any, inputs: list[list[int]], gen
                         strip_tokens: list[str], k: int,
                         progress: Callable[[int, int], None] | None = None) -> list[list[str]]:
     """The `k` best beams of each input, best first (beams raised to `k` where fewer), in input order."""
-    import torch
+    import torch  # torch: deferred, as above
 
     device = next(model.parameters()).device
     causal = is_causal(model)
@@ -142,6 +147,7 @@ def generate_candidates(model: Any, tokenizer: Any, inputs: list[list[int]], gen
     if k > 1:
         kwargs["num_return_sequences"] = k
     if gen.drop_finished and gen.num_beams > 1:
+        # beam imports torch at once; commands that only read runs import this module without it
         from dialsum.beam import drop_finished_beam_search
 
         kwargs["custom_generate"] = drop_finished_beam_search
@@ -216,7 +222,7 @@ def clean_summary(text: str, strip_tokens: Sequence[str]) -> str:
     return " ".join(text.split())
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=64)  # one pattern per tokenizer's set of special tokens: a handful in a process
 def _strip_pattern(tokens: tuple[str, ...]) -> re.Pattern[str] | None:
     ordered = sorted((t for t in tokens if t), key=len, reverse=True)
     return re.compile("|".join(re.escape(t) for t in ordered)) if ordered else None
@@ -225,7 +231,7 @@ def _strip_pattern(tokens: tuple[str, ...]) -> re.Pattern[str] | None:
 def make_compute_metrics(tokenizer: Any, tokenize: str = "morpheme") -> Callable[[Any], dict[str, float]]:
     """A `compute_metrics` for `Seq2SeqTrainer(predict_with_generate=True)`.
 
-    Decodes generated ids and labels (negative ids such as -100 padding dropped) without skipping
+    Decodes generated ids and labels (negative ids such as IGNORE_INDEX padding dropped) without skipping
     special tokens, removes the decoder tokens, keeps mask tokens, and scores.
     """
     if tokenize not in TOKENIZATIONS:
@@ -246,7 +252,7 @@ def make_compute_metrics(tokenizer: Any, tokenize: str = "morpheme") -> Callable
 
 def decode_clean(tokenizer: Any, ids: Any, strip_tokens: Sequence[str]) -> list[str]:
     """Decode a batch of id rows (logits are arg-maxed; negative ids dropped) into clean summaries."""
-    import numpy as np
+    import numpy as np  # numpy: only where predictions are decoded
 
     array = np.asarray(ids)
     if array.ndim == 3:

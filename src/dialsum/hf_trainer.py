@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 from transformers import Seq2SeqTrainer, Trainer, TrainerCallback
 
 from dialsum.data import LengthBucketSampler
 from dialsum.distributed import reduce
 from dialsum.losses import chunked_loss
 from dialsum.meter import TrainingMeter
+from dialsum.tokens import IGNORE_INDEX
 
 # Fault injection for the suite's recovery tests: micro-batches larger than this raise out-of-memory.
 OOM_ABOVE_BATCH_ENV = "DIALSUM_FAULT_OOM_ABOVE_BATCH"
@@ -87,7 +89,7 @@ class _DialsumParts:
             )
         tokens = int(inputs["attention_mask"].sum())
         if self.count_labels:
-            tokens += int((inputs["labels"] != -100).sum())
+            tokens += int((inputs["labels"] != IGNORE_INDEX).sum())
         self.meter.tokens += int(reduce(tokens, "sum"))  # under DDP: every rank's share of this step
 
 
@@ -150,8 +152,6 @@ class Progress(TrainerCallback):
         self.bar: Any = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        from tqdm.auto import tqdm
-
         if not state.is_world_process_zero:
             return
         self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", dynamic_ncols=True)

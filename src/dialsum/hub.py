@@ -17,16 +17,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dialsum.csvio import read_json
 from dialsum.errors import DialsumError
+from dialsum.fileio import read_json
 
 CONFIG_NAME = "config.json"
 
 
 def config_file(name: str) -> Path | None:
     """The checkpoint's config.json on disk (downloaded if need be), or None when there is none."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
+    from huggingface_hub import hf_hub_download  # huggingface_hub: only where the hub is asked
+    from huggingface_hub.errors import (  # huggingface_hub: deferred, as above
         EntryNotFoundError,
         GatedRepoError,
         HFValidationError,
@@ -62,7 +62,7 @@ def checkpoint_config(name: str, trust_remote_code: bool = False) -> Any | None:
 
     A model type that transformers does not know runs the checkpoint's own code only when
     `trust_remote_code` is set (the experiment's `model.trust_remote_code`)."""
-    import transformers as tf
+    import transformers as tf  # transformers takes seconds to import: only where it is used
 
     path = config_file(name)
     if path is None:
@@ -84,7 +84,7 @@ def checkpoint_config(name: str, trust_remote_code: bool = False) -> Any | None:
 
 def offline() -> bool:
     """True when huggingface_hub will not download (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE set)."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # huggingface_hub: deferred, as above
 
     return constants.is_offline_mode()
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import filelock
 
-from dialsum.csvio import atomic_write_text
 from dialsum.errors import DialsumError
+from dialsum.fileio import atomic_write_text
 
 
 class FolderLock:

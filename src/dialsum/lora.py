@@ -99,7 +99,7 @@ def apply(model: Any, *, targets: list[str], rank: int, alpha: float, dropout: f
           gradient_checkpointing: bool, new_token_ids: list[int] | None = None) -> Any:
     """The peft-wrapped model. `new_token_ids`: rows of the input embedding that train too (tokens added
     to a pretrained vocabulary, such as the mask tokens, would otherwise keep their untrained vectors)."""
-    import peft
+    import peft  # peft imports transformers: only where it is used
 
     if quantized:
         model = peft.prepare_model_for_kbit_training(  # torch's recommended, non-reentrant checkpointing

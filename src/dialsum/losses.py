@@ -9,7 +9,7 @@ at a time, and checkpoints each chunk so its logits are recomputed in backward i
 all the labelled rows' logits would pass 64 MiB; below that, keeping them is faster and costs little).
 `seq2seq_loss` runs a BART/T5/mT5 body (plain or peft-wrapped) without its head and applies it;
 `causal_loss` does the same for decoder-only LMs whose head is a plain `lm_head` (Llama, Mistral,
-Qwen2/3, Gemma, EXAONE 3/4), where the prompt positions (labels -100) never reach the head.
+Qwen2/3, Gemma, EXAONE 3/4), where the prompt positions (labels `IGNORE_INDEX`) never reach the head.
 `chunked_loss` picks the one for the model. Loss and gradients equal `model(**batch).loss` in float32.
 """
 
@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from dialsum.errors import DialsumError
+from dialsum.tokens import IGNORE_INDEX
 
 LmHead = Callable[[Tensor], Tensor]
 
@@ -80,7 +81,7 @@ def chunked_lm_loss(
     chunk_tokens: int = 1024,
     logit_scale: float | None = None,
     logit_bias: Tensor | None = None,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
     label_smoothing: float = 0.0,
 ) -> Tensor:
     """Mean cross-entropy over non-ignored tokens, never holding more than `chunk_tokens` rows of logits.
@@ -188,6 +189,7 @@ def _check_batch(batch: Mapping[str, Tensor], allowed: frozenset[str], loss_name
 
 def _bart_hidden(model: nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
     """BART decoder output; decoder inputs are the labels shifted right, as the model's forward does."""
+    # transformers takes seconds to import: only where it is used
     from transformers.models.bart.modeling_bart import shift_tokens_right
 
     decoder_input_ids = batch.get("decoder_input_ids")
@@ -256,14 +258,14 @@ def causal_loss(model: nn.Module, batch: Mapping[str, Tensor], *, chunk_tokens: 
     """`model(**batch).loss` for a plain-head causal LM (bare or peft), computed with `chunked_lm_loss`.
 
     Position t predicts labels[t + 1], as transformers' ForCausalLMLoss shifts: the labels move left
-    and the last position gets -100, so the hidden states are used unsliced (no copy).
+    and the last position gets IGNORE_INDEX, so the hidden states are used unsliced (no copy).
     """
     base, _ = _supported_base(model, (_CAUSAL,))
     _check_batch(batch, _CAUSAL_KEYS, "causal_loss")
     hidden = base.model(
         input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
     ).last_hidden_state
-    next_labels = F.pad(batch["labels"][:, 1:], (0, 1), value=-100)
+    next_labels = F.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)
     return chunked_lm_loss(hidden, base.lm_head, next_labels, chunk_tokens=chunk_tokens,
                            label_smoothing=label_smoothing)
 

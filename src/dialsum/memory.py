@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from dialsum import activations
+from dialsum.modeling import quantized_linears
 
 GB = 1024**3
 NF4_BITS = 4.127
@@ -99,15 +100,6 @@ def _cfg(model: nn.Module, *names: str, default: int = 0) -> int:
         if isinstance(value, int) and value > 0:
             return value
     return default
-
-
-def quantized_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
-    """The Linears bitsandbytes stores in NF4, by name: all but the LM head and the fp32-kept modules."""
-    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    return [(name, m) for name, m in model.named_modules()
-            if isinstance(m, nn.Linear) and m is not head and "lm_head" not in name.split(".")
-            and not keep.intersection(name.split("."))]
 
 
 def quantized_parameters(model: nn.Module) -> int:

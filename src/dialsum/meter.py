@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
@@ -49,8 +50,6 @@ class PeakMemory:
 
     def start(self) -> PeakMemory:
         if self.kind == "cuda":
-            import torch
-
             torch.cuda.reset_peak_memory_stats()
             self.method = "torch.cuda.max_memory_allocated"
         elif _reset_kernel_peak():
@@ -70,8 +69,6 @@ class PeakMemory:
     def peak_mb(self) -> float:
         """The peak so far (the thread keeps sampling until `stop()`)."""
         if self.kind == "cuda":
-            import torch
-
             return round(torch.cuda.max_memory_allocated() / MB, 1)
         if self._thread is None:
             return round(_kernel_peak_bytes() / MB, 1)

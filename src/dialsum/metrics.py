@@ -32,11 +32,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dialsum.csvio import atomic_write_json, atomic_write_rows, read_table
+from dialsum.csvio import read_table
 from dialsum.errors import DialsumError
+from dialsum.fileio import atomic_write_json, atomic_write_rows
+from dialsum.tokens import MASK_TOKEN_PATTERN
 
 TOKENIZATIONS = ("morpheme", "whitespace")
-MASK_TOKEN_RE = re.compile(r"#[A-Za-z]+\d*#")
+MASK_TOKEN_RE = re.compile(MASK_TOKEN_PATTERN)
 DEFAULT_DECODER_TOKENS = ("<s>", "</s>", "<pad>", "<usr>", "<unk>")
 _EPS = 1e-8  # the smoothing term of rouge==1.0.1's F1
 _MORPH_CACHE_MAX = 200_000
@@ -277,7 +279,7 @@ def _lcs_words(x: Sequence[str], y: Sequence[str], positions: dict[str, int]) ->
 @functools.lru_cache(maxsize=1)
 def _analyzer() -> Any:
     """The Kiwi analyzer, loaded once on first use, with mask tokens kept as single tokens."""
-    from kiwipiepy import Kiwi
+    from kiwipiepy import Kiwi  # Kiwi loads its model in seconds: only when morphemes are scored
 
     kiwi = Kiwi(num_workers=-1)
     kiwi.add_re_word(MASK_TOKEN_RE.pattern, "NNP")
@@ -292,11 +294,16 @@ def morpheme_texts(texts: Iterable[str]) -> dict[str, str]:
     wanted = dict.fromkeys(texts)
     missing = [t for t in wanted if t not in _MORPH_CACHE and t.strip()]
     if missing:
-        for text, tokens in zip(missing, _analyzer().tokenize(missing), strict=True):
-            _MORPH_CACHE[text] = " ".join(token.form for token in tokens)
-        while len(_MORPH_CACHE) > _MORPH_CACHE_MAX:
-            _MORPH_CACHE.popitem(last=False)
+        _remember(zip(missing, _analyzer().tokenize(missing), strict=True))
     return {t: _cached_morphemes(t) for t in wanted}
+
+
+def _remember(analysed: Iterable[tuple[str, Any]]) -> None:
+    """Cache each text's morphemes joined by spaces, dropping the oldest beyond the cache's size."""
+    for text, tokens in analysed:
+        _MORPH_CACHE[text] = " ".join(token.form for token in tokens)
+    while len(_MORPH_CACHE) > _MORPH_CACHE_MAX:
+        _MORPH_CACHE.popitem(last=False)
 
 
 def _cached_morphemes(text: str) -> str:
@@ -314,6 +321,51 @@ def morphemes(text: str) -> list[str]:
 
 def clear_morpheme_cache() -> None:
     _MORPH_CACHE.clear()
+
+
+Span = tuple[int, int]
+
+
+def shared_morpheme_spans(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> list[list[Span]]:
+    """For each prediction, the character spans `[start, end)` of its morphemes that are words of one of its
+    references as the morpheme score counts them (what ROUGE-1 rewards), merged where they overlap or touch.
+
+    The same Kiwi analysis as `score` (mask tokens whole); a contracted syllable such as 했 (하 + 었) is one
+    span, highlighted when either of its morphemes is shared. The analyses are cached for scoring.
+    """
+    texts = [*predictions, *(r for group in references for r in group)]
+    located = _located_morphemes(texts)
+    out = []
+    for prediction, group in zip(predictions, references, strict=True):
+        words = {w for ref in group for form, _, _ in located[ref] for w in _scored_words(form)}
+        spans = [(start, end) for form, start, end in located[prediction]
+                 if any(w in words for w in _scored_words(form))]
+        out.append(_merged(spans))
+    return out
+
+
+def _located_morphemes(texts: Sequence[str]) -> dict[str, list[tuple[str, int, int]]]:
+    """Each distinct text's morphemes as (form, start, end) in its characters; the joined forms are cached."""
+    wanted = [t for t in dict.fromkeys(texts) if t.strip()]
+    analysed = list(zip(wanted, (list(tokens) for tokens in _analyzer().tokenize(wanted)), strict=True))
+    _remember(analysed)
+    located = {text: [(t.form, t.start, t.start + t.len) for t in tokens] for text, tokens in analysed}
+    return {text: located.get(text, []) for text in texts}
+
+
+def _scored_words(form: str) -> list[str]:
+    """The words a morpheme becomes in the score (forms joined by spaces, split on '.' and whitespace)."""
+    return [word for piece in form.split(".") for word in piece.split()]
+
+
+def _merged(spans: list[Span]) -> list[Span]:
+    merged: list[Span] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 # ----------------------------------------------------------------------------- files

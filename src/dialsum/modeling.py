@@ -13,18 +13,22 @@ What a checkpoint is lives in `dialsum.archs`; LoRA in `dialsum.lora`.
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import logging
 from collections.abc import Iterable
 from typing import Any
 
 from dialsum.archs import specials_of, wants_untied_head
 from dialsum.errors import DialsumError
+from dialsum.tokens import MASK_TOKEN_PATTERN
 
 # ---------------------------------------------------------------- tokenizers
 
 
 def train_tokenizer(texts: Iterable[str], family: str, vocab_size: int, keep_whole: list[str]) -> Any:
     """A BPE tokenizer (SentencePiece-style spaces) trained on the experiment's own text."""
+    # tokenizers and transformers take seconds to import: only where a tokenizer is trained or loaded
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -56,14 +60,14 @@ def tokenizer_from_data(train: Any, family: str, prefix: str, vocab_size: int, k
 
 
 def _mask_regex() -> Any:
-    from tokenizers import Regex
+    from tokenizers import Regex  # tokenizers: deferred, as above
 
-    return Regex(r"#[A-Za-z]+\d*#")
+    return Regex(MASK_TOKEN_PATTERN)
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False, local_only: bool = False) -> Any:
     """The checkpoint's tokenizer; `local_only`: from a local directory or the hub cache, never downloaded."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # transformers: deferred, as above
 
     try:
         return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, local_files_only=local_only)
@@ -99,21 +103,21 @@ def count_parameters(model: Any) -> tuple[int, int]:
 
 def meta_model(hf_config: Any, trust_remote_code: bool = False) -> Any:
     """The architecture on the meta device: shapes and names, no memory."""
-    import torch
+    import torch  # torch takes seconds to import: only where it is used
 
     with torch.device("meta"):
         return build_fresh_model(hf_config, seed=None, trust_remote_code=trust_remote_code)  # no RNG on meta
 
 
 def _auto_class(hf_config: Any) -> Any:
-    import transformers as tf
+    import transformers as tf  # transformers: deferred, as above
 
     return tf.AutoModelForSeq2SeqLM if hf_config.is_encoder_decoder else tf.AutoModelForCausalLM
 
 
 def _untie_lm_head(model: Any) -> None:
     """T5 v1.1 / mT5 have their own lm_head; transformers 5 ties it when built from a config."""
-    import torch
+    import torch  # torch: deferred, as above
 
     head = model.lm_head
     weight = torch.empty_like(head.weight)
@@ -130,7 +134,7 @@ def attention_kernel(sdpa: bool) -> str:
 
 
 def build_fresh_model(hf_config: Any, seed: int | None, sdpa: bool = True, trust_remote_code: bool = False) -> Any:
-    import torch
+    import torch  # torch: deferred, as above
 
     if seed is not None:
         torch.manual_seed(seed)
@@ -144,7 +148,7 @@ def build_fresh_model(hf_config: Any, seed: int | None, sdpa: bool = True, trust
 def resize_embeddings(model: Any, size: int, seed: int) -> None:
     """Grow the vocabulary to `size` rows. transformers samples the new rows around the mean of the old
     ones; seeding first makes them the same in training and in every later load (`dialsum predict`)."""
-    import torch
+    import torch  # torch: deferred, as above
 
     if size > model.get_input_embeddings().num_embeddings:
         torch.manual_seed(seed)
@@ -158,10 +162,10 @@ def four_bit_arguments(compute_dtype: Any, device: str) -> dict[str, Any]:
     the whole model on this process's own device, as a quantized model cannot move after loading: on CUDA
     the current device, which `distributed.init` sets to the DDP rank's GPU (LOCAL_RANK), so no two ranks
     load onto GPU 0."""
-    from transformers import BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig  # transformers: deferred, as above
 
     if device == "cuda":
-        import torch
+        import torch  # torch: deferred, as above
 
         device = f"cuda:{torch.cuda.current_device()}"
     quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -172,7 +176,7 @@ def four_bit_arguments(compute_dtype: Any, device: str) -> dict[str, Any]:
 def load_pretrained_model(path: str, *, four_bit: bool, compute_dtype: Any, device: str, sdpa: bool = True,
                           trust_remote_code: bool = False) -> Any:
     """Weights from a checkpoint (NF4 with double quantization when `four_bit`, computing in `compute_dtype`)."""
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # transformers: deferred, as above
 
     kwargs: dict[str, Any] = {"attn_implementation": attention_kernel(sdpa), "trust_remote_code": trust_remote_code}
     if four_bit:
@@ -188,16 +192,25 @@ def load_pretrained_model(path: str, *, four_bit: bool, compute_dtype: Any, devi
         ) from None
 
 
+def quantized_linears(model: Any) -> list[tuple[str, Any]]:
+    """The Linears 4-bit loading stores in NF4 (bitsandbytes), by name: all but the LM head and the modules
+    transformers keeps in float32 (`_keep_in_fp32_modules`, T5's `wo`)."""
+    from torch import nn  # torch: deferred, as above
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return [(name, m) for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) and m is not head and "lm_head" not in name.split(".")
+            and not keep.intersection(name.split("."))]
+
+
 # ---------------------------------------------------------------- liger-kernel (CUDA)
 
 
 def liger_supports(model_type: str) -> bool | None:
     """Whether liger-kernel patches this model type (None: liger-kernel is not installed)."""
-    import importlib.util
-
     if importlib.util.find_spec("liger_kernel") is None:
         return None
-    from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+    from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN  # optional: CUDA only
 
     return model_type in MODEL_TYPE_TO_APPLY_LIGER_FN
 
@@ -206,9 +219,7 @@ def apply_liger(model: Any) -> None:
     """Swap the causal LM's head and loss for liger-kernel's fused linear cross-entropy (no logits are
     materialised in training); its other kernels stay off, so 4-bit and LoRA layers are untouched.
     liger patches the model class, so the swap holds for every model of that type in this process."""
-    import inspect
-
-    from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+    from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN  # optional: CUDA only
 
     patch = MODEL_TYPE_TO_APPLY_LIGER_FN[model.config.model_type]
     flags = {"model": model, "fused_linear_cross_entropy": True, "cross_entropy": False, "rope": False,

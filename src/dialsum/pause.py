@@ -49,8 +49,8 @@ def attach(trainer: Any, experiment: str) -> None:
 
 
 def _checkpoint_pauses(experiment: str) -> Any:
-    from transformers import TrainerCallback
-    from transformers.trainer_callback import ExportableState
+    from transformers import TrainerCallback  # transformers takes seconds to import: only where it is used
+    from transformers.trainer_callback import ExportableState  # transformers: deferred, as above
 
     class CheckpointPauses(TrainerCallback, ExportableState):
         """`before-save` as a checkpoint is due; `mid-save` when the Trainer collects the callbacks' states,

@@ -6,7 +6,7 @@
 A causal LM reads `prompt.template` (the instruction and the dialogue), wrapped as a user turn in the
 tokenizer's chat template when it has one and `prompt.chat_template` is true, and learns to continue
 with the summary and its end token. Training rows are `prompt ids + summary ids + [eos]`, with the
-loss on the summary and the end token only (labels -100 over the prompt). A dialogue longer than
+loss on the summary and the end token only (labels `IGNORE_INDEX` over the prompt). A dialogue longer than
 `tokenizer.encoder_max_len` (the whole prompt's budget) is cut, never the instruction, the template's
 tail or the summary. The prompt is tokenized in three pieces, the template's head, the dialogue and
 its tail, the same way for training and generation, so both see identical ids.
@@ -19,11 +19,12 @@ from typing import Any
 
 import pandas as pd
 
-from dialsum.config import DIALOGUE_SLOT, INSTRUCTION_SLOT, ExperimentConfig, PromptSection
+from dialsum.data import Encoder
 from dialsum.errors import DialsumError
+from dialsum.sections import DIALOGUE_SLOT, INSTRUCTION_SLOT, ExperimentConfig, PromptSection
+from dialsum.tokens import IGNORE_INDEX
 
 _SENTINEL = "\u2063DIALOGUE\u2063"  # invisible separators: no chat template alters them
-IGNORE = -100
 
 
 def has_chat_template(tokenizer: Any) -> bool:
@@ -129,14 +130,12 @@ class CausalEncoder:
             return [{"input_ids": p} for p in prompts]
         out = []
         for p, s in zip(prompts, self.labels(list(df["summary"])), strict=True):
-            out.append({"input_ids": p + s, "labels": [IGNORE] * len(p) + s})
+            out.append({"input_ids": p + s, "labels": [IGNORE_INDEX] * len(p) + s})
         return out
 
 
 def make_encoder(tokenizer: Any, family: str, cfg: ExperimentConfig) -> Any:
     """The encoder of this family: prompt + completion for causal LMs, dialogue -> summary pairs otherwise."""
-    from dialsum.data import Encoder
-
     tok = cfg.tokenizer
     if family == "causal":
         return CausalEncoder(tokenizer, cfg.prompt, tok.encoder_max_len, tok.decoder_max_len)

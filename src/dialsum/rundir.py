@@ -4,8 +4,10 @@
     dialsum train CONFIG --run-dir runs/x/1 --resume   # a folder that holds a run
 
 A folder holds a run when `train` has written its `config.yaml` and `adaptations.json` there (the
-first files of every run); it is finished when it also holds `metrics.json` (the last). A checkpoint
-is complete when its `trainer_state.json`, which transformers writes last, exists and parses.
+first files of every run); it is finished when it also holds `metrics.json` (the last). That is the one
+"finished" rule: `train` refuses to write over a finished run, the suite skips one, and `predict`, `tune`,
+`ensemble` and the suite's steps after training use only finished runs (through `dialsum.finished_run`).
+A checkpoint is complete when its `trainer_state.json`, which transformers writes last, exists and parses.
 """
 
 from __future__ import annotations
@@ -15,17 +17,31 @@ from pathlib import Path
 
 from dialsum.errors import DialsumError
 from dialsum.paths import check_folder
+from dialsum.runfiles import METRICS
 
 MARKERS = ("config.yaml", "adaptations.json")
-FINISHED = "metrics.json"
+FINISHED = METRICS  # the last file a run writes
 
 
 def is_run(path: Path) -> bool:
     return all((path / name).is_file() for name in MARKERS)
 
 
+def missing_for_finished(path: Path) -> str | None:
+    """The first file a finished run holds that `path` lacks; None for a finished run."""
+    return next((name for name in (*MARKERS, FINISHED) if not (path / name).is_file()), None)
+
+
 def is_finished(path: Path) -> bool:
-    return is_run(path) and (path / FINISHED).is_file()
+    return missing_for_finished(path) is None
+
+
+def check_finished(path: Path) -> None:
+    """Refuse anything but a finished run, naming the file it lacks."""
+    missing = missing_for_finished(path)
+    if missing:
+        raise DialsumError(f"{path}: not a finished run ({missing} is missing); train it to the end first, or point "
+                           "at a run directory under runs/")
 
 
 def nearby_runs(path: Path, limit: int = 5) -> list[Path]:
@@ -79,21 +95,3 @@ def last_checkpoint(checkpoints: Path) -> Path | None:
     done = [p for p in checkpoints.glob("checkpoint-*")
             if p.name.split("-")[-1].isdigit() and checkpoint_complete(p)]
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
-
-
-def load_metrics(run_dir: Path) -> tuple[dict, str | None]:
-    """A run's metrics.json and, when it is missing or unreadable, why ({} then)."""
-    path = run_dir / FINISHED
-    if not path.is_file():
-        return {}, f"{FINISHED} missing"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        return {}, f"{FINISHED} unreadable ({type(err).__name__})"
-    return (data, None) if isinstance(data, dict) else ({}, f"{FINISHED} is not an object")
-
-
-def dev_final(metrics: dict) -> float | None:
-    """The run's dev score: morpheme final, the leaderboard's number."""
-    value = ((metrics.get("dev") or {}).get("morpheme") or {}).get("final")
-    return float(value) if isinstance(value, (int, float)) else None

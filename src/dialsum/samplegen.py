@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from dialsum.csvio import atomic_write_rows
 from dialsum.errors import DialsumError
+from dialsum.fileio import atomic_write_rows
 from dialsum.paths import check_folder
 
 T = TypeVar("T")

@@ -16,7 +16,9 @@ import difflib
 import tempfile
 from typing import Any
 
-from dialsum.config import ExperimentConfig
+from dialsum.distributed import launched, world_size
+from dialsum.generation import generation_kwargs
+from dialsum.sections import ExperimentConfig
 
 
 def device_arguments(cfg: ExperimentConfig, device: str, world: int, launched: bool = False) -> dict[str, Any]:
@@ -31,9 +33,7 @@ def device_arguments(cfg: ExperimentConfig, device: str, world: int, launched: b
 
 
 def training_arguments(cfg: ExperimentConfig, *, output_dir: str, four_bit: bool, device: str) -> Any:
-    from transformers import Seq2SeqTrainingArguments
-
-    from dialsum.distributed import launched, world_size
+    from transformers import Seq2SeqTrainingArguments  # transformers takes seconds to import: only here
 
     t, gen = cfg.training, cfg.generation
     best = t.load_best_model_at_end and t.eval_strategy != "no"
@@ -68,6 +68,7 @@ def training_arguments(cfg: ExperimentConfig, *, output_dir: str, four_bit: bool
 
 
 def optimizer_names() -> list[str]:
+    # transformers takes seconds to import: only where it is used
     from transformers.training_args import OptimizerNames
 
     return [o.value for o in OptimizerNames]
@@ -100,9 +101,7 @@ def problems(cfg: ExperimentConfig, *, four_bit: bool, device: str) -> list[str]
 
 def _generation_problem(cfg: ExperimentConfig) -> str | None:
     """transformers checks generation settings when it saves a checkpoint: check them now instead."""
-    from transformers import GenerationConfig
-
-    from dialsum.generation import generation_kwargs
+    from transformers import GenerationConfig  # transformers: see training_arguments
 
     try:
         GenerationConfig(**generation_kwargs(cfg.generation)).validate(strict=True)
@@ -114,8 +113,8 @@ def _generation_problem(cfg: ExperimentConfig) -> str | None:
 
 def _try_optimizer(args: Any, device: str) -> None:
     """Resolve the optimizer class (imports its package); on the CPU, also take one step with it."""
-    import torch
-    from transformers import Trainer
+    import torch  # torch takes seconds to import: only where it is used
+    from transformers import Trainer  # transformers: deferred, as above
 
     cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
     if device != "cpu":  # a step would put a CUDA context in the calling process

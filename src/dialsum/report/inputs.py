@@ -1,4 +1,9 @@
-"""Reading what the report is built from: the suite's typed state, each run directory and memory log."""
+"""Reading what the report is built from: the suite's typed state, each run directory and memory log.
+
+The run files are read through their typed models (`dialsum.runfiles`). A run file that exists but cannot
+be read or does not match is a one-line error for `dialsum report` (`strict`), and a note in the report the
+suite writes while it runs (a report problem never stops the experiments); a missing file is a note.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dialsum.csvio import read_json
+from dialsum import runfiles
 from dialsum.errors import DialsumError
-from dialsum.rundir import load_metrics
+from dialsum.runfiles import EnsembleResult, RunMetrics, TuneResult
 from dialsum.suite.state import ExperimentRecord, SuiteState, read_state
+
+FIX = "restore the file or move it aside, then run dialsum report again"
+M = runfiles.M
 
 
 @dataclass
@@ -22,12 +30,12 @@ class Experiment:
     index: int
     record: ExperimentRecord
     run_dir: Path | None
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: RunMetrics = field(default_factory=RunMetrics)
     log: list[dict[str, Any]] = field(default_factory=list)
     memory: list[dict[str, Any]] = field(default_factory=list)
     submission: Path | None = None
     notes: list[str] = field(default_factory=list)
-    tune: dict[str, Any] = field(default_factory=dict)  # its tune/result.json (dialsum tune), when tuned
+    tune: TuneResult | None = None  # its tune/result.json (dialsum tune), when tuned
 
     @property
     def name(self) -> str:
@@ -49,14 +57,18 @@ def load_suite_state(path: Path) -> SuiteState:
     return read_state(path)
 
 
-def load_experiment(index: int, record: ExperimentRecord, out_dir: Path) -> Experiment:
-    """Read what exists of one experiment's files; problems become notes, never errors."""
+def load_experiment(index: int, record: ExperimentRecord, out_dir: Path, strict: bool = False) -> Experiment:
+    """Read what exists of one experiment's files; problems become notes (with `strict`, a run file that
+    exists but cannot be used is an error)."""
     exp = Experiment(index, record, resolve_path(record.run_dir, out_dir))
     if exp.run_dir is not None:
-        exp.metrics = read_metrics(exp.run_dir, exp.notes, expected=exp.state == "finished")
+        metrics_path = exp.run_dir / runfiles.METRICS
+        expected = exp.state == "finished" or metrics_path.exists()
+        exp.metrics = read_run_file(metrics_path, RunMetrics, exp.notes, strict, expected) or RunMetrics()
         exp.log = read_train_log(exp.run_dir / "train_log.jsonl", exp.notes)
         exp.submission = find_submission(exp.run_dir, exp.metrics, exp.notes)
-        exp.tune = read_optional_json(exp.run_dir / "tune" / "result.json", exp.notes)
+        tune = exp.run_dir / runfiles.TUNE_RESULT
+        exp.tune = read_run_file(tune, TuneResult, exp.notes, strict, tune.exists())
     elif exp.state == "finished":
         exp.notes.append("no run directory recorded")
     memory_csv = resolve_path(record.memory_csv, out_dir)
@@ -65,15 +77,21 @@ def load_experiment(index: int, record: ExperimentRecord, out_dir: Path) -> Expe
     return exp
 
 
-def read_optional_json(path: Path, notes: list[str]) -> dict[str, Any]:
-    """A JSON result that may not exist (tuning, an ensemble); an unreadable one is a note."""
-    if not path.is_file():
-        return {}
-    try:
-        return read_json(path, "run the command that wrote it again")
-    except DialsumError as err:
-        notes.append(str(err))
-        return {}
+def read_run_file(path: Path, model: type[M], notes: list[str], strict: bool, expected: bool = True) -> M | None:
+    """A typed run file; why it cannot be used is a note (when it was `expected`), or with `strict` an error
+    for one that exists."""
+    if strict and path.exists():
+        return runfiles.read(path, model, FIX)
+    found, problem = runfiles.load(path, model)
+    if problem and expected:
+        notes.append(problem)
+    return found
+
+
+def read_ensemble(out_dir: Path, strict: bool) -> EnsembleResult | None:
+    """The suite's ensemble (`ensemble/ensemble.json`), when it built one; without `strict`, None for one that
+    cannot be read (the report then shows no ensemble)."""
+    return read_run_file(out_dir / "ensemble" / runfiles.ENSEMBLE, EnsembleResult, [], strict)
 
 
 def resolve_path(value: Any, base: Path) -> Path | None:
@@ -82,14 +100,6 @@ def resolve_path(value: Any, base: Path) -> Path | None:
         return None
     path = Path(str(value))
     return path if path.is_absolute() else base / path
-
-
-def read_metrics(run_dir: Path, notes: list[str], *, expected: bool) -> dict[str, Any]:
-    """The run's metrics.json; a missing one is a note when the run finished, an unreadable one always."""
-    metrics, problem = load_metrics(run_dir)
-    if problem and (expected or (run_dir / "metrics.json").exists()):
-        notes.append(problem)
-    return metrics
 
 
 def read_train_log(path: Path, notes: list[str]) -> list[dict[str, Any]]:
@@ -135,8 +145,8 @@ def read_memory_csv(path: Path, notes: list[str]) -> list[dict[str, Any]]:
     return samples
 
 
-def find_submission(run_dir: Path, metrics: dict[str, Any], notes: list[str]) -> Path | None:
-    name = metrics.get("submission")
+def find_submission(run_dir: Path, metrics: RunMetrics, notes: list[str]) -> Path | None:
+    name = metrics.submission
     if not name:
         return None
     path = resolve_path(name, run_dir)

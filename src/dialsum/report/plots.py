@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dialsum.csvio import atomic_write_bytes
+from dialsum.fileio import atomic_write_bytes
 from dialsum.report.inputs import Experiment
 from dialsum.report.results import TOKENIZATIONS, eval_points, loss_points, reference
 
@@ -41,7 +41,7 @@ def save_png(fig: Any, path: Path) -> Path:
 
 
 def new_axes(nrows: int = 1, height: float = 4.6) -> tuple[Any, list[Any]]:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # matplotlib takes a second to import: only where a plot is drawn
 
     fig = Figure(figsize=(9.5, height * nrows), dpi=PLOT_DPI, layout="constrained")
     axes = fig.subplots(nrows, 1, squeeze=False)
@@ -57,7 +57,7 @@ def plot_label(exp: Experiment) -> str:
 
 
 def color(exp: Experiment) -> Any:
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # matplotlib: deferred, as above
 
     return colormaps["tab10"](exp.index % 10)
 
@@ -174,7 +174,7 @@ def final_scores_figure(experiments: list[Experiment], rows: list[dict[str, Any]
 
 
 def legend_patch(label: str, hatch: str) -> Any:
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch  # matplotlib: deferred, as above
 
     return Patch(
         facecolor="gray", alpha=1.0 if not hatch else 0.55, hatch=hatch, edgecolor="white", label=label

@@ -18,7 +18,7 @@ from dialsum.report.results import (
     fmt_memory,
     reference,
 )
-from dialsum.tune import describe
+from dialsum.runfiles import EnsembleResult
 
 STATES = ("finished", "failed", "running", "pending", "skipped")
 SCORE_HEADER = [
@@ -39,10 +39,13 @@ def report_blocks(
     recs: list[dict[str, Any]],
     plots: dict[str, Path],
     out_dir: Path,
-    ensemble: dict[str, Any] | None = None,
+    ensemble: EnsembleResult | None = None,
+    description: str = "",
 ) -> list[Block]:
-    """The report as a list of blocks, for `render_markdown`."""
-    blocks: list[Block] = [("h", 1, title), ("p", f"{summary_line(rows)} Generated {generated}.")]
+    """The report as a list of blocks, for `render_markdown`; the suite's `description` heads it."""
+    blocks: list[Block] = [("h", 1, title)]
+    blocks += [("p", description[:1].upper() + description[1:] + ".")] if description else []
+    blocks += [("p", f"{summary_line(rows)} Generated {generated}.")]
     blocks += [
         (
             "p",
@@ -52,7 +55,8 @@ def report_blocks(
             "dev rows its search did not see, beside the run's own settings on the same rows.",
         )
     ]
-    blocks += [("h", 2, "Scores"), score_table(rows, ensemble)]
+    blocks += [("h", 2, "Scores"), *described(rows), score_table(rows, ensemble)]
+    blocks += dialogue_page_blocks(plots)
     blocks += reference_blocks(rows)
     blocks += [("h", 2, "Setup"), setup_table(rows)]
     blocks += [("h", 2, "Cost"), cost_table(rows)]
@@ -66,8 +70,18 @@ def report_blocks(
     if notes:
         blocks += [("h", 2, "Data notes"), ("list", notes)]
     files = ["results.csv", "results.json", "experiment_index.csv", "report.html"]
+    files += ["dialogues.html"] if "dialogues_html" in plots else []
     blocks += [("h", 2, "Files"), ("list", [("", f) for f in files])]
     return blocks
+
+
+def dialogue_page_blocks(paths: dict[str, Path]) -> list[Block]:
+    """The link to the per-dialogue page, where one was written."""
+    if "dialogues_html" not in paths:
+        return []
+    return [("p", "Every dev dialogue with each run's summary (tuned and ensemble outputs too), its score and "
+                  "the morphemes it shares with the references, sorted and filtered as you choose, with each "
+                  "run's mean score per topic: [dialogues.html](dialogues.html).")]
 
 
 def summary_line(rows: list[dict[str, Any]]) -> str:
@@ -83,7 +97,13 @@ def summary_line(rows: list[dict[str, Any]]) -> str:
     return f"{len(rows)} experiment(s): {states}; total wall time {wall:.1f} min{tail}."
 
 
-def score_table(rows: list[dict[str, Any]], ensemble: dict[str, Any] | None = None) -> Block:
+def described(rows: list[dict[str, Any]]) -> list[Block]:
+    """What each experiment tries (its config's experiment.description), above the tables."""
+    items = [(row["label"], row["description"]) for row in rows if row["description"]]
+    return [("list", items)] if items else []
+
+
+def score_table(rows: list[dict[str, Any]], ensemble: EnsembleResult | None = None) -> Block:
     body = [
         [
             str(i + 1),
@@ -101,7 +121,8 @@ def score_table(rows: list[dict[str, Any]], ensemble: dict[str, Any] | None = No
         body.append(["ref", "Longest turn (extractive)", fmt_float(ref["morpheme"]), "-",
                      fmt_float(ref["whitespace"]), "-", "reference"])
     if ensemble:
-        body.append(["ens", ensemble_label(ensemble), fmt_float(ensemble["dev_final"]), "-", "-", "-", "ensemble"])
+        final = fmt_float(ensemble.dev_final) if ensemble.score_is_honest else "-"
+        body.append(["ens", ensemble_label(ensemble), final, "-", "-", "-", "ensemble"])
     return ("table", SCORE_HEADER, body)
 
 
@@ -118,10 +139,10 @@ def tuned_text(row: dict[str, Any]) -> str:
     return f"{row['tuned_final']:.2f} (own {fmt_float(row['tuned_own_final'])}; {row['tuned_rows']} held-out rows)"
 
 
-def ensemble_label(ensemble: dict[str, Any]) -> str:
-    names = ", ".join(m["name"] for m in ensemble["members"])
-    rows = ensemble.get("dev_rows")
-    on = f", on the {rows} dev rows every member's tuning held out" if ensemble.get("tuned") and rows else ""
+def ensemble_label(ensemble: EnsembleResult) -> str:
+    names = ", ".join(m.name for m in ensemble.members)
+    rows = ensemble.dev_rows
+    on = f", on the {rows} dev rows every member's tuning held out" if ensemble.tuned and rows else ""
     return f"MBR ensemble of {names}{on}"
 
 
@@ -180,13 +201,13 @@ def expected_blocks(rows: list[dict[str, Any]]) -> list[Block]:
                   "takes a fraction of it.")]
 
 
-def tuning_blocks(experiments: list[Experiment], out_dir: Path, ensemble: dict[str, Any] | None) -> list[Block]:
+def tuning_blocks(experiments: list[Experiment], out_dir: Path, ensemble: EnsembleResult | None) -> list[Block]:
     """The generation tuning of each tuned experiment (its scores and Optuna's plots), and the ensemble."""
     tuned = [exp for exp in experiments if exp.tune and exp.run_dir is not None]
     blocks: list[Block] = []
     if tuned:
         blocks.append(("h", 2, "Generation tuning"))
-        blocks.append(("list", [(exp.label, tuning_text(exp.tune)) for exp in tuned]))
+        blocks.append(("list", [(exp.label, exp.tune.describe()) for exp in tuned if exp.tune]))
         for exp in tuned:
             for plot, caption in (("optimization_history", "optimization history"),
                                   ("param_importances", "parameter importances")):
@@ -198,25 +219,22 @@ def tuning_blocks(experiments: list[Experiment], out_dir: Path, ensemble: dict[s
     return blocks
 
 
-def tuning_text(result: dict[str, Any]) -> str:
-    if "heldout" not in result:
-        return ("tune/result.json was written before tuning held dev rows out, so its tuned score was chosen on "
-                "the rows it was scored on and is not shown; run dialsum tune again")
-    return describe(result)
-
-
-def ensemble_blocks(ensemble: dict[str, Any]) -> list[Block]:
-    rows = ensemble.get("dev_rows")
-    where = (f"the {rows} dev rows every member's tuning held out" if ensemble.get("tuned") else
+def ensemble_blocks(ensemble: EnsembleResult) -> list[Block]:
+    rows = ensemble.dev_rows
+    where = (f"the {rows} dev rows every member's tuning held out" if ensemble.tuned else
              f"{'all ' + str(rows) if rows else 'all'} dev rows")
     weights = ("each member weighted by its dev score on the other half of the rows (even and odd rows)"
-               if ensemble.get("weighted") else "every member weighted equally")
+               if ensemble.weighted else "every member weighted equally")
+    score = (f"The MBR ensemble scores {ensemble.dev_final:.2f} on {where}, beside its members' scores on the same "
+             f"rows above; {weights}." if ensemble.score_is_honest else
+             "ensemble/ensemble.json was written before ensembles scored only rows no choice was made on (its "
+             "weights or its members' tunings were measured on the rows it was scored on), so its score is not "
+             "shown; build the ensemble again.")
     return [
         ("h", 2, "Ensemble"),
-        ("list", [(m["name"], f"dev {m['dev_final']:.2f}; picked for {m['dev_picks']} dev and "
-                              f"{m['test_picks']} test dialogues") for m in ensemble["members"]]),
-        ("p", f"The MBR ensemble scores {ensemble['dev_final']:.2f} on {where}, beside its members' scores on the "
-              f"same rows above; {weights}. Its submission is ensemble/submission.csv."),
+        ("list", [(m.name, f"dev {m.dev_final:.2f}; picked for {m.dev_picks} dev and {m.test_picks} test dialogues")
+                  for m in ensemble.members]),
+        ("p", f"{score} Its submission is ensemble/submission.csv."),
     ]
 
 

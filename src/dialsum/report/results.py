@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dialsum.report.inputs import Experiment, to_number
+from dialsum.runfiles import RunMetrics, TuneResult
 
 TOKENIZATIONS = ("morpheme", "whitespace")
 SCORE_KEYS = ("rouge1", "rouge2", "rougeL", "final")
@@ -24,7 +25,7 @@ MEMORY_KIND_TEXT = {
 }
 
 RESULT_COLUMNS = [
-    "name", "label", "state", "failure_kind", "failure_message", "model", "arch", "init",
+    "name", "label", "description", "state", "failure_kind", "failure_message", "model", "arch", "init",
     "parameters", "trainable_parameters", "micro_batch", "grad_accum", "effective_batch",
     "learning_rate", "epochs", "steps",
     *[f"{tok}_{key}" for tok in TOKENIZATIONS for key in SCORE_KEYS], "dev_n",
@@ -78,9 +79,9 @@ def last_epoch(log: list[dict[str, Any]]) -> float | None:
 
 def peak_memory(exp: Experiment) -> tuple[float | None, str, str]:
     """(peak MB, kind, source): the run's own measurement, else the suite monitor's maximum."""
-    peak = to_number(exp.metrics.get("peak_memory_mb"))
+    peak = to_number(exp.metrics.peak_memory_mb)
     if peak is not None:
-        return peak, str(exp.metrics.get("memory_kind") or "rss"), "metrics"
+        return peak, exp.metrics.memory_kind or "rss", "metrics"
     if exp.memory:
         top = max(exp.memory, key=lambda s: s["used_mb"])
         return top["used_mb"], top["kind"], "monitor"
@@ -99,27 +100,28 @@ def result_row(exp: Experiment, out_dir: Path) -> dict[str, Any]:
     row: dict[str, Any] = {
         "name": exp.name,
         "label": exp.label,
+        "description": m.description or "",
         "state": exp.state,
         "status": rec.status_text(),
         "failure_kind": rec.failure.kind if rec.failure else None,
         "failure_message": rec.failure.message if rec.failure else None,
-        "model": m.get("model_name"),
-        "arch": m.get("arch"),
-        "init": m.get("init"),
-        "parameters": m.get("parameters"),
-        "trainable_parameters": m.get("trainable_parameters"),
-        "micro_batch": m.get("micro_batch"),
-        "grad_accum": m.get("grad_accum"),
-        "effective_batch": m.get("effective_batch"),
-        "learning_rate": m.get("learning_rate"),
-        "epochs": m.get("epochs", last_epoch(exp.log)),
-        "steps": m.get("steps"),
+        "model": m.model_name,
+        "arch": m.arch,
+        "init": m.init,
+        "parameters": m.parameters,
+        "trainable_parameters": m.trainable_parameters,
+        "micro_batch": m.micro_batch,
+        "grad_accum": m.grad_accum,
+        "effective_batch": m.effective_batch,
+        "learning_rate": m.learning_rate,
+        "epochs": m.epochs if m.epochs is not None else last_epoch(exp.log),
+        "steps": m.steps,
     }
     row.update(score_columns(m))
     row.update(tuned_columns(exp.tune))
     row.update(
         {
-            "train_minutes": minutes(m.get("train_seconds")),
+            "train_minutes": minutes(m.train_seconds),
             "wall_minutes": minutes(rec.wall_seconds),
             "expected_minutes": to_number(rec.expected_minutes),
             "attempts": rec.attempts,
@@ -127,7 +129,7 @@ def result_row(exp: Experiment, out_dir: Path) -> dict[str, Any]:
             "peak_memory_mb": peak,
             "memory_kind": kind,
             "memory_source": source,
-            "tokens_per_second": to_number(m.get("train_tokens_per_second")),
+            "tokens_per_second": to_number(m.train_tokens_per_second),
             "loss_cv": loss_stability(loss_points(exp.log)),
             "submission": display_path(exp.submission, out_dir),
             "run_dir": str(exp.run_dir or ""),
@@ -139,18 +141,15 @@ def result_row(exp: Experiment, out_dir: Path) -> dict[str, Any]:
     return row
 
 
-def score_columns(metrics: dict[str, Any]) -> dict[str, Any]:
+def score_columns(metrics: RunMetrics) -> dict[str, Any]:
     """Dev scores on one scale, x 100 (metrics.json keeps R1/R2/RL as fractions beside final x 100)."""
-    dev = metrics.get("dev") if isinstance(metrics.get("dev"), dict) else {}
     columns: dict[str, Any] = {}
     for tok in TOKENIZATIONS:
-        scores = dev.get(tok) if isinstance(dev.get(tok), dict) else {}
-        columns.update({f"{tok}_{key}": percent(scores.get(key)) for key in SCORE_KEYS if key != "final"})
-        columns[f"{tok}_final"] = to_number(scores.get("final"))
-    morpheme = dev.get("morpheme") if isinstance(dev.get("morpheme"), dict) else {}
-    columns["dev_n"] = morpheme.get("n")
-    baseline = metrics.get("baseline") if isinstance(metrics.get("baseline"), dict) else {}
-    columns.update({f"baseline_{tok}_final": to_number(baseline.get(tok)) for tok in TOKENIZATIONS})
+        scores = getattr(metrics.dev, tok, None)
+        columns.update({f"{tok}_{key}": percent(getattr(scores, key, None)) for key in SCORE_KEYS if key != "final"})
+        columns[f"{tok}_final"] = to_number(getattr(scores, "final", None))
+    columns["dev_n"] = getattr(getattr(metrics.dev, "morpheme", None), "n", None)
+    columns.update({f"baseline_{tok}_final": to_number(getattr(metrics.baseline, tok, None)) for tok in TOKENIZATIONS})
     return columns
 
 
@@ -159,13 +158,14 @@ def percent(fraction: Any) -> float | None:
     return None if value is None else value * 100
 
 
-def tuned_columns(tune: dict[str, Any]) -> dict[str, Any]:
+def tuned_columns(tune: TuneResult | None) -> dict[str, Any]:
     """The generation tuning's held-out scores (tune/result.json); a result from before held-out scoring
     chose its settings on the rows it scored them on, so it gives no tuned score."""
-    held = tune.get("heldout") if isinstance(tune.get("heldout"), dict) else {}
-    return {"tuned_final": to_number(held.get("tuned")), "tuned_own_final": to_number(held.get("own")),
-            "tuned_rows": held.get("rows"), "tuned_trials": tune.get("trials") if held else None,
-            "tuned_recommended": tune.get("recommended") if held else None}
+    held = tune.heldout if tune else None
+    if tune is None or held is None:
+        return dict.fromkeys(("tuned_final", "tuned_own_final", "tuned_rows", "tuned_trials", "tuned_recommended"))
+    return {"tuned_final": held.tuned, "tuned_own_final": held.own, "tuned_rows": held.rows,
+            "tuned_trials": tune.trials, "tuned_recommended": tune.recommended}
 
 
 def reference(rows: list[dict[str, Any]]) -> dict[str, float] | None:
@@ -180,8 +180,8 @@ def reference(rows: list[dict[str, Any]]) -> dict[str, float] | None:
 def adaptations(exp: Experiment) -> list[str]:
     """The suite's adaptations, then the run's own, without repeats."""
     items: list[str] = []
-    for source in (exp.record.adaptations, exp.metrics.get("adaptations")):
-        for item in source or []:
+    for source in (exp.record.adaptations, exp.metrics.adaptations):
+        for item in source:
             if str(item) not in items:
                 items.append(str(item))
     return items

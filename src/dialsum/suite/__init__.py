@@ -4,12 +4,9 @@
     pytest tests/test_suite.py
 
 Modules: `schema` (the suite file), `state` (typed records, shared with the report), `checks` and
-`preflight` (everything refused up front), `failures` (classification, OOM retry), `process`
-(command lines, orphans; processes start and stop through `dialsum.lifeline`), `lock`, `monitor` (NVML, memory, the smart wait), `display`, `opening` (the
-options, arguments, state and backend a run starts from), `runner` (the scheduler) and `backends`
-(local slots, Ray).
+`preflight` (everything refused up front), `failures` (classification, OOM retry), `process` (command
+lines, orphans; processes start and stop through `dialsum.lifeline`), `lock`, `monitor` (memory, the smart
+wait), `display`, `opening` (the options, arguments, state and backend a run starts from), `runner` (the
+scheduler, `run_suite`), `ensemble_step` (the step after the experiments) and `backends` (local slots,
+Ray). This package imports none of them: `import dialsum.suite.state` loads the state alone.
 """
-
-from dialsum.suite.runner import SuiteOptions, run_suite
-
-__all__ = ["SuiteOptions", "run_suite"]

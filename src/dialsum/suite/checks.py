@@ -10,14 +10,19 @@ files, in a child process.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from typing import Any
+
 from dialsum import config
 from dialsum.errors import DialsumError
-from dialsum.suite import preflight
+from dialsum.sections import ExperimentConfig
 from dialsum.suite.schema import SuiteFile
 from dialsum.suite.state import TrainArgs
 
 
-def load_configs(suite: SuiteFile, chosen: list[str], args: TrainArgs) -> dict[str, config.ExperimentConfig]:
+def load_configs(suite: SuiteFile, chosen: list[str], args: TrainArgs) -> dict[str, ExperimentConfig]:
     """Load every chosen experiment's config as its run will; all bad configs reported at once."""
     loaded, problems = {}, {}
     for name in chosen:
@@ -37,7 +42,23 @@ def check_experiments(suite: SuiteFile, chosen: list[str], args: TrainArgs) -> N
         "experiments": [{"name": n, "config": suite.entry(n).config, "sets": args.overrides(suite.entry(n).set)}
                         for n in chosen],
     }
-    refuse_problems(preflight.run_check(request), len(chosen), "cannot run")
+    refuse_problems(run_preflight(request), len(chosen), "cannot run")
+
+
+def run_preflight(request: dict[str, Any]) -> dict[str, list[str]]:
+    """`dialsum.suite.preflight.check` in a child process; its crash is a one-line error with the last line it printed."""
+    proc = subprocess.run([sys.executable, "-m", "dialsum.suite.preflight"], input=json.dumps(request),
+                          capture_output=True, text=True)
+    last = (proc.stdout.strip().splitlines() or [""])[-1]
+    try:
+        answer = json.loads(last)
+    except json.JSONDecodeError:
+        answer = None
+    if proc.returncode != 0 or not isinstance(answer, dict):
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DialsumError(f"the suite's up-front check failed (exit {proc.returncode}: {tail}); "
+                           "run `dialsum validate` on the configs to see why")
+    return answer
 
 
 def refuse_problems(problems: dict[str, list[str]], total: int, what: str) -> None:

@@ -20,9 +20,10 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.live import Live as RichLive
 from rich.table import Table
 
-from dialsum.rundir import dev_final, load_metrics
+from dialsum.runfiles import METRICS, RunMetrics, load
 from dialsum.suite.failures import read_log_tail
 from dialsum.suite.state import ExperimentRecord
 
@@ -34,6 +35,7 @@ class TrainProgress:
     """Step, total steps and last loss of a running experiment, from its train_log.jsonl and output."""
 
     BAR = re.compile(r"train:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)")
+    BAR_TAIL_BYTES = 8192  # the log's end, where the progress bar's last redraws are: dozens of them
 
     def __init__(self, jsonl: Path, log: Path, log_start: int) -> None:
         self.jsonl, self.log, self.log_start = jsonl, log, log_start
@@ -44,7 +46,7 @@ class TrainProgress:
 
     def poll(self) -> None:
         self._read_jsonl()
-        for line in reversed(read_log_tail(self.log, self.log_start, 8192)):
+        for line in reversed(read_log_tail(self.log, self.log_start, self.BAR_TAIL_BYTES)):
             found = self.BAR.findall(line)
             if found:
                 self.max_steps = int(found[-1][1])
@@ -126,8 +128,6 @@ class LiveDisplay:
     """On a terminal: a rich table refreshed every couple of seconds, notices printed above it."""
 
     def __init__(self, title: str) -> None:
-        from rich.live import Live as RichLive
-
         self.title = title
         self.live = RichLive(console=Console(), auto_refresh=False, transient=False)
         self.live.start()
@@ -154,19 +154,20 @@ def outcome_text(rec: ExperimentRecord, run_dir: Path) -> str:
     where = f" on {rec.slot}" if rec.slot else ""
     if rec.failure:
         return f"FAILED ({rec.failure.kind}){where} after {minutes}: {rec.failure.message}"
-    metrics, _ = load_metrics(run_dir)
-    final = dev_final(metrics)
+    metrics = load(run_dir / METRICS, RunMetrics)[0] or RunMetrics()
+    final = metrics.dev_final
     score = f", dev final {final:.2f}" if final is not None else ""
     peak = rec.memory.peak_mb if rec.memory else None
     memory = f", peak {peak:.0f} MB {rec.memory.kind}" if peak and rec.memory else ""
-    return f"finished{where} in {minutes}, {metrics.get('steps', '?')} steps{score}{memory}"
+    return f"finished{where} in {minutes}, {metrics.steps if metrics.steps is not None else '?'} steps{score}{memory}"
 
 
 def print_closing_table(records: list[ExperimentRecord], out: Path) -> None:
     """The end-of-suite table, plain text (no colours) wherever stdout goes."""
     rows = []
     for rec in records:
-        final = dev_final(load_metrics(out / rec.name / "run")[0]) if rec.state == "finished" else None
+        metrics = load(out / rec.name / "run" / METRICS, RunMetrics)[0] if rec.state == "finished" else None
+        final = metrics.dev_final if metrics else None
         rows.append([rec.name, rec.status_text(), rec.slot or "-",
                      f"{rec.wall_seconds / 60:.1f} / {rec.expected_minutes:g}",
                      f"{final:.2f}" if final is not None else "-", str(rec.attempts)])

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import filelock
 
-from dialsum.csvio import atomic_write_text
 from dialsum.errors import DialsumError
+from dialsum.fileio import atomic_write_text
 
 LOCK_FILE = "suite.lock"
 PID_FILE = "suite.pid"

@@ -1,164 +1,33 @@
-"""GPU memory as the suite watches it: NVML readings, the memory monitor, the wait for free memory.
+"""GPU memory as the suite watches it: the memory monitor and the wait for free memory, on NVML readings.
 
     pytest tests/test_monitor.py
 
-NVML (`pynvml`, from nvidia-ml-py) is read through one small class, `NvmlReader`; anything that
-samples takes a `reader=` so tests can script it. Every NVML failure means "no GPU" with a reason,
-never a crash: the monitor then records the RSS of the watched process tree instead, and the wait
-returns at once. The suite's process imports no torch for any of this.
+GPUs are read through `dialsum.nvml` (a `reader=` lets tests script it). Every NVML failure means "no
+GPU" with a reason, never a crash: the monitor then records the RSS of the watched process tree instead,
+and the wait returns at once. The suite's process imports no torch for any of this.
 """
 
 from __future__ import annotations
 
 import csv
-import importlib
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import psutil
 
 from dialsum.errors import DialsumError
+from dialsum.nvml import MB, GpuReader, GpuSample, NvmlReader, safe_available, safe_sample
 
-MB = 1024 * 1024
 CSV_HEADER = ("time_s", "kind", "used_mb", "total_mb", "util_pct", "temp_c")
 RSS_NOTE = "no GPU: recording process RSS instead"
-
-# --------------------------------------------------------------------------- NVML
-
-
-@dataclass(frozen=True)
-class GpuSample:
-    used_mb: float
-    total_mb: float
-    util_pct: float | None = None
-    temp_c: float | None = None
-
-
-class GpuReader(Protocol):
-    """What the monitor and the wait need from NVML; `NvmlReader` is the real one."""
-
-    reason: str
-
-    def available(self) -> bool: ...
-
-    def sample(self, index: int = 0) -> GpuSample: ...
-
-
-class NvmlReader:
-    """Reads memory, utilization and temperature through NVML.
-
-    `available()` never raises: on any NVML error it returns False and `reason` says why.
-    `sample()` raises `RuntimeError` on failure; callers use `safe_sample` to turn that into "no GPU".
-    Indices are CUDA indices: with CUDA_VISIBLE_DEVICES set they are mapped to the NVML device (a UUID
-    entry exactly, a number as an NVML index). NVML numbers GPUs in PCI bus order and CUDA does so only
-    under CUDA_DEVICE_ORDER=PCI_BUS_ID, which the suite gives every child (`Slot.env`).
-    """
-
-    def __init__(self, nvml: Any = None) -> None:
-        self._nvml = nvml
-        self._ready: bool | None = None
-        self.reason = ""
-        self.count = 0
-
-    def available(self) -> bool:
-        if self._ready is None:
-            self._ready = self._init()
-        return self._ready
-
-    def _init(self) -> bool:
-        try:
-            if self._nvml is None:
-                self._nvml = importlib.import_module("pynvml")
-            self._nvml.nvmlInit()
-            count = int(self._nvml.nvmlDeviceGetCount())
-        except Exception as err:  # NVMLError, missing library, missing module: all mean "no GPU"
-            self.reason = f"NVML unavailable: {err or type(err).__name__}"
-            return False
-        if count < 1:
-            self.reason = "NVML reports no GPU devices"
-            return False
-        self.count = count
-        return True
-
-    def visible_count(self) -> int:
-        """GPUs this process may use: CUDA_VISIBLE_DEVICES' entries when set, else every NVML device."""
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if visible is not None:
-            return len([v for v in visible.split(",") if v.strip()])
-        return self.count if self.available() else 0
-
-    def sample(self, index: int = 0) -> GpuSample:
-        if not self.available():
-            raise RuntimeError(self.reason)
-        nvml = self._nvml
-        try:
-            handle = self._handle(index)
-            mem = nvml.nvmlDeviceGetMemoryInfo(handle)
-        except Exception as err:
-            raise RuntimeError(f"NVML memory query failed for GPU {index}: {err}") from err
-        util = _optional(lambda: nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
-        temp = _optional(lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
-        return GpuSample(round(mem.used / MB, 1), round(mem.total / MB, 1), util, temp)
-
-    def used_by_pids(self, pids: set[int], index: int = 0) -> float | None:
-        """GPU memory (MB) held by the given processes, or None where NVML cannot tell."""
-        if not self.available():
-            return None
-        try:
-            procs = self._nvml.nvmlDeviceGetComputeRunningProcesses(self._handle(index))
-        except Exception:
-            return None
-        held = [p.usedGpuMemory for p in procs if p.pid in pids and p.usedGpuMemory is not None]
-        return round(sum(held) / MB, 1)
-
-    def _handle(self, index: int) -> Any:
-        ident = _visible_device(index)
-        if ident is None or ident.isdigit():
-            return self._nvml.nvmlDeviceGetHandleByIndex(int(ident) if ident else index)
-        return self._nvml.nvmlDeviceGetHandleByUUID(ident)
-
-
-def child_visible_devices(indices: list[int]) -> str:
-    """CUDA_VISIBLE_DEVICES for a child that gets these CUDA indices of this process ("" for none)."""
-    return ",".join(_visible_device(i) or str(i) for i in indices)
-
-
-def _visible_device(index: int) -> str | None:
-    """The CUDA_VISIBLE_DEVICES entry (physical index or UUID) behind CUDA index `index`, if set."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
-    ids = [v.strip() for v in visible.split(",") if v.strip()]
-    return ids[index] if index < len(ids) else None
-
-
-def _optional(read: Callable[[], Any]) -> float | None:
-    """Utilization and temperature are unsupported on some devices: missing, not fatal."""
-    try:
-        return float(read())
-    except Exception:
-        return None
-
-
-def safe_available(reader: GpuReader) -> tuple[bool, str]:
-    """(available, reason), never raising, whatever the reader does."""
-    try:
-        ok = bool(reader.available())
-    except Exception as err:
-        return False, f"GPU reader failed: {type(err).__name__}: {err}"
-    return ok, "" if ok else (getattr(reader, "reason", "") or "no GPU")
-
-
-def safe_sample(reader: GpuReader, index: int = 0) -> tuple[GpuSample | None, str]:
-    """(sample, "") or (None, reason), never raising."""
-    try:
-        return reader.sample(index), ""
-    except Exception as err:
-        return None, f"GPU sample failed: {type(err).__name__}: {err}"
-
+# Warn at 92% of the card: near full, yet the last ~2 GB of a 24 GB card are still free for the allocator's
+# fragmentation and a final evaluation's activations, so the warning comes before an out-of-memory error.
+WARN_FRACTION = 0.92
 
 # --------------------------------------------------------------------------- process memory
 
@@ -204,7 +73,7 @@ class MemoryMonitor:
         *,
         interval_s: float = 2.0,
         pid: int | None = None,
-        warn_fraction: float = 0.92,
+        warn_fraction: float = WARN_FRACTION,
         on_warn: Callable[[str], Any] | None = None,
         reader: GpuReader | None = None,
         indices: Sequence[int] = (0,),

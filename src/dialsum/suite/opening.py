@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dialsum.device import cpu_core_count
 from dialsum.errors import DialsumError
+from dialsum.slots import plan_slots
 from dialsum.suite import checks
-from dialsum.suite.backends.local import LocalBackend, plan_slots
+from dialsum.suite.backends.local import LocalBackend
+from dialsum.suite.backends.ray import RayBackend
 from dialsum.suite.schema import SuiteFile, split_names
 from dialsum.suite.state import STATE_FILE, SuiteState, TrainArgs, merge_records, now, read_state, resume_args
 
@@ -83,7 +86,7 @@ def open_state(opts: SuiteOptions, suite: SuiteFile, out: Path, args: TrainArgs,
     """A new state, or the stored one merged with the suite file; option changes are recorded in it."""
     path = out / STATE_FILE
     stored = read_state(path) if path.exists() else None
-    state = SuiteState(suite=suite.name, suite_file=str(Path(opts.suite_file).resolve()), train_args=args,
+    state = SuiteState(suite=suite.name, description=suite.description, suite_file=str(Path(opts.suite_file).resolve()), train_args=args,
                        records=merge_records(suite, stored.records if stored else []),
                        option_changes=stored.option_changes if stored else [],
                        moved_aside=stored.moved_aside if stored else [])
@@ -103,13 +106,9 @@ def check_units(suite: SuiteFile, chosen: list[str], backend: Any) -> None:
 
 def open_backend(opts: SuiteOptions) -> Any:
     """This machine's slots (--gpus, --slots), or a Ray cluster (--backend ray [--address])."""
-    from dialsum.device import cpu_core_count
-
     if opts.backend == "ray":
         if opts.gpus is not None or opts.slots is not None:
             raise DialsumError("--backend ray: Ray places the experiments itself; drop --gpus and --slots")
-        from dialsum.suite.backends.ray import RayBackend
-
         return RayBackend(opts.address)
     if opts.backend != "local":
         raise DialsumError(f"--backend {opts.backend}: choose local or ray")

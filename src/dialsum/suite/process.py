@@ -23,8 +23,13 @@ import psutil
 
 from dialsum.errors import DialsumError
 from dialsum.suite.state import ExperimentRecord, TrainArgs
+from dialsum.tune import completed_trials
 
 ORPHAN_WAIT_S = 15.0  # processes that got the parent-death signal may still be finishing their exit
+
+
+class SuiteInterrupted(Exception):
+    """SIGINT or SIGTERM reached the suite: stop every child, save, report, exit 130."""
 
 
 def pid_alive(pid: int) -> bool:
@@ -72,20 +77,8 @@ def check_no_orphan(rec: ExperimentRecord, out: Path, wait_s: float = ORPHAN_WAI
 def tune_trials_left(run_dir: Path, trials: int) -> int:
     """The trials a resumed entry's tune step still owes its study (`RUN/tune/study.db`): those it finished
     before the kill count. At least one: `train --tune` takes no 0 (a study already complete gets one more)."""
-    study = run_dir / "tune" / "study.db"
-    if not study.is_file():
-        return trials
-    import optuna
-
-    from dialsum.tune import STUDY_NAME
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        loaded = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{study}")
-    except Exception:  # a damaged study: `train --tune` says what is wrong with it
-        return trials
-    done = loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return max(1, trials - len(done))
+    done = completed_trials(run_dir)
+    return trials if done is None else max(1, trials - done)
 
 
 def ensemble_command(runs: list[Path], out: Path, spec: Any) -> list[str]:

@@ -29,12 +29,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dialsum import lifeline
 from dialsum.errors import DialsumError
 from dialsum.paths import check_folder
 from dialsum.pause import pause
+from dialsum.report.build import write_report
+from dialsum.rundir import missing_for_finished
+from dialsum.slots import Slot
 from dialsum.suite import checks, failures, process
-from dialsum.suite.backends.local import Slot
 from dialsum.suite.display import (
     LineDisplay,
     Live,
@@ -44,8 +45,9 @@ from dialsum.suite.display import (
     print_closing_table,
     status_rows,
 )
+from dialsum.suite.ensemble_step import EnsembleStep
 from dialsum.suite.lock import SuiteLock
-from dialsum.suite.monitor import SmartWait
+from dialsum.suite.monitor import MemoryMonitor, SmartWait
 from dialsum.suite.opening import (
     SuiteOptions,
     check_units,
@@ -77,10 +79,6 @@ from dialsum.suite.state import (
 POLL_S = 0.5
 REFRESH_S = 2.0
 WAIT_LOG_S = 30.0
-
-
-class SuiteInterrupted(Exception):
-    """SIGINT or SIGTERM reached the suite: stop, save, report, exit 130."""
 
 
 @dataclass
@@ -121,14 +119,14 @@ class SuiteRunner:
         try:
             while queue or self.jobs:
                 if self.stop_signal:
-                    raise SuiteInterrupted(self.stop_signal)
+                    raise process.SuiteInterrupted(self.stop_signal)
                 self._reap()
                 self._launch(queue)
                 self._refresh()
                 time.sleep(POLL_S)
             failed = any(r.state == "failed" for r in self.state.records)
             return 1 if self._ensemble() or failed else 0
-        except SuiteInterrupted:
+        except process.SuiteInterrupted:
             self._stop_all()
             self.display.event(f"interrupted by {self.stop_signal}: state saved; continue with --resume")
             return 130
@@ -137,38 +135,12 @@ class SuiteRunner:
                 signal.signal(sig, handler)
 
     def _ensemble(self) -> bool:
-        """The suite's ensemble, once every experiment in it has finished; True when it failed. One built
-        after its members last changed is kept; an older or unfinished one is moved aside and rebuilt."""
-        spec = self.suite.ensemble
-        if spec is None:
+        """The suite's ensemble, once every experiment in it has finished; True when it failed."""
+        if self.suite.ensemble is None:
             return False
-        records = {r.name: r for r in self.state.records}
-        missing = [n for n in spec.runs if records[n].state != "finished"]
-        if missing:
-            self.display.event(f"ensemble: not built, {', '.join(missing)} did not finish")
-            return False
-        target, runs = self.out / "ensemble", [self.out / n / "run" for n in spec.runs]
-        if _up_to_date(target, runs, spec.tuned):
-            self.display.event(f"ensemble: {target} is up to date with its runs; kept")
-            return False
-        self._set_aside(None, target, "rebuilt from the runs as they are now")
-        cmd = process.ensemble_command(runs, target, spec)
-        self.display.event(f"ensemble: {', '.join(spec.runs)} -> {target}")
-        with (self.out / "ensemble.log").open("ab") as log:
-            proc = lifeline.start_child(cmd, log)
-        code = self._watch(proc)
-        self.display.event("ensemble: " + ("built" if code == 0 else f"failed (exit {code}); see ensemble.log"))
-        return code != 0
-
-    def _watch(self, proc: Any) -> int:
-        """Wait for a child of the suite's own (the ensemble), stopping it on Ctrl-C or SIGTERM."""
-        while (code := proc.poll()) is None:
-            if self.stop_signal:
-                self.display.event(f"ensemble: stopping ({self.stop_signal}); --resume builds it again")
-                lifeline.Stopper(proc, self.settings.stop_grace_seconds).wait()
-                raise SuiteInterrupted(self.stop_signal)
-            time.sleep(POLL_S)
-        return code
+        step = EnsembleStep(self.suite.ensemble, self.out, self.display.event, self.settings.stop_grace_seconds,
+                            lambda: self.stop_signal, lambda path, why: self._set_aside(None, path, why))
+        return step.run(self.state.records)
 
     def _set_aside(self, rec: ExperimentRecord | None, path: Path, reason: str) -> None:
         """Move `path` aside (never delete it), say so, and record it: in the experiment's record, or the
@@ -317,8 +289,6 @@ class SuiteRunner:
         self._set_aside(rec, memory_csv, fresh_reason)
 
     def _start_monitor(self, name: str, memory_csv: Path, pid: int, slot: Slot) -> Any:
-        from dialsum.suite.monitor import MemoryMonitor
-
         try:
             monitor = MemoryMonitor(
                 memory_csv, interval_s=self.settings.monitor_interval_seconds, pid=pid,
@@ -392,8 +362,9 @@ class SuiteRunner:
 
     def _finish(self, rec: ExperimentRecord, failure: Failure | None, slot: Slot | None = None) -> None:
         run_dir = self.out / rec.name / "run"
-        if failure is None and not (run_dir / "metrics.json").is_file():
-            failure = Failure(kind="other", message="exited with code 0 but wrote no metrics.json")
+        missing = missing_for_finished(run_dir)
+        if failure is None and missing:
+            failure = Failure(kind="other", message=f"exited with code 0 but wrote no {missing}")
         rec.state, rec.failure, rec.finished_at = ("failed" if failure else "finished"), failure, now()
         if slot is not None:
             self.backend.release(slot)
@@ -422,10 +393,9 @@ class SuiteRunner:
         self.write_report()
 
     def write_report(self) -> Path | None:
-        from dialsum.report import write_report
-
         try:
-            paths = write_report(self.out, self.state.records, title=f"Experiment comparison: {self.suite.name}")
+            paths = write_report(self.out, self.state.records, title=f"Experiment comparison: {self.suite.name}",
+                                 description=self.suite.description)
         except Exception as err:  # a report problem must never stop the experiments
             self.display.event(f"warning: report not written ({type(err).__name__}: {err})")
             return None
@@ -436,15 +406,6 @@ def _fresh_reason(rec: ExperimentRecord) -> str:
     if rec.failure and rec.failure.kind in FRESH_KINDS:
         return "a fresh start: it ran out of memory even at the retry's micro-batch"
     return f"a fresh start: its last attempt ({rec.status_text()}) left no run to continue"
-
-
-def _up_to_date(target: Path, runs: list[Path], tuned: bool) -> bool:
-    """An ensemble that finished (ensemble.json) after each of its runs last wrote its results."""
-    done = target / "ensemble.json"
-    if not done.is_file():
-        return False
-    names, stamp = ["metrics.json", *(["tune/result.json"] if tuned else [])], done.stat().st_mtime
-    return all((run / n).is_file() and (run / n).stat().st_mtime <= stamp for run in runs for n in names)
 
 
 # ---------------------------------------------------------------- entry point

@@ -23,6 +23,8 @@ class _Strict(BaseModel):
 
 
 class SuiteSettings(_Strict):
+    """How the suite runs its experiments: the smart wait, the memory monitor, time-outs, the retry."""
+
     gpu_wait_max_used_mb: float = Field(
         2048, ge=0, description="Smart wait: start an experiment only when the GPU uses at most this (MB)"
     )
@@ -43,11 +45,15 @@ class SuiteSettings(_Strict):
 
 
 class SuiteTune(_Strict):
+    """An entry's generation tuning once it trained (`dialsum tune`)."""
+
     trials: int = Field(..., ge=1, description="Generation tuning trials after training (dialsum tune)")
-    dev_rows: int | None = Field(None, ge=1, description="Dev rows per trial (default: all of dev)")
+    dev_rows: int | None = Field(None, ge=1, description="Dev rows to search on (default: half of dev; the rest score the choice)")
 
 
 class SuiteEnsemble(_Strict):
+    """An MBR ensemble of finished experiments, built after the last one (`dialsum ensemble`)."""
+
     runs: list[str] = Field(..., min_length=2, description="Experiments (names) to ensemble once they finish")
     candidates: int = Field(1, ge=1, description="Candidates per run: 1 its own output, K its K best beams")
     weighted: bool = Field(False, description="Weight each run by its dev score")
@@ -55,6 +61,8 @@ class SuiteEnsemble(_Strict):
 
 
 class SuiteEntry(_Strict):
+    """One experiment of the suite (an item of `experiments`)."""
+
     name: str = Field(..., pattern=NAME_PATTERN, description="Short name; names <out>/<name>/")
     label: str = Field("", description="Human label for tables (default: the name)")
     config: str = Field(
@@ -73,7 +81,7 @@ class SuiteEntry(_Strict):
 class SuiteFile(_Strict):
     name: str = Field(..., pattern=NAME_PATTERN, description="Suite name; default output runs/suites/<name>")
     description: str = Field("", description="One line: what the suite compares")
-    settings: SuiteSettings = Field(default_factory=SuiteSettings)
+    settings: SuiteSettings = Field(default_factory=SuiteSettings, description="How the suite runs its experiments")
     experiments: list[SuiteEntry] = Field(..., min_length=1, description="Experiments, in running order")
     ensemble: SuiteEnsemble | None = Field(None, description="An MBR ensemble of finished experiments, at the end")
 

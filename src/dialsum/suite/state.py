@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dialsum.csvio import atomic_write_text, read_json
 from dialsum.errors import DialsumError
+from dialsum.fileio import atomic_write_text, read_json
 from dialsum.rundir import checkpoint_complete, is_run
 
 if TYPE_CHECKING:
@@ -125,6 +125,7 @@ class ExperimentRecord(_Model):
 class SuiteState(_Model):
     version: int = VERSION
     suite: str
+    description: str = ""  # the suite file's: it heads the report
     suite_file: str = ""
     train_args: TrainArgs = Field(default_factory=TrainArgs)
     option_changes: list[str] = Field(default_factory=list)

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from dialsum.config import ExperimentConfig
 from dialsum.device import DeviceInfo
 from dialsum.errors import DialsumError
 from dialsum.memory import GB
-from dialsum.resolve import _validation_tokenizer as validation_tokenizer
 from dialsum.resolve import plan_and_check
+from dialsum.sections import ExperimentConfig
 from dialsum.sweep.space import EFFECTIVE, MICRO, TRIAL_SOURCE, Dim, Space, trial_config
+from dialsum.validation import validation_tokenizer
 
 
 def check_space(cfg: ExperimentConfig, space: Space, init: str | None, device: DeviceInfo,

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from dialsum import config, data
-from dialsum.config import ExperimentConfig
-from dialsum.csvio import atomic_write_text
 from dialsum.errors import DialsumError
+from dialsum.fileio import atomic_write_text
 from dialsum.locks import FolderLock
 from dialsum.paths import check_folder
+from dialsum.sections import ExperimentConfig
 from dialsum.suite.state import TrainArgs
 from dialsum.sweep import checks, options, study
 from dialsum.sweep.driver import SweepDriver, SweepPlan, say
@@ -50,7 +50,7 @@ def run_sweep(opts: options.SweepOptions) -> int:
     pruner = study.make_pruner(record.pruner, schedule)
     backend = _open_backend(opts)
     try:
-        from dialsum.recipe import quiet_libraries  # transformers takes seconds to import: only once checked
+        from dialsum.logs import quiet_libraries
 
         quiet_libraries()
         notes = checks.check_space(cfg, space, record.init, _device(), gpu_here=backend.local)

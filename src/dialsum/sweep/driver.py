@@ -29,9 +29,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dialsum.config import ExperimentConfig
 from dialsum.errors import DialsumError
 from dialsum.rundir import is_finished, is_run
+from dialsum.sections import ExperimentConfig
 from dialsum.suite import failures, process
 from dialsum.suite.monitor import SmartWait
 from dialsum.suite.schema import SuiteSettings

@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from dialsum.csvio import atomic_write_text
 from dialsum.errors import DialsumError
+from dialsum.fileio import atomic_write_text
 from dialsum.metrics import score_files
 from dialsum.suite.state import move_aside
 from dialsum.sweep.driver import SweepPlan, describe, say

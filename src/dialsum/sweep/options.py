@@ -20,8 +20,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dialsum import config
-from dialsum.csvio import atomic_write_text, read_json
 from dialsum.errors import DialsumError
+from dialsum.fileio import atomic_write_text, read_json
 from dialsum.sweep.study import PRUNERS
 
 RECORD = "sweep.json"  # the sweep's own files in OUT

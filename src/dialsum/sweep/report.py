@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from dialsum.csvio import atomic_write_rows, atomic_write_text
+from dialsum.fileio import atomic_write_rows, atomic_write_text
 
 TRIALS_CSV = "trials.csv"
 PLOTS = {

@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from dialsum.config import ExperimentConfig
 from dialsum.errors import DialsumError
+from dialsum.sections import ExperimentConfig
 from dialsum.sweep.space import Space
 
 

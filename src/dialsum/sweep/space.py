@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dialsum import config
-from dialsum.config import SWEEP_RANGES, ExperimentConfig, SweepRange
 from dialsum.errors import DialsumError
+from dialsum.sections import SWEEP_RANGES, ExperimentConfig, SweepRange
 
 LORA_DIMS = ("lora_rank", "lora_alpha", "lora_dropout")
 TRIAL_SOURCE = "a sweep trial"

@@ -36,8 +36,9 @@ from typing import Any
 
 from dialsum.errors import DialsumError
 from dialsum.lifeline import ESCALATION_S, Stopper, start_child
-from dialsum.suite.backends.local import Slot
+from dialsum.slots import Slot
 from dialsum.suite.failures import read_log_tail
+from dialsum.suite.monitor import SmartWait
 from dialsum.suite.state import Failure
 
 PLACEMENT = "placement.json"
@@ -56,7 +57,7 @@ LOST = {
 
 def import_ray() -> Any:
     try:
-        import ray
+        import ray  # Ray is an optional extra
     except ImportError:
         raise DialsumError("--backend ray: Ray is not installed; `pip install -e '.[ray]'` (ray 2.60)") from None
     return ray
@@ -91,8 +92,6 @@ def run_task(cmd: list[str], log_path: str, log_start: int, placement: str, cpu_
 def smart_wait(gpus: str, wait: dict[str, Any]) -> str | None:
     """The suite's smart wait, on this node: None once each GPU of the task uses at most the threshold (or
     there is no GPU to read), the time-out's message otherwise."""
-    from dialsum.suite.monitor import SmartWait
-
     indices = list(range(len([g for g in gpus.split(",") if g.strip()])))
     if not indices:
         return None
@@ -235,7 +234,7 @@ class RayBackend:
 
     def check_shared(self, out: Path) -> None:
         """Every alive node must read what the driver writes under `out` (a probe task per node)."""
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # Ray is an optional extra
 
         out.mkdir(parents=True, exist_ok=True)
         token, probe = uuid.uuid4().hex, out / f".ray-probe-{uuid.uuid4().hex[:8]}"
