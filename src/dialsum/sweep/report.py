@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dialsum.fileio import atomic_write_rows, atomic_write_text
+from dialsum.report.render import render_html, render_markdown
 
 TRIALS_CSV = "trials.csv"
 PLOTS = {
@@ -59,12 +60,12 @@ def write_trials(out: Path, study: Any) -> Path:
 
 def write_plots(out: Path, study: Any) -> dict[str, Path]:
     """Optuna's plots as PNG files; a plot Optuna cannot draw yet (too few finished trials) is left out."""
-    import matplotlib
+    import matplotlib  # matplotlib and optuna's plots take seconds to import: only where plots are drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.exceptions import ExperimentalWarning
-    from optuna.visualization import matplotlib as ovm
+    import matplotlib.pyplot as plt  # matplotlib: deferred, as above
+    from optuna.exceptions import ExperimentalWarning  # optuna: deferred, as above
+    from optuna.visualization import matplotlib as ovm  # optuna: deferred, as above
 
     warnings.filterwarnings("ignore", category=ExperimentalWarning)  # the plots are marked experimental
     written = {}
@@ -85,8 +86,6 @@ def write_plots(out: Path, study: Any) -> dict[str, Path]:
 
 def write_report(out: Path, title: str, blocks: list[Any], study: Any) -> Path:
     """report.md and report.html: the given blocks, the trials table, the plots."""
-    from dialsum.report.render import render_html, render_markdown
-
     header, rows = trial_rows(study)
     table = [[str(c) for c in row] for row in rows]
     plots = write_plots(out, study)

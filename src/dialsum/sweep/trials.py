@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dialsum import rundir
+from dialsum import runfiles
 from dialsum.suite.state import INCOMPLETE
 
 TRIALS = "trials"
@@ -93,8 +93,8 @@ class TrialJob:
 
 def result(run: Path) -> float | None:
     """A finished trial's value: the dev score (morpheme final) in its metrics.json, or None."""
-    metrics, _ = rundir.load_metrics(run)
-    return rundir.dev_final(metrics)
+    metrics, _ = runfiles.load(run / runfiles.METRICS, runfiles.RunMetrics)
+    return metrics.dev_final if metrics else None
 
 
 def folder_bytes(path: Path) -> int:
