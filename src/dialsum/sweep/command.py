@@ -22,11 +22,14 @@ from dialsum import config, data
 from dialsum.errors import DialsumError
 from dialsum.fileio import atomic_write_text
 from dialsum.locks import FolderLock
+from dialsum.logs import quiet_libraries
 from dialsum.paths import check_folder
 from dialsum.sections import ExperimentConfig
+from dialsum.suite.opening import SuiteOptions, open_backend
 from dialsum.suite.state import TrainArgs
 from dialsum.sweep import checks, options, study
 from dialsum.sweep.driver import SweepDriver, SweepPlan, say
+from dialsum.sweep.finish import finish
 from dialsum.sweep.options import CONFIG_SNAPSHOT, HELDOUT, SEARCH
 from dialsum.sweep.schedule import plan_schedule, trial_examples
 from dialsum.sweep.space import build_space
@@ -37,7 +40,7 @@ def run_sweep(opts: options.SweepOptions) -> int:
     """The whole command; its exit code (0, 1 when no trial finished, 130 on Ctrl-C)."""
     options.check_options(opts)
     cfg = _load(opts.config, opts.sets, opts.data)
-    out = check_folder(opts.out or Path(cfg.experiment.output_dir) / "sweeps" / cfg.experiment.name, "--out")
+    out = check_folder(opts.out or options.default_out(cfg), "--out")
     record = options.settle_record(out, opts)
     cfg = _load(record.config, record.sets, record.data)  # as the sweep started (the same on a new sweep)
     _check_snapshot(out, cfg)
@@ -50,8 +53,6 @@ def run_sweep(opts: options.SweepOptions) -> int:
     pruner = study.make_pruner(record.pruner, schedule)
     backend = _open_backend(opts)
     try:
-        from dialsum.logs import quiet_libraries
-
         quiet_libraries()
         notes = checks.check_space(cfg, space, record.init, _device(), gpu_here=backend.local)
         out.mkdir(parents=True, exist_ok=True)
@@ -91,8 +92,6 @@ def _device() -> Any:
 
 
 def _open_backend(opts: options.SweepOptions) -> Any:
-    from dialsum.suite.opening import SuiteOptions, open_backend
-
     return open_backend(SuiteOptions("", gpus=opts.gpus, slots=opts.slots, backend=opts.backend,
                                      address=opts.address))
 
@@ -113,8 +112,6 @@ def _write_inputs(out: Path, cfg: ExperimentConfig, record: options.SweepRecord,
 
 def _run(plan: SweepPlan, record: options.SweepRecord, opts: options.SweepOptions, backend: Any, pruner: Any,
          notes: list[str]) -> int:
-    from dialsum.sweep.finish import finish
-
     storage = study.open_storage(plan.out, record.storage)
     label = study.storage_label(plan.out, record.storage)
     if study.has_study(storage, plan.out) and not opts.resume:

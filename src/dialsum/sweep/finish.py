@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel
 
 from dialsum.errors import DialsumError
 from dialsum.fileio import atomic_write_text
 from dialsum.metrics import score_files
+from dialsum.runfiles import SWEEP_RESULT, SweepResult
 from dialsum.suite.state import move_aside
 from dialsum.sweep.driver import SweepPlan, describe, say
 from dialsum.sweep.options import HELDOUT
@@ -31,7 +31,7 @@ from dialsum.sweep.report import write_report, write_trials
 from dialsum.sweep.space import trial_config
 from dialsum.sweep.trials import folder_bytes, trial_folder
 
-BEST, RESULT = "best.yaml", "result.json"
+BEST = "best.yaml"
 HELD = "heldout"
 
 
@@ -59,28 +59,12 @@ def finish(plan: SweepPlan, study: Any, backend: Any) -> int:
     return 0
 
 
-class SweepResult(BaseModel):
-    """`OUT/result.json`: the sweep's outcome, for scripts (the benchmark reads it)."""
-
-    trials: int
-    states: dict[str, int]
-    steps: int  # optimizer steps every trial trained, together
-    best_trial: int
-    best_search: float  # its dev score on the search rows (what chose it; not its score)
-    search_rows: int
-    heldout_rows: int
-    heldout: dict[int, float]  # the best trial's and trial 0's scores on the held-out rows
-    recommended: int  # the trial whose settings best.yaml holds
-    verdict: str
-
-
 def write_result(plan: SweepPlan, study: Any, best: int, chosen: int, scores: dict[int, float], line: str) -> None:
     states = [t.state.name for t in study.trials]
-    result = SweepResult(trials=len(states), states={s: states.count(s) for s in dict.fromkeys(states)},
-                         steps=sum(int(t.user_attrs.get("steps", 0)) for t in study.trials), best_trial=best,
-                         best_search=study.trials[best].value, search_rows=plan.search_rows,
-                         heldout_rows=plan.heldout_rows, heldout=scores, recommended=chosen, verdict=line)
-    atomic_write_text(plan.out / RESULT, result.model_dump_json(indent=2) + "\n")
+    SweepResult(trials=len(states), states={s: states.count(s) for s in dict.fromkeys(states)},
+                steps=sum(int(t.user_attrs.get("steps", 0)) for t in study.trials), best_trial=best,
+                best_search=study.trials[best].value, search_rows=plan.search_rows, heldout_rows=plan.heldout_rows,
+                heldout=scores, recommended=chosen, verdict=line).write(plan.out / SWEEP_RESULT)
 
 
 def _title(plan: SweepPlan) -> str:

@@ -52,6 +52,11 @@ class SweepOptions:
     address: str | None = None
 
 
+def default_out(cfg: Any) -> Path:
+    """The sweep folder where --out is not given: runs/sweeps/<experiment name> under the config's output_dir."""
+    return Path(cfg.experiment.output_dir) / "sweeps" / cfg.experiment.name
+
+
 class SweepRecord(BaseModel):
     """`OUT/sweep.json`: what the sweep was started with (paths absolute)."""
 
