@@ -310,7 +310,9 @@ class ScriptedHandle:
         if self.done < self.evals:
             self.done += 1
             step = self.done * self.every
-            (self.run / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True, exist_ok=True)
+            checkpoint = self.run / "checkpoints" / f"checkpoint-{step}"
+            checkpoint.mkdir(parents=True, exist_ok=True)
+            (checkpoint / "trainer_state.json").write_text("{}")
             with self._log().open("a") as fh:
                 fh.write(json.dumps({"step": step, "eval_final": self.value}) + "\n")
             return None
@@ -432,8 +434,9 @@ def test_ctrl_c_leaves_running_trials_for_resume_which_runs_them_again_and_never
     left = next(t for t in s.trials if t.state.name == "RUNNING" and t.number != 2)
     (tmp_path / "trials" / f"{left.number:03d}" / "run" / "metrics.json").write_text(
         json.dumps({"dev": {"morpheme": {"final": 77.0}}}))
-    again = ScriptedBackend(2, lr_score)
-    assert SweepDriver(plan, s, again, event=lambda text: None).run() == 0
+    again, said = ScriptedBackend(2, lr_score), []
+    assert SweepDriver(plan, s, again, event=said.append).run() == 0
+    assert any(re.match(r"trial 2: resuming from checkpoint-\d+ on ", line) for line in said), said
     assert len(s.trials) == 5 and all(t.state.is_finished() for t in s.trials)
     restarted = [n for n, resumed in again.started if resumed]
     assert restarted == [2]  # from its checkpoint

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from dialsum.errors import DialsumError
-from dialsum.rundir import is_finished, is_run
+from dialsum.rundir import is_finished, is_run, last_checkpoint
 from dialsum.sections import ExperimentConfig
 from dialsum.suite import failures, process
 from dialsum.suite.monitor import SmartWait
@@ -195,7 +195,8 @@ class SweepDriver:
         job = TrialJob(number, trial, params, effective, folder, slot, handle, log_start,
                        EvalReader(folder / "run" / "train_log.jsonl"), reported=set(reported or ()), retried=retried)
         self.jobs[number] = job
-        how = "resuming from its last checkpoint" if resume else "starting"
+        last = last_checkpoint(folder / "run" / "checkpoints") if resume else None
+        how = f"resuming from {last.name}" if last else "running again from the start" if resume else "starting"
         self.event(f"trial {number}: {how} on {slot.name}: {describe(params)}")
 
     # -- watching
