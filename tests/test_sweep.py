@@ -551,6 +551,7 @@ def test_best_yaml_is_an_experiment_config_that_validates_trains_and_a_suite_lis
     chosen = next(r for r in trial_table(swept.out) if f"trial {r['number']}," in best.read_text().splitlines()[0])
     assert cfg.training.learning_rate == pytest.approx(float(chosen["learning_rate"]), rel=1e-5)  # not scaled x30
     assert cfg.training.eval_strategy == "no" and cfg.data.dev_file == "dev.csv"  # the config's own, not the trials'
+    assert cfg.experiment.description.endswith(f". Training settings from dialsum sweep (trial {chosen['number']}).")
     proc = run_cli("validate", str(best), "--init", "tiny")
     assert proc.returncode == 0, proc.stdout
     proc = run_cli("train", str(best), "--init", "tiny", "--max-steps", "2", "--run-dir", str(tmp_path / "run"))

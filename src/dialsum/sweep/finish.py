@@ -127,8 +127,9 @@ def write_best(plan: SweepPlan, chosen: Any, best: Any, scores: dict[int, float]
     cfg.experiment.name = f"{plan.cfg.experiment.name}_swept"
     if plan.cfg.experiment.label:
         cfg.experiment.label = f"{plan.cfg.experiment.label} (swept)"
-    cfg.experiment.description = (f"{plan.cfg.experiment.description} Training settings from dialsum sweep "
-                                  f"(trial {chosen.number}).").strip()
+    own = plan.cfg.experiment.description.strip()
+    cfg.experiment.description = (f"{own}{' ' if own.endswith('.') else '. ' if own else ''}Training settings "
+                                  f"from dialsum sweep (trial {chosen.number}).")
     changed = [f"#   {d.key or d.name}: {_v(plan.space.own[d.name])} -> {_v(chosen.params[d.name])}"
                for d in plan.space.dims if chosen.params[d.name] != plan.space.own[d.name]]
     how = " ".join(a for a in (f"--init {plan.args.init}" if plan.args.init else "",

@@ -68,6 +68,7 @@ def write_plots(out: Path, study: Any) -> dict[str, Path]:
     from optuna.visualization import matplotlib as ovm  # optuna: deferred, as above
 
     warnings.filterwarnings("ignore", category=ExperimentalWarning)  # the plots are marked experimental
+    warnings.filterwarnings("ignore", message="Attempting to set identical")  # one value on an axis: drawn flat
     written = {}
     for name, (function, _) in PLOTS.items():
         try:
