@@ -12,20 +12,19 @@ the suite report's (Markdown, and the same HTML with its plots inlined).
 
 from __future__ import annotations
 
-import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
 from dialsum.fileio import atomic_write_rows, atomic_write_text
 from dialsum.report.render import render_html, render_markdown
+from dialsum.tune_finish import write_plots
 
 TRIALS_CSV = "trials.csv"
-PLOTS = {
-    "optimization_history": ("plot_optimization_history", "Dev score of each trial, and the best so far"),
-    "param_importances": ("plot_param_importances", "How much each setting mattered (fANOVA)"),
-    "intermediate_values": ("plot_intermediate_values", "Dev score at each evaluation; pruned trials stop early"),
-    "parallel_coordinate": ("plot_parallel_coordinate", "Each finished trial's settings and score"),
+PLOTS = {  # Optuna's plot_<name>, and its caption
+    "optimization_history": "Dev score of each trial, and the best so far",
+    "param_importances": "How much each setting mattered (fANOVA)",
+    "intermediate_values": "Dev score at each evaluation; pruned trials stop early",
+    "parallel_coordinate": "Each finished trial's settings and score",
 }
 
 
@@ -58,45 +57,18 @@ def write_trials(out: Path, study: Any) -> Path:
     return atomic_write_rows(out / TRIALS_CSV, header, rows)
 
 
-def write_plots(out: Path, study: Any) -> dict[str, Path]:
-    """Optuna's plots as PNG files; a plot Optuna cannot draw yet (too few finished trials) is left out."""
-    import matplotlib  # matplotlib and optuna's plots take seconds to import: only where plots are drawn
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # matplotlib: deferred, as above
-    from optuna.exceptions import ExperimentalWarning  # optuna: deferred, as above
-    from optuna.visualization import matplotlib as ovm  # optuna: deferred, as above
-
-    warnings.filterwarnings("ignore", category=ExperimentalWarning)  # the plots are marked experimental
-    warnings.filterwarnings("ignore", message="Attempting to set identical")  # one value on an axis: drawn flat
-    written = {}
-    for name, (function, _) in PLOTS.items():
-        try:
-            axes = getattr(ovm, function)(study)
-        except (ValueError, RuntimeError, ZeroDivisionError) as err:
-            print(f"sweep: no {name} plot ({str(err).splitlines()[0][:120]})", file=sys.stderr)
-            continue
-        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
-        figure.set_size_inches(8, 4.5)
-        figure.tight_layout()
-        figure.savefig(out / f"{name}.png", dpi=110)
-        plt.close(figure)
-        written[name] = out / f"{name}.png"
-    return written
-
-
 def write_report(out: Path, title: str, blocks: list[Any], study: Any) -> Path:
     """report.md and report.html: the given blocks, the trials table, the plots."""
     header, rows = trial_rows(study)
     table = [[str(c) for c in row] for row in rows]
-    plots = write_plots(out, study)
+    plots = write_plots(study, out, tuple(PLOTS), "sweep")
     doc = [("h", 1, title), *blocks, ("h", 2, "Trials"),
            ("p", "Value: the trial's dev score (morpheme final) on the search rows, which the trials are compared "
                  "on; last_dev: its last evaluation during training; steps: optimizer steps it trained."),
            ("table", header, table)]
     if plots:
         doc.append(("h", 2, "Plots"))
-        doc += [("img", path.name, PLOTS[name][1]) for name, path in plots.items()]
+        doc += [("img", path.name, PLOTS[name]) for name, path in plots.items()]
     doc += [("h", 2, "Files"), ("list", [("", f) for f in ("best.yaml", TRIALS_CSV, "report.html", "trials/NNN/run")])]
     markdown = render_markdown(doc)
     atomic_write_text(out / "report.md", markdown)
