@@ -95,6 +95,14 @@ def test_flat_training_keys_still_go_to_training_beside_the_sweep_section():
     assert cfg.sweep.learning_rate is not None and cfg.sweep.learning_rate.low == 1e-5  # untouched
 
 
+def test_config_help_shows_each_range_s_default_values():
+    from dialsum.confighelp import explain
+
+    assert "default:  {low: 1e-05, high: 0.0003, log: true}" in explain("sweep.learning_rate")
+    assert "default:  {low: 0.0, high: 0.1, log: false}" in explain("sweep.warmup_ratio")
+    assert "type:     range: [low, high] or {low, high, log} or null" in explain("sweep.lora_dropout")
+
+
 def test_the_epochs_are_left_out_where_the_trial_length_is_fixed():
     space = build_space(load(BATCH_OPT), "--max-steps 60")
     assert "num_train_epochs" not in space.names

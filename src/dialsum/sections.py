@@ -10,7 +10,7 @@ unknown keys are refused (`extra="forbid"`). Reading YAML files into these model
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     AliasChoices,
@@ -317,6 +317,8 @@ class TuneSection(Section):
 
 class SweepRange(Section):
     """A range `dialsum sweep` samples from: `[low, high]`, or `{low: ..., high: ..., log: true}`."""
+
+    help_type: ClassVar[str] = "range: [low, high] or {low, high, log}"  # how `dialsum config` names it
 
     low: float = Field(..., description="Lowest value")
     high: float = Field(..., description="Highest value")
