@@ -39,7 +39,7 @@ from dialsum.suite.state import ExperimentRecord, Failure, TrainArgs, clear_part
 from dialsum.sweep.outcomes import Outcomes
 from dialsum.sweep.report import write_trials
 from dialsum.sweep.schedule import Schedule
-from dialsum.sweep.space import Space
+from dialsum.sweep.space import Space, describe
 from dialsum.sweep.study import prune_now
 from dialsum.sweep.trials import LOG, EvalReader, TrialJob, result, trial_folder
 
@@ -298,7 +298,3 @@ class SweepDriver:
             self.backend.release(job.slot)
         self.jobs.clear()
         write_trials(self.plan.out, self.study)
-
-
-def describe(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items())

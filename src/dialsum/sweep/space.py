@@ -172,3 +172,8 @@ def trial_config(cfg: ExperimentConfig, space: Space, params: dict[str, Any]) ->
     """`cfg` with a trial's settings, validated as `--set` values are."""
     data = config.apply_overrides(cfg.model_dump(mode="json"), space.overrides(params))
     return config.validate_dict(data, TRIAL_SOURCE)
+
+
+def describe(params: dict[str, Any]) -> str:
+    """A trial's settings in one line: `learning_rate 6e-05, lora_rank 192`."""
+    return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items())
