@@ -18,7 +18,7 @@ import pytest
 from conftest import CONFIGS, FAST, make_data_dir, run_cli
 
 import dialsum
-from dialsum import api
+from dialsum import api, runfiles
 from dialsum.errors import DialsumError
 from dialsum.fileio import atomic_write_rows
 
@@ -78,7 +78,12 @@ def test_overrides_as_a_mapping_or_as_set_strings_give_the_same_config(tmp_path:
     (lambda d: dialsum.open_run(d), ["predict", "{d}", "--input", "x.csv"]),
     (lambda d: dialsum.tune_run(d, trials=0), ["tune", "{d}", "--trials", "0"]),
     (lambda d: dialsum.compare([d / "a", d / "a"], d / "page"), ["compare", "{d}/a", "{d}/a", "--out", "{d}/page"]),
-], ids=["unknown key", "bad init", "no steps", "missing data", "not a run", "no trials", "same run twice"])
+    (lambda d: dialsum.run_sweep(KOBART, 0, data=d, out=d / "sw"), ["sweep", str(KOBART), "--trials", "0", "--data",
+                                                                    "{d}", "--out", "{d}/sw"]),
+    (lambda d: dialsum.run_sweep(KOBART, 2, {"sweep.lora_rank": [8]}, data=d, out=d / "sw"),
+     ["sweep", str(KOBART), "--trials", "2", "--set", "sweep.lora_rank=[8]", "--data", "{d}", "--out", "{d}/sw"]),
+], ids=["unknown key", "bad init", "no steps", "missing data", "not a run", "no trials", "same run twice",
+        "no sweep trials", "lora space without lora"])
 def test_bad_input_raises_the_command_s_error_with_its_message(call: Any, args: list[str], tmp_path: Path) -> None:
     """Each call fails as its command does: the same DialsumError text, before anything is written."""
     (tmp_path / "a").mkdir()
@@ -180,3 +185,16 @@ def test_results_reads_a_suite_s_runs_as_its_report_does(trained: dict[str, Any]
     assert list(table["name"]) == ["b", "c", "d"] and list(table["state"]) == ["finished", "finished", "failed"]
     assert list(table["morpheme_final"][:2]) == pytest.approx([trained["runs"][k].dev_score for k in ("b", "c")])
     assert not (tmp_path / "report.md").exists()  # reading writes nothing
+
+
+@pytest.mark.slow
+def test_a_sweep_from_python_returns_what_its_result_file_and_report_hold(small_data: Path, tmp_path: Path) -> None:
+    sets = [*FAST, "training.per_device_train_batch_size=8", "training.gradient_accumulation_steps=1"]
+    swept = dialsum.run_sweep(BATCH_OPT, 2, sets, out=tmp_path / "sweep", data=small_data, init="tiny", max_steps=4,
+                              slots=2, pruner="none")
+    assert swept.exit_code == 0 and swept.result is not None
+    assert swept.result == runfiles.read(tmp_path / "sweep" / "result.json", runfiles.SweepResult, "")
+    assert swept.result.trials == 2 and swept.result.states == {"COMPLETE": 2} and swept.result.steps == 8
+    assert 0 in swept.result.heldout and swept.result.heldout_rows + swept.result.search_rows == 12
+    assert swept.result.verdict in (tmp_path / "sweep" / "report.md").read_text(encoding="utf-8")
+    assert swept.report.is_file() and dialsum.validate(swept.best_config, init="tiny").ok

@@ -4,7 +4,7 @@
 
 Every `import` and `from ... import` in `src/dialsum` counts, wherever it stands (inside a function
 too), and importing `dialsum.a.b` counts as importing the packages `dialsum.a` on the way. The layers
-(DESIGN.md): cli and the public API (dialsum.api, re-exported by the package) at the top; the commands (suite, tune, ensemble, report, validate, config help) above the
+(DESIGN.md): cli and the public API (dialsum.api, re-exported by the package) at the top; the commands (suite, sweep, tune, ensemble, report, validate, config help) above the
 runs (recipe, finished_run, resume); everything else (config, data, modeling, metrics, ...) at the bottom.
 """
 
@@ -21,7 +21,7 @@ LONG_ON_PURPOSE = {"dialsum.samplegen"}  # the sample generator's word lists
 TOP = {"dialsum", "dialsum.api", "dialsum.cli", "dialsum.rank"}  # the package re-exports the API
 COMMANDS = {"dialsum.tune", "dialsum.tune_space", "dialsum.tune_study", "dialsum.tune_finish", "dialsum.ensemble",
             "dialsum.validation", "dialsum.confighelp"}
-COMMAND_PACKAGES = ("dialsum.suite", "dialsum.report")
+COMMAND_PACKAGES = ("dialsum.suite", "dialsum.report", "dialsum.sweep")
 RUNS = {"dialsum.recipe", "dialsum.finished_run", "dialsum.resume"}
 
 

@@ -11,6 +11,7 @@ loads no torch, transformers or pandas.
 from dialsum.api import (
     Run,
     SuiteRun,
+    SweepRun,
     Validation,
     compare,
     ensemble_runs,
@@ -20,6 +21,7 @@ from dialsum.api import (
     predict,
     results,
     run_suite,
+    run_sweep,
     score,
     train,
     tune_run,
@@ -29,6 +31,6 @@ from dialsum.errors import DialsumError
 
 __version__ = "0.1.0"
 __all__ = [
-    "DialsumError", "Run", "SuiteRun", "Validation", "compare", "ensemble_runs", "load_config", "make_sample",
-    "open_run", "predict", "results", "run_suite", "score", "train", "tune_run", "validate",
+    "DialsumError", "Run", "SuiteRun", "SweepRun", "Validation", "compare", "ensemble_runs", "load_config",
+    "make_sample", "open_run", "predict", "results", "run_suite", "run_sweep", "score", "train", "tune_run", "validate",
 ]  # fmt: skip

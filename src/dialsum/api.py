@@ -5,15 +5,16 @@
     pytest tests/test_api.py tests/test_notebook.py
 
 `dialsum validate` calls `validate` here, and `dialsum train` calls `load_config`, `check_training` and
-`run_training`; `predict`, `tune_run`, `ensemble_runs`, `run_suite`, `compare` and `make_sample` call what
+`run_training`; `predict`, `tune_run`, `ensemble_runs`, `run_suite`, `run_sweep`, `compare` and `make_sample` call what
 their commands call; `score` scores lists as `dialsum score` scores files; `results` reads a suite's results
 as its report does. Bad input raises the `DialsumError` whose message the command prints. Progress shows as in
 a terminal: training and tuning draw tqdm.auto bars (widgets in Jupyter where ipywidgets is installed), a
 suite prints a line per event.
 
 Each function imports what it calls in its own body, so that `import dialsum` loads no torch, transformers or
-pandas. Tuning and ensembling are `tune_run` and `ensemble_runs`: `dialsum.tune` and `dialsum.ensemble` are the
-package's modules, and importing a module sets its name on the package.
+pandas. Tuning, ensembling and sweeping are `tune_run`, `ensemble_runs` and `run_sweep`: `dialsum.tune`,
+`dialsum.ensemble` and `dialsum.sweep` are the package's modules, and importing a module sets its name on the
+package.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
     from dialsum.config import RunOptions
     from dialsum.metrics import Scores
-    from dialsum.runfiles import EnsembleResult, RunMetrics, TuneResult
+    from dialsum.runfiles import EnsembleResult, RunMetrics, SweepResult, TuneResult
     from dialsum.sections import ExperimentConfig
     from dialsum.tune import TuneOptions
 
@@ -103,6 +104,26 @@ class SuiteRun:
     def results(self) -> pd.DataFrame:
         """`results(self.dir)`: one row per experiment."""
         return results(self.dir)
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """A sweep's directory, the exit code `dialsum sweep` would end with (0: done; 1: no trial finished; 130:
+    interrupted, continue with `resume=True`) and its result (None unless it finished)."""
+
+    dir: Path
+    exit_code: int
+    result: SweepResult | None
+
+    @property
+    def best_config(self) -> Path | None:
+        """best.yaml: the experiment config with the recommended settings (train it, or list it in a suite)."""
+        return self.dir / "best.yaml" if self.result is not None else None
+
+    @property
+    def report(self) -> Path:
+        """The sweep's report (report.html; report.md, trials.csv and the plots beside it)."""
+        return self.dir / "report.html"
 
 
 def set_options(overrides: Overrides = ()) -> list[str]:
@@ -375,6 +396,42 @@ def run_suite(suite: PathLike, out: PathLike, overrides: Overrides = (), *, data
                         set_options(overrides), str(data) if data is not None else None, gpus, slots, backend,
                         address, live=False, restart=list(restart))
     return SuiteRun(Path(out), run(opts))
+
+
+def run_sweep(config: PathLike, trials: int | None = None, overrides: Overrides = (), *, out: PathLike | None = None,
+              data: PathLike | None = None, init: str | None = None, max_steps: int | None = None,
+              one_epoch: bool = False, pruner: str | None = None, timeout: float | None = None, resume: bool = False,
+              storage: str | None = None, keep_checkpoints: bool = False, dev_rows: int | None = None,
+              slots: int | None = None, gpus: str | None = None, backend: str = "local",
+              address: str | None = None) -> SweepRun:
+    """Search a config's training settings (Optuna), each trial a `dialsum train` process: `dialsum sweep`.
+
+    Args:
+        config: an experiment YAML; its `sweep` section is the search space.
+        trials: trials in all, trial 0 the config's own settings (with `resume`: default the stored count).
+        overrides: `--set`-style changes (see `load_config`).
+        out: the sweep folder (`--out`; default runs/sweeps/<experiment name>).
+        data, init, max_steps, one_epoch: as for `train`, for every trial.
+        pruner: median (default), hyperband or none. timeout: stop starting trials after this many minutes.
+        resume: continue the sweep in `out`. storage: a journal file or database URL for the study.
+        keep_checkpoints: keep every trial's checkpoints. dev_rows: dev rows the trials are scored on.
+        slots, gpus, backend, address: where trials run (`--slots`, `--gpus`, `--backend`, `--address`).
+
+    Returns:
+        A `SweepRun`: its `dir`, `exit_code`, `result` (`result.json`: `heldout`, `verdict`), `best_config`.
+    """
+    # the sweep's modules load optuna and pandas: only when called
+    from dialsum import runfiles
+    from dialsum.sweep.command import run_sweep as sweep
+    from dialsum.sweep.options import SweepOptions, default_out
+
+    opts = SweepOptions(str(config), trials, init, max_steps, one_epoch, str(data) if data is not None else None,
+                        str(out) if out is not None else None, set_options(overrides), pruner, timeout, resume,
+                        storage, keep_checkpoints, dev_rows, gpus, slots, backend, address)
+    code = sweep(opts)
+    folder = Path(opts.out) if opts.out else default_out(load_config(config, overrides, data=data))
+    found, _ = runfiles.load(folder / runfiles.SWEEP_RESULT, runfiles.SweepResult)
+    return SweepRun(folder, code, found if code == 0 else None)
 
 
 def results(suite_dir: PathLike) -> pd.DataFrame:

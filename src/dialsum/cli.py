@@ -241,6 +241,44 @@ def suite(
     raise typer.Exit(run_suite(opts))
 
 
+@app.command()
+def sweep(
+    config_path: str = typer.Argument(..., metavar="CONFIG", help="Experiment YAML file; its sweep section is the "
+                                      "search space."),
+    trials: int | None = typer.Option(None, "--trials", help="Trials in all, trial 0 the config's own settings "
+                                      "(with --resume: default the stored count)."),
+    init: str | None = Init,
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop each trial after N optimizer steps."),
+    one_epoch: bool = typer.Option(False, "--one-epoch", help="Train each trial one epoch."),
+    data_dir: str | None = Data,
+    sets: list[str] = Sets,
+    out: str | None = typer.Option(None, "--out", help="Sweep folder (default runs/sweeps/<experiment name>)."),
+    pruner: str | None = typer.Option(None, "--pruner", help="median (default), hyperband or none."),
+    timeout: float | None = typer.Option(None, "--timeout", help="Stop starting trials after this many minutes."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the sweep in --out: finished trials are kept, "
+                                "trials a stop left running run again."),
+    storage: str | None = typer.Option(None, "--storage", help="The study: a journal file path (default "
+                                       "OUT/study.journal) or a database URL."),
+    keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="Keep every trial's checkpoints (by "
+                                          "default only the best trial keeps them)."),
+    dev_rows: int | None = typer.Option(None, "--dev-rows", help="Dev rows the trials are scored on (default half); "
+                                        "the rest are held out to score the best trial against trial 0."),
+    gpus: str | None = typer.Option(None, "--gpus", help="GPUs to run trials on, one each: 0,1,2,3 (default: every "
+                                    "visible GPU)."),
+    slots: int | None = typer.Option(None, "--slots", help="CPU only: trials side by side, each with its share of "
+                                     "the cores (default 1)."),
+    backend: str = typer.Option("local", "--backend", help="local (this machine's slots) or ray (a Ray cluster)."),
+    address: str | None = typer.Option(None, "--address", help="Ray: auto or HOST:PORT of the cluster."),
+) -> None:
+    """Search training settings (Optuna): trials as dialsum train processes, pruned on their dev score; best.yaml."""
+    from dialsum.sweep.command import run_sweep
+    from dialsum.sweep.options import SweepOptions
+
+    raise typer.Exit(run_sweep(SweepOptions(config_path, trials, init, max_steps, one_epoch, data_dir, out,
+                                            list(sets), pruner, timeout, resume, storage, keep_checkpoints, dev_rows,
+                                            gpus, slots, backend, address)))
+
+
 @app.command("config")
 def config_help(
     key: str | None = typer.Argument(None, metavar="[SECTION or SECTION.KEY]",

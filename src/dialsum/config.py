@@ -43,9 +43,13 @@ def _canonical(section: str, values: dict) -> dict:
     return {aliases.get(k, k): v for k, v in values.items()}
 
 
+SEARCH_SECTIONS = ("tune", "sweep")
+
+
 def owner_section(key: str) -> str | None:
-    """The section a flat key belongs to; `tune` repeats generation's names, so flat keys never go there."""
-    owners = [name for name, keys in SECTION_KEYS.items() if key in keys and name != "tune"]
+    """The section a flat key belongs to; `tune` and `sweep` repeat other sections' names (generation's, training's
+    and lora's), so flat keys never go there."""
+    owners = [name for name, keys in SECTION_KEYS.items() if key in keys and name not in SEARCH_SECTIONS]
     return owners[0] if len(owners) == 1 else None
 
 

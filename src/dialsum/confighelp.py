@@ -109,8 +109,15 @@ def _default(info: FieldInfo) -> str:
     if info.is_required():
         return "required"
     value = info.default_factory() if info.default_factory is not None else info.default  # type: ignore[call-arg]
+    return _shown(value)
+
+
+def _shown(value: Any) -> str:
+    """A default as YAML would hold it; a value model (one with a `help_type`, as a sweep range) with its fields."""
     if isinstance(value, BaseModel):
-        return "(its section's defaults)"
+        if not hasattr(value, "help_type"):
+            return "(its section's defaults)"
+        return "{" + ", ".join(f"{k}: {_shown(v)}" for k, v in value.model_dump().items()) + "}"
     if isinstance(value, bool) or value is None:
         return {True: "true", False: "false", None: "null"}[value]
     return repr(value) if isinstance(value, str) else str(value).replace("'", "")
@@ -139,5 +146,5 @@ def _type_name(annotation: Any) -> str:
     if origin is dict:
         return "mapping"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return "section"
+        return getattr(annotation, "help_type", "section")
     return {str: "text", int: "integer", float: "number", bool: "true/false"}.get(annotation, str(annotation))

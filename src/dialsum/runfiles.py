@@ -1,13 +1,15 @@
-"""The result files of runs, tunings and ensembles, typed: written and read back only through these models.
+"""The result files of runs, tunings, ensembles and sweeps, typed: written and read back only through these models.
 
     dialsum train CONFIG --init tiny       # writes model_info.json, then metrics.json last
     dialsum tune RUN_DIR                   # writes tune/result.json
     dialsum ensemble RUN RUN RUN --out DIR # writes DIR/ensemble.json
+    dialsum sweep CONFIG --trials 8 --out DIR  # writes DIR/result.json
     dialsum report runs/suites/demo        # reads them all
     pytest tests/test_runfiles.py
 
 `RunMetrics` is a run's `metrics.json`, `ModelInfo` its `model_info.json` (what loading the trained model
-needs), `TuneResult` its `tune/result.json` and `EnsembleResult` an ensemble's `ensemble.json`. A file that
+needs), `TuneResult` its `tune/result.json`, `EnsembleResult` an ensemble's `ensemble.json` and `SweepResult` a
+sweep's `result.json`. A file that
 does not match its model is one line naming the file and the field (`read`); the suite's own report, which
 must never stop the experiments, takes the same reason as a note instead (`load`). Files written by earlier
 versions still read: a field they lack is None, and a key they held that is no longer written is ignored
@@ -26,6 +28,7 @@ from dialsum.errors import DialsumError
 from dialsum.fileio import atomic_write_text
 
 METRICS, MODEL_INFO, TUNE_RESULT, ENSEMBLE = "metrics.json", "model_info.json", "tune/result.json", "ensemble.json"
+SWEEP_RESULT = "result.json"  # in a sweep's folder
 
 
 class RunFile(BaseModel):
@@ -206,6 +209,25 @@ class EnsembleResult(RunFile):
         were cross-fitted weighted each pick by scores on its own rows, and one of tuned members was scored on
         the rows their tuning chose on."""
         return self.weights is not None or not (self.weighted or self.tuned)
+
+
+# ---------------------------------------------------------------- a sweep's result.json
+
+
+class SweepResult(RunFile):
+    """`dialsum sweep`'s result: the trials' ends, the best trial on the search rows, and the best trial and trial
+    0 scored on the held-out rows (the scores the sweep reports)."""
+
+    trials: int
+    states: dict[str, int]  # COMPLETE, PRUNED, FAIL, RUNNING: how many trials ended so
+    steps: int  # optimizer steps every trial trained, together
+    best_trial: int
+    best_search: float  # its dev score on the search rows: what chose it, not its score
+    search_rows: int
+    heldout_rows: int
+    heldout: dict[int, float]  # the best trial's and trial 0's scores on the held-out rows
+    recommended: int  # the trial whose settings best.yaml holds
+    verdict: str
 
 
 # ---------------------------------------------------------------- reading

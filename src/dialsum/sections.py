@@ -10,7 +10,7 @@ unknown keys are refused (`extra="forbid"`). Reading YAML files into these model
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     AliasChoices,
@@ -315,6 +315,100 @@ class TuneSection(Section):
         return self
 
 
+class SweepRange(Section):
+    """A range `dialsum sweep` samples from: `[low, high]`, or `{low: ..., high: ..., log: true}`."""
+
+    help_type: ClassVar[str] = "range: [low, high] or {low, high, log}"  # how `dialsum config` names it
+
+    low: float = Field(..., description="Lowest value")
+    high: float = Field(..., description="Highest value")
+    log: bool = Field(False, description="Sample on a log scale (low above 0)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_pair(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            if len(value) != 2:
+                raise ValueError(f"{list(value)}: give [low, high], {{low: ..., high: ..., log: true}}, or [] to keep "
+                                 "the config's value")
+            return {"low": value[0], "high": value[1]}
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SweepRange:
+        if self.low > self.high:
+            raise ValueError(f"[{self.low:g}, {self.high:g}]: low must not exceed high")
+        if self.log and self.low <= 0:
+            raise ValueError(f"[{self.low:g}, {self.high:g}] with log: true: a log scale needs low above 0")
+        return self
+
+
+SWEEP_RANGES = ("learning_rate", "warmup_ratio", "weight_decay", "label_smoothing_factor", "lora_dropout")
+
+
+class SweepSection(Section):
+    """`dialsum sweep`'s search space over training settings. A range is [low, high] (or {low, high, log: true});
+    a list is the choices; [] keeps the config's own value. Each dimension holds the config's own value, and the
+    config's own settings are trial 0. LoRA dimensions apply only where the config trains LoRA."""
+
+    learning_rate: SweepRange | None = Field(
+        default_factory=lambda: SweepRange(low=1e-5, high=3e-4, log=True), description="Peak learning rate range")
+    warmup_ratio: SweepRange | None = Field(default_factory=lambda: SweepRange(low=0.0, high=0.1),
+                                            description="Warm-up fraction range")
+    weight_decay: SweepRange | None = Field(default_factory=lambda: SweepRange(low=0.0, high=0.1),
+                                            description="Weight decay range")
+    label_smoothing_factor: SweepRange | None = Field(default_factory=lambda: SweepRange(low=0.0, high=0.1),
+                                                      description="Label smoothing range")
+    num_train_epochs: list[float] = Field(default_factory=lambda: [3, 4, 5, 6],
+                                          description="Epochs to try (left out with --max-steps or --one-epoch)")
+    lora_rank: list[int] = Field(default_factory=lambda: [16, 32, 64, 128, 256], description="LoRA ranks to try")
+    lora_alpha: list[float] = Field(default_factory=lambda: [32, 64, 128, 256, 512], description="LoRA alphas to try")
+    lora_dropout: SweepRange | None = Field(default_factory=lambda: SweepRange(low=0.0, high=0.1),
+                                            description="LoRA dropout range")
+    per_device_train_batch_size: list[int] | None = Field(
+        None, description="Micro-batches to try, each dividing every effective batch (null: the config's, its half "
+                          "and its double where they divide the effective batch)")
+    effective_batch: list[int] = Field(
+        default_factory=list, description="Effective batches to try ([]: the config's own); the accumulation is "
+                                          "the effective batch over the micro-batch")
+    evaluations: int = Field(4, ge=1, description="Dev evaluations in the shortest trial, where the config does not "
+                                                  "evaluate every N steps itself (the pruner decides at each)")
+    random_trials: int = Field(10, ge=0, description="Trials sampled at random before TPE learns from the scores")
+
+    @field_validator(*SWEEP_RANGES, mode="before")
+    @classmethod
+    def _empty_keeps(cls, value: Any) -> Any:
+        return None if isinstance(value, (list, tuple)) and not value else value
+
+    @model_validator(mode="after")
+    def _each_value_is_a_setting(self) -> SweepSection:
+        """Every value tried must be one its section accepts, so no trial fails on it."""
+        for name in self.dimensions():
+            section = TrainingSection if name in TrainingSection.model_fields else LoraSection
+            for value in self.values(name):
+                try:
+                    section.model_validate({name: value})
+                except ValidationError as err:
+                    where = "training" if section is TrainingSection else "lora"
+                    raise ValueError(f"{name}: {value!r} is not a valid {where}.{name} "
+                                     f"({err.errors()[0]['msg']})") from None
+        if any(b < 1 for b in self.effective_batch):
+            raise ValueError(f"effective_batch: {self.effective_batch}: each must be at least 1")
+        return self
+
+    @staticmethod
+    def dimensions() -> list[str]:
+        """The settings a sweep can vary (besides the effective batch)."""
+        return [n for n in SweepSection.model_fields if n not in ("effective_batch", "evaluations", "random_trials")]
+
+    def values(self, name: str) -> list[Any]:
+        """The values given for a dimension: a range's two ends, or the choices ([] when it keeps the config's)."""
+        value = getattr(self, name)
+        if isinstance(value, SweepRange):
+            return [value.low, value.high]
+        return list(value or [])
+
+
 class SpeedSection(Section):
     """dialsum's own speed settings (chunked loss, fused optimizer, kernels, threads)."""
 
@@ -346,6 +440,7 @@ class ExperimentConfig(Section):
     generation: GenerationSection = Field(default_factory=GenerationSection)
     speed: SpeedSection = Field(default_factory=SpeedSection)
     tune: TuneSection = Field(default_factory=TuneSection)
+    sweep: SweepSection = Field(default_factory=SweepSection)
 
     @property
     def effective_batch(self) -> int:

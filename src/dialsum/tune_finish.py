@@ -67,7 +67,7 @@ def _write(study: Any, scorer: Scorer, tuned: ExperimentConfig, split: DevSplit,
                       zip(held["fname"], preds, held["summary"], strict=True))
     _write_best(out / "best.yaml", tuned, scorer.family)
     _write_trials(out / "trials.csv", done)
-    _plots(study, out)
+    write_plots(study, out, ("optimization_history", "param_importances"), "tune")
     test = read_test(tuned)
     generation.write_submission(run_dir / "submission_tuned.csv", list(test["fname"]),
                                 scorer.summaries(tuned, list(test["dialogue"])))
@@ -87,8 +87,10 @@ def _write_trials(path: Path, trials: list[Any]) -> None:
     atomic_write_rows(path, ["trial", "dev_final", *names], rows)
 
 
-def _plots(study: Any, out: Path) -> None:
-    """Optuna's matplotlib plots; importances need two or more finished trials that differ."""
+def write_plots(study: Any, out: Path, names: tuple[str, ...], who: str) -> dict[str, Path]:
+    """Optuna's matplotlib plots (`plot_<name>` for each name) as `out/<name>.png`; one Optuna cannot draw yet
+    (importances need two or more finished trials that differ) is left out with a line on stderr. `dialsum tune`
+    and `dialsum sweep` draw theirs here."""
     import matplotlib  # matplotlib and optuna's plots take seconds to import: only where plots are drawn
 
     matplotlib.use("Agg")
@@ -97,15 +99,18 @@ def _plots(study: Any, out: Path) -> None:
     from optuna.visualization import matplotlib as ovm  # optuna: deferred, as above
 
     warnings.filterwarnings("ignore", category=ExperimentalWarning)  # the plots are marked experimental
-    for name, plot in (("optimization_history", ovm.plot_optimization_history),
-                       ("param_importances", ovm.plot_param_importances)):
+    warnings.filterwarnings("ignore", message="Attempting to set identical")  # one value on an axis: drawn flat
+    written = {}
+    for name in names:
         try:
-            axes = plot(study)
-        except (ValueError, RuntimeError) as err:  # too few distinct trials for importances
-            print(f"tune: no {name} plot ({str(err).splitlines()[0][:120]})", file=sys.stderr)
+            axes = getattr(ovm, f"plot_{name}")(study)
+        except (ValueError, RuntimeError, ZeroDivisionError) as err:  # too few finished or distinct trials
+            print(f"{who}: no {name} plot ({str(err).splitlines()[0][:120]})", file=sys.stderr)
             continue
-        figure = axes.figure if hasattr(axes, "figure") else axes[0].figure
+        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
         figure.set_size_inches(8, 4.5)
         figure.tight_layout()
         figure.savefig(out / f"{name}.png", dpi=110)
         plt.close(figure)
+        written[name] = out / f"{name}.png"
+    return written

@@ -26,13 +26,13 @@ def validation_plan(cfg: ExperimentConfig, init: str | None, device: DeviceInfo)
     had without downloading a model."""
     cfg = cfg.model_copy(deep=True)
     cfg.model.init = init or cfg.model.init  # type: ignore[assignment]
-    tokenizer, note = _validation_tokenizer(cfg)
+    tokenizer, note = validation_tokenizer(cfg)
     plan = plan_and_check(cfg, None, device, tokenizer)
     plan.tokenizer_note = note
     return plan
 
 
-def _validation_tokenizer(cfg: ExperimentConfig) -> tuple[Any, str]:
+def validation_tokenizer(cfg: ExperimentConfig) -> tuple[Any, str]:
     """(the tokenizer with the mask tokens, where it came from), or (None, why it cannot be had here)."""
     m = cfg.model
     if m.init == "pretrained":
