@@ -37,9 +37,11 @@ DEMO_ARGS := --init tiny --set training.num_train_epochs=3 --set generation.max_
 demo: install
 	$(BIN)/dialsum suite configs/suites/main5.yaml $(DEMO_ARGS) --out runs/suites/demo-$$(date +%Y%m%d-%H%M%S)
 
+# Everything, in two processes (a test module's tests stay in one, so its shared runs are made once),
+# with the slowest tests' times printed at the end.
 test: install browser
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadscope --durations=25
 
 # Everything but the multi-minute end-to-end runs (marked `slow`), in two processes: the inner loop
 # while developing (under 2 minutes on 2 cores).
