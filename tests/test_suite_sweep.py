@@ -101,6 +101,14 @@ def test_the_shipped_sweep_then_five_suite_sweeps_kobart_then_lists_main5() -> N
     assert configs[first.name].sweep is not None
 
 
+def test_config_help_of_the_suite_file_shows_the_sweep_section() -> None:
+    from dialsum.confighelp import explain
+
+    text = explain("experiments.sweep", suite=True)
+    assert text.startswith("[experiments.sweep]") and "experiments.sweep.trials" in text
+    assert "allowed:  one of median, hyperband, none" in explain("experiments.sweep.pruner", suite=True)
+
+
 # ---------------------------------------------------------------- the child's command
 
 
@@ -263,3 +271,4 @@ def test_a_suite_sweeps_an_entry_then_trains_its_best_yaml_as_its_run(tmp_path: 
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "| 1 | Swept | " in report and "Training settings from dialsum sweep (trial " in report  # best.yaml's run
     print(f"suite with a 2-trial sweep entry: {took:.1f} s")
+

@@ -54,8 +54,10 @@ class SuiteTune(_Strict):
 
 
 class SuiteSweep(_Strict):
-    """An entry's training sweep (`dialsum sweep`) into `<out>/<name>/sweep/`, before it trains: the entry then
-    trains the sweep's best.yaml, into `<out>/<name>/run/` as any entry."""
+    """An entry's training sweep (`dialsum sweep`) on its slot, then the training of the best settings.
+
+    The sweep writes `<out>/<name>/sweep/`; the entry then trains its best.yaml into `<out>/<name>/run/`, as any
+    entry trains its config."""
 
     trials: int = Field(..., ge=1, description="Sweep trials on the entry's slot, one at a time (trial 0 the config's "
                         "own settings); then the entry trains the sweep's best.yaml")
