@@ -14,9 +14,9 @@ and rewrites the state and the report after every change. One failure never stop
 Ctrl-C (or SIGTERM) stops every running child with its checkpoints kept, and exits 130.
 
 The suite deletes no run directory, checkpoint or ensemble: where it must start an experiment fresh
-over an earlier run (the out-of-memory retry, a run that holds no checkpoint yet, `--restart NAME`)
-or rebuild an ensemble, it moves the old folder aside (`run.1`, `ensemble.1`, ...), says so, and
-records it in the state.
+over an earlier run (the out-of-memory retry, a run that holds no checkpoint yet, `--restart NAME`,
+which moves a sweep entry's sweep aside too) or rebuild an ensemble, it moves the old folder aside
+(`run.1`, `sweep.1`, `ensemble.1`, ...), says so, and records it in the state.
 """
 
 from __future__ import annotations
