@@ -99,6 +99,7 @@ def test_the_shipped_sweep_then_five_suite_sweeps_kobart_then_lists_main5() -> N
 
     configs = checks.load_configs(swept, [e.name for e in swept.experiments], TrainArgs())
     assert configs[first.name].sweep is not None
+    checks.check_experiments(swept, [first.name], TrainArgs(init="tiny", max_steps=20))  # its space, up front
 
 
 def test_config_help_of_the_suite_file_shows_the_sweep_section() -> None:
