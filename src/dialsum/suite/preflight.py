@@ -7,10 +7,10 @@ For each chosen experiment, as its `dialsum train` would see it: the config plan
 and transformers (`dialsum validate`'s checks: optimizer, training arguments, generation settings,
 LoRA targets), and its three data files (read and checked once per distinct file); for a sweep entry,
 its space as `dialsum sweep` checks it before any trial (every value, the corners' plans, the memory
-estimate on a GPU) and its dev split. The check builds
-transformers' training arguments, which select a device, so it runs in its own process
-(`python -m dialsum.suite.preflight`, a JSON request on stdin, a JSON answer on stdout, started by
-`checks.check_experiments`): the suite itself never holds GPU memory, and never imports torch.
+estimate on a GPU) and its dev split. The check builds transformers' training arguments, which select
+a device, so it runs in its own process (`python -m dialsum.suite.preflight`, a JSON request on stdin,
+a JSON answer on stdout, started by `checks.check_experiments`): the suite itself never holds GPU
+memory, and never imports torch.
 """
 
 from __future__ import annotations

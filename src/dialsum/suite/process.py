@@ -94,7 +94,7 @@ def ensemble_command(runs: list[Path], out: Path, spec: Any) -> list[str]:
     return cmd + (["--weighted"] if spec.weighted else []) + (["--tuned"] if spec.tuned else [])
 
 
-def length_flags(args: TrainArgs) -> list[str]:
+def run_flags(args: TrainArgs) -> list[str]:
     """`--init`, `--one-epoch`, `--max-steps` as the suite was given them, for its `train` and `sweep` children."""
     flags = ["--init", args.init] if args.init else []
     if args.one_epoch:
@@ -105,7 +105,7 @@ def length_flags(args: TrainArgs) -> list[str]:
 def train_command(config: str, entry_sets: list[str], args: TrainArgs, run_dir: Path, extra: list[str],
                   resume: bool, nproc: int = 1, tune: Any = None) -> list[str]:
     """`python -m dialsum.cli train CONFIG --run-dir RUN ...` with the suite's options and overrides."""
-    cmd = [sys.executable, "-m", "dialsum.cli", "train", config, "--run-dir", str(run_dir), *length_flags(args)]
+    cmd = [sys.executable, "-m", "dialsum.cli", "train", config, "--run-dir", str(run_dir), *run_flags(args)]
     if resume:
         cmd.append("--resume")
     if nproc > 1:

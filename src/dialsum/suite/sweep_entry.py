@@ -2,7 +2,7 @@
 command's program.
 
     dialsum suite configs/suites/sweep_then_five.yaml --init tiny --max-steps 20 --slots 2
-    pytest tests/test_suite.py -k sweep
+    pytest tests/test_suite_sweep.py
 
 An entry with `sweep: {trials: N}` is one child process of the suite, as any entry is:
 `python -m dialsum.suite.sweep_entry SWEEP_COMMAND --then TRAIN_COMMAND`. It runs `dialsum sweep` over the
@@ -37,7 +37,7 @@ from typing import Any
 from dialsum import config
 from dialsum.lifeline import run_forwarding
 from dialsum.runfiles import SWEEP_RESULT
-from dialsum.suite.process import length_flags, train_command
+from dialsum.suite.process import run_flags, train_command
 from dialsum.suite.schema import SuiteEntry, SuiteSweep
 from dialsum.suite.state import TrainArgs
 from dialsum.sweep.options import BEST, RECORD
@@ -67,7 +67,7 @@ def sweep_command(entry: SuiteEntry, spec: SuiteSweep, args: TrainArgs, sweep_di
                   threads: int | None) -> list[str]:
     """`python -m dialsum.cli sweep CONFIG --trials N --out SWEEP_DIR ...`, with `--resume` once it started."""
     cmd = [sys.executable, "-m", "dialsum.cli", "sweep", entry.config, "--trials", str(spec.trials),
-           "--out", str(sweep_dir), "--pruner", spec.pruner, *length_flags(args)]
+           "--out", str(sweep_dir), "--pruner", spec.pruner, *run_flags(args)]
     cmd += ["--dev-rows", str(spec.dev_rows)] if spec.dev_rows else []
     cmd += ["--data", args.data] if args.data else []
     cmd += ["--cpu-threads", str(threads)] if threads else []
