@@ -269,6 +269,8 @@ def sweep(
                                      "the cores (default 1)."),
     backend: str = typer.Option("local", "--backend", help="local (this machine's slots) or ray (a Ray cluster)."),
     address: str | None = typer.Option(None, "--address", help="Ray: auto or HOST:PORT of the cluster."),
+    cpu_threads: int | None = typer.Option(None, "--cpu-threads", hidden=True, help="A suite's sweep entry: torch "
+                                           "threads of each trial, the suite's CPU slot's share."),
 ) -> None:
     """Search training settings (Optuna): trials as dialsum train processes, pruned on their dev score; best.yaml."""
     from dialsum.sweep.command import run_sweep
@@ -276,7 +278,7 @@ def sweep(
 
     raise typer.Exit(run_sweep(SweepOptions(config_path, trials, init, max_steps, one_epoch, data_dir, out,
                                             list(sets), pruner, timeout, resume, storage, keep_checkpoints, dev_rows,
-                                            gpus, slots, backend, address)))
+                                            gpus, slots, backend, address, cpu_threads)))
 
 
 @app.command("config")

@@ -25,10 +25,11 @@ from pydantic.fields import FieldInfo
 from dialsum.config import SECTION_ALIASES, owner_section
 from dialsum.errors import DialsumError
 from dialsum.sections import SECTIONS
-from dialsum.suite.schema import SuiteEnsemble, SuiteEntry, SuiteFile, SuiteSettings, SuiteTune
+from dialsum.suite.schema import SuiteEnsemble, SuiteEntry, SuiteFile, SuiteSettings, SuiteSweep, SuiteTune
 
 SUITE_SECTIONS: dict[str, type[BaseModel]] = {
-    "settings": SuiteSettings, "experiments": SuiteEntry, "experiments.tune": SuiteTune, "ensemble": SuiteEnsemble,
+    "settings": SuiteSettings, "experiments": SuiteEntry, "experiments.tune": SuiteTune,
+    "experiments.sweep": SuiteSweep, "ensemble": SuiteEnsemble,
 }
 BOUNDS = ((annotated_types.Ge, "ge", ">="), (annotated_types.Gt, "gt", ">"), (annotated_types.Le, "le", "<="),
           (annotated_types.Lt, "lt", "<"), (annotated_types.MinLen, "min_length", "at least"))

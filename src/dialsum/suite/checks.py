@@ -36,11 +36,11 @@ def load_configs(suite: SuiteFile, chosen: list[str], args: TrainArgs) -> dict[s
 
 
 def check_experiments(suite: SuiteFile, chosen: list[str], args: TrainArgs) -> None:
-    """What each chosen experiment's `train` would refuse (plan, transformers, data), all at once."""
+    """What each chosen experiment's `train` (and a sweep entry's `sweep`) would refuse, all at once."""
     request = {
         "options": {"init": args.init, "one_epoch": args.one_epoch, "max_steps": args.max_steps},
-        "experiments": [{"name": n, "config": suite.entry(n).config, "sets": args.overrides(suite.entry(n).set)}
-                        for n in chosen],
+        "experiments": [{"name": n, "config": suite.entry(n).config, "sets": args.overrides(suite.entry(n).set),
+                         "sweep": (s := suite.entry(n).sweep) and s.model_dump()} for n in chosen],
     }
     refuse_problems(run_preflight(request), len(chosen), "cannot run")
 

@@ -6,8 +6,9 @@ Each experiment is one `python -m dialsum.cli train ...` process, started by `di
 its own session, with the parent-death signal, stopped as a group (SIGINT, SIGTERM, SIGKILL), so a
 killed suite leaves no training behind, down to the ranks of a `gpus: N` entry. Before an experiment
 starts again, `check_no_orphan` looks for any process of its previous run still alive: every dialsum
-process whose command line names its run directory (launcher, torchrun, ranks, tune workers), and any
-process left in its recorded process group.
+process whose command line names its run directory or another path in its folder (launcher, torchrun,
+ranks, tune workers; a sweep entry's sweep and its trials), and any process left in its recorded
+process group.
 """
 
 from __future__ import annotations
@@ -40,17 +41,22 @@ def pid_alive(pid: int) -> bool:
 
 
 def experiment_processes(rec: ExperimentRecord, out: Path) -> list[int]:
-    """Live dialsum processes of this experiment: naming its run directory, or in its recorded group."""
-    run_dir = str((out / rec.run_dir).resolve()) if rec.run_dir else None
+    """Live dialsum processes of this experiment: naming its folder or a path in it (its run directory; a sweep
+    entry's sweep, whose driver runs in a session of its own), or in its recorded group."""
+    folder = str((out / rec.run_dir).resolve().parent) if rec.run_dir else None
     group = rec.pid if rec.node in (None, socket.gethostname()) else None  # a pid recorded here, not on a Ray node
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         pid, cmd = proc.info["pid"], proc.info["cmdline"] or []
         if pid == os.getpid() or not any("dialsum" in part for part in cmd) or not pid_alive(pid):
             continue
-        if (run_dir and run_dir in cmd) or (group and _group(pid) == group):
+        if (folder and _names_inside(cmd, folder)) or (group and _group(pid) == group):
             found.append(pid)
     return found
+
+
+def _names_inside(cmd: list[str], folder: str) -> bool:
+    return any(part == folder or part.startswith(folder + os.sep) for part in cmd)
 
 
 def _group(pid: int) -> int | None:
@@ -88,16 +94,18 @@ def ensemble_command(runs: list[Path], out: Path, spec: Any) -> list[str]:
     return cmd + (["--weighted"] if spec.weighted else []) + (["--tuned"] if spec.tuned else [])
 
 
+def run_flags(args: TrainArgs) -> list[str]:
+    """`--init`, `--one-epoch`, `--max-steps` as the suite was given them, for its `train` and `sweep` children."""
+    flags = ["--init", args.init] if args.init else []
+    if args.one_epoch:
+        flags.append("--one-epoch")
+    return flags + (["--max-steps", str(args.max_steps)] if args.max_steps else [])
+
+
 def train_command(config: str, entry_sets: list[str], args: TrainArgs, run_dir: Path, extra: list[str],
                   resume: bool, nproc: int = 1, tune: Any = None) -> list[str]:
     """`python -m dialsum.cli train CONFIG --run-dir RUN ...` with the suite's options and overrides."""
-    cmd = [sys.executable, "-m", "dialsum.cli", "train", config, "--run-dir", str(run_dir)]
-    if args.init:
-        cmd += ["--init", args.init]
-    if args.one_epoch:
-        cmd.append("--one-epoch")
-    if args.max_steps:
-        cmd += ["--max-steps", str(args.max_steps)]
+    cmd = [sys.executable, "-m", "dialsum.cli", "train", config, "--run-dir", str(run_dir), *run_flags(args)]
     if resume:
         cmd.append("--resume")
     if nproc > 1:

@@ -14,9 +14,9 @@ and rewrites the state and the report after every change. One failure never stop
 Ctrl-C (or SIGTERM) stops every running child with its checkpoints kept, and exits 130.
 
 The suite deletes no run directory, checkpoint or ensemble: where it must start an experiment fresh
-over an earlier run (the out-of-memory retry, a run that holds no checkpoint yet, `--restart NAME`)
-or rebuild an ensemble, it moves the old folder aside (`run.1`, `ensemble.1`, ...), says so, and
-records it in the state.
+over an earlier run (the out-of-memory retry, a run that holds no checkpoint yet, `--restart NAME`,
+which moves a sweep entry's sweep aside too) or rebuild an ensemble, it moves the old folder aside
+(`run.1`, `sweep.1`, `ensemble.1`, ...), says so, and records it in the state.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from dialsum.pause import pause
 from dialsum.report.build import write_report
 from dialsum.rundir import missing_for_finished
 from dialsum.slots import Slot
-from dialsum.suite import checks, failures, process
+from dialsum.suite import checks, failures, process, sweep_entry
 from dialsum.suite.display import (
     LineDisplay,
     Live,
@@ -239,8 +239,8 @@ class SuiteRunner:
         tune = entry.tune
         if resume and tune is not None:  # trials finished before a kill count
             tune = tune.model_copy(update={"trials": process.tune_trials_left(run_dir, tune.trials)})
-        cmd = process.train_command(entry.config, entry.set, self.state.train_args, run_dir.resolve(),
-                                    [*slot.overrides(), *rec.overrides], resume, nproc=entry.gpus, tune=tune)
+        cmd = sweep_entry.entry_command(entry, self.state.train_args, exp_dir, [*slot.overrides(), *rec.overrides],
+                                        resume, slot.threads, tune)
         with log_path.open("ab") as log_file:
             log_file.write(f"\n=== {datetime.now():%Y-%m-%d %H:%M:%S} suite: {' '.join(cmd)}\n".encode())
             log_start = log_file.tell()
@@ -287,6 +287,8 @@ class SuiteRunner:
             return
         self._set_aside(rec, run_dir, fresh_reason)
         self._set_aside(rec, memory_csv, fresh_reason)
+        if fresh_reason == "--restart":  # a sweep entry sweeps afresh too
+            self._set_aside(rec, run_dir.parent / sweep_entry.SWEEP, fresh_reason)
 
     def _start_monitor(self, name: str, memory_csv: Path, pid: int, slot: Slot) -> Any:
         try:
@@ -345,7 +347,7 @@ class SuiteRunner:
         if job.retried:
             rec.adaptations.append("suite: the retry ran out of memory too; lower the batch in the config")
             return False
-        cfg = self.configs[rec.name]
+        cfg = sweep_entry.batch_config(job.entry, self.out / rec.name, self.configs[rec.name])
         micro, accum = cfg.training.per_device_train_batch_size, cfg.training.gradient_accumulation_steps
         for item in rec.overrides:  # a retry already taken (e.g. before a --resume)
             key, _, value = item.partition("=")

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dialsum import config
 from dialsum.ensemble import pool_problem
 from dialsum.errors import DialsumError
+from dialsum.sweep.study import PRUNERS
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -51,6 +53,19 @@ class SuiteTune(_Strict):
     dev_rows: int | None = Field(None, ge=1, description="Dev rows to search on (default: half of dev; the rest score the choice)")
 
 
+class SuiteSweep(_Strict):
+    """An entry's training sweep (`dialsum sweep`) on its slot, then the training of the best settings.
+
+    The sweep writes `<out>/<name>/sweep/`; the entry then trains its best.yaml into `<out>/<name>/run/`, as any
+    entry trains its config."""
+
+    trials: int = Field(..., ge=1, description="Sweep trials on the entry's slot, one at a time (trial 0 the config's "
+                        "own settings); then the entry trains the sweep's best.yaml")
+    dev_rows: int | None = Field(None, ge=1, description="Dev rows the trials are scored on (default: half of dev; the "
+                                 "rest score the best trial against trial 0)")
+    pruner: Literal[PRUNERS] = Field("median", description="Stops weak trials early: median, hyperband or none")  # type: ignore[valid-type]
+
+
 class SuiteEnsemble(_Strict):
     """An MBR ensemble of finished experiments, built after the last one (`dialsum ensemble`)."""
 
@@ -76,6 +91,15 @@ class SuiteEntry(_Strict):
         1, ge=1, description="GPUs (CPU processes on a CPU-only run) for this experiment; more than 1 trains DDP"
     )
     tune: SuiteTune | None = Field(None, description="Tune its generation once trained: {trials: N}")
+    sweep: SuiteSweep | None = Field(None, description="Sweep its training settings first, then train the best: "
+                                     "{trials: N}")
+
+    @model_validator(mode="after")
+    def _sweep_on_one_slot(self) -> SuiteEntry:
+        if self.sweep is not None and self.gpus > 1:
+            raise ValueError(f"gpus: {self.gpus} with sweep: a sweep entry runs its trials one at a time on one slot "
+                             "and trains its best there; drop gpus, or the sweep")
+        return self
 
 
 class SuiteFile(_Strict):

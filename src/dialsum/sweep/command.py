@@ -44,7 +44,7 @@ def run_sweep(opts: options.SweepOptions) -> int:
     record = options.settle_record(out, opts)
     cfg = _load(record.config, record.sets, record.data)  # as the sweep started (the same on a new sweep)
     _check_snapshot(out, cfg)
-    space = build_space(cfg, options.length_option(record))
+    space = build_space(cfg, options.length_option(record.max_steps, record.one_epoch))
     dev = read_dev(cfg)
     split = split_dev(len(dev), record.dev_rows)
     rows = len(data.read_split(Path(cfg.data.dir) / cfg.data.train_file, with_summary=True))
@@ -92,8 +92,17 @@ def _device() -> Any:
 
 
 def _open_backend(opts: options.SweepOptions) -> Any:
-    return open_backend(SuiteOptions("", gpus=opts.gpus, slots=opts.slots, backend=opts.backend,
-                                     address=opts.address))
+    """The slots the trials run on. `--cpu-threads N` (a suite's sweep entry on a CPU slot) gives each trial N torch
+    threads, the slot's share of the cores, as the suite gives its training children."""
+    backend = open_backend(SuiteOptions("", gpus=opts.gpus, slots=opts.slots, backend=opts.backend,
+                                        address=opts.address))
+    if opts.cpu_threads is not None:
+        if not backend.local or backend.kind != "cpu":
+            backend.close()
+            raise DialsumError(f"--cpu-threads {opts.cpu_threads}: for trials on CPU slots; this sweep runs on "
+                               f"{backend.describe()}")
+        backend.pool.threads = opts.cpu_threads
+    return backend
 
 
 def _write_inputs(out: Path, cfg: ExperimentConfig, record: options.SweepRecord, dev: Any, split: Any) -> None:

@@ -26,12 +26,11 @@ from dialsum.metrics import score_files
 from dialsum.runfiles import SWEEP_RESULT, SweepResult
 from dialsum.suite.state import move_aside
 from dialsum.sweep.driver import SweepPlan, say
-from dialsum.sweep.options import HELDOUT
+from dialsum.sweep.options import BEST, HELDOUT
 from dialsum.sweep.report import write_report, write_trials
 from dialsum.sweep.space import describe, trial_config
 from dialsum.sweep.trials import folder_bytes, trial_folder
 
-BEST = "best.yaml"
 HELD = "heldout"
 
 

@@ -27,6 +27,7 @@ from dialsum.sweep.study import PRUNERS
 RECORD = "sweep.json"  # the sweep's own files in OUT
 CONFIG_SNAPSHOT = "sweep_config.yaml"
 SEARCH, HELDOUT = "dev_search.csv", "dev_heldout.csv"
+BEST = "best.yaml"
 SHAPING = ("config", "init", "max_steps", "one_epoch", "data", "sets", "pruner", "dev_rows", "storage")
 
 
@@ -50,6 +51,7 @@ class SweepOptions:
     slots: int | None = None
     backend: str = "local"
     address: str | None = None
+    cpu_threads: int | None = None  # a suite's sweep entry: its trials' torch threads, the suite's CPU slot's share
 
 
 def default_out(cfg: Any) -> Path:
@@ -84,6 +86,8 @@ def check_options(opts: SweepOptions) -> None:
         raise DialsumError(f"--timeout {opts.timeout_minutes:g}: minutes, more than 0")
     if opts.pruner is not None and opts.pruner not in PRUNERS:
         raise DialsumError(f"--pruner {opts.pruner}: choose {', '.join(PRUNERS[:-1])} or {PRUNERS[-1]}")
+    if opts.cpu_threads is not None and opts.cpu_threads < 1:
+        raise DialsumError(f"--cpu-threads {opts.cpu_threads}: must be at least 1")
     if opts.dev_rows is not None and opts.dev_rows < 1:
         raise DialsumError(f"--dev-rows {opts.dev_rows}: must be at least 1; leave it out to search on half of dev")
     config.check_init(opts.init)
@@ -135,8 +139,8 @@ def write_record(out: Path, record: SweepRecord) -> None:
     atomic_write_text(out / RECORD, record.model_dump_json(indent=2) + "\n")
 
 
-def length_option(record: SweepRecord) -> str | None:
+def length_option(max_steps: int | None, one_epoch: bool) -> str | None:
     """The option that fixes every trial's length, as typed."""
-    if record.max_steps:
-        return f"--max-steps {record.max_steps}"
-    return "--one-epoch" if record.one_epoch else None
+    if max_steps:
+        return f"--max-steps {max_steps}"
+    return "--one-epoch" if one_epoch else None
