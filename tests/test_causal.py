@@ -181,11 +181,14 @@ def test_a_bad_prompt_template_is_a_clean_error(small_data):
 
 @pytest.mark.slow
 def test_tiny_causal_qlora_learns_beyond_the_extractive_baseline(tmp_path):
-    """A tiny SOLAR-family model, 4-bit with LoRA, three epochs of the sample on the CPU: it reads the dialogue."""
+    """A tiny SOLAR-family model, 4-bit with LoRA, four epochs of the sample on the CPU: it reads the dialogue.
+    (One torch thread, as `make test` runs two tests at once; at three epochs it scored 19.7 against the
+    baseline's 21.6, at four 25.7.)"""
     data_dir = make_data_dir(tmp_path / "data", 2000, 200, 10)
     cfg = config.load(SOLAR, [f"data.dir={data_dir}", "training.eval_strategy=no", "training.report_to=[none]",
                               "training.per_device_train_batch_size=8", "training.gradient_accumulation_steps=1",
-                              "training.num_train_epochs=3", "generation.max_length=64"])
+                              "training.num_train_epochs=4", "generation.max_length=64",
+                              "speed.cpu_threads=1"])  # `make test` runs two tests at once on 2 cores
     metrics = run_experiment(cfg, RunOptions(init="tiny", run_dir=tmp_path / "run"))
     trained, baseline = metrics["dev"]["morpheme"]["final"], metrics["baseline"]["morpheme"]
     assert 10 < baseline < 30

@@ -23,6 +23,7 @@ LEARNING = [
     "training.per_device_train_batch_size=16", "training.gradient_accumulation_steps=1",
     "training.num_train_epochs=10", "training.lr_scheduler_type=constant_with_warmup",
     "training.warmup_ratio=0.3", "generation.max_length=64", "model.tiny_lr_scale=10",
+    "speed.cpu_threads=1",  # `make test` runs two tests at once on 2 cores: a second thread each would contend
 ]
 
 
