@@ -44,7 +44,7 @@ test: install browser
 	$(BIN)/pytest -q -n 2 --dist loadscope --durations=25
 
 # Everything but the multi-minute end-to-end runs (marked `slow`), in two processes: the inner loop
-# while developing (under 2 minutes on 2 cores).
+# while developing (about 4 minutes on 2 cores).
 test-fast: install browser
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q -m "not slow" -n 2
