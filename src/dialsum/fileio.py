@@ -7,6 +7,7 @@ Each writer writes a temporary file beside the target and renames it over the ta
 on POSIX): a process killed mid-write leaves the old file or none, never half of one. `read_json` turns a
 missing, non-UTF-8 or malformed file into a `DialsumError` that names it, the line and the fix. The suite's
 state, its lock and the run files (`dialsum.runfiles`) use these without importing the CSV reader's pandas.
+`JsonlFollower` reads a JSON-lines file that another process is still writing (a run's `train_log.jsonl`).
 """
 
 from __future__ import annotations
@@ -75,3 +76,30 @@ def read_json(path: str | Path, fix: str) -> Any:
         raise DialsumError(
             f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); {fix}"
         ) from None
+
+
+class JsonlFollower:
+    """The rows (JSON objects) appended to a JSON-lines file since the last call, complete lines only: a line
+    the writer has not finished yet is read on a later call. A missing file has no rows yet."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset = path, 0
+
+    def new_rows(self) -> list[dict[str, Any]]:
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read()
+        except OSError:
+            return []
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        rows = []
+        for line in complete.decode("utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+        return rows

@@ -9,7 +9,6 @@ and memory. A running experiment's step and loss come from its `train_log.jsonl`
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
@@ -23,6 +22,7 @@ from rich.console import Console
 from rich.live import Live as RichLive
 from rich.table import Table
 
+from dialsum.fileio import JsonlFollower
 from dialsum.runfiles import METRICS, RunMetrics, load
 from dialsum.suite.failures import read_log_tail
 from dialsum.suite.state import ExperimentRecord
@@ -42,7 +42,7 @@ class TrainProgress:
         self.step: int | None = None
         self.max_steps: int | None = None
         self.loss: float | None = None
-        self._pos = 0
+        self._rows = JsonlFollower(jsonl)
 
     def poll(self) -> None:
         self._read_jsonl()
@@ -54,23 +54,10 @@ class TrainProgress:
                 break
 
     def _read_jsonl(self) -> None:
-        try:
-            with self.jsonl.open("rb") as fh:
-                fh.seek(self._pos)
-                chunk = fh.read()
-        except OSError:
-            return
-        complete = chunk[: chunk.rfind(b"\n") + 1]
-        self._pos += len(complete)
-        for line in complete.decode("utf-8", errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(entry, dict):
-                self.step = int(entry.get("step") or self.step or 0)
-                if isinstance(entry.get("loss"), (int, float)):
-                    self.loss = float(entry["loss"])
+        for entry in self._rows.new_rows():
+            self.step = int(entry.get("step") or self.step or 0)
+            if isinstance(entry.get("loss"), (int, float)):
+                self.loss = float(entry["loss"])
 
     def steps_text(self) -> str:
         if self.step is None:

@@ -17,7 +17,6 @@ makes, inside its own trial folders; `--keep-checkpoints` keeps them all.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dialsum import runfiles
+from dialsum.fileio import JsonlFollower
 from dialsum.suite.state import INCOMPLETE
 
 TRIALS = "trials"
@@ -43,24 +43,12 @@ class EvalReader:
     """The dev scores a trial logs in `train_log.jsonl`, read as they appear (complete lines only)."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self.offset, self.last_step = path, 0, 0
+        self.rows, self.last_step = JsonlFollower(path), 0
 
     def new(self) -> list[tuple[int, float]]:
         """(training step, dev final) of each evaluation logged since the last call."""
-        try:
-            with self.path.open("rb") as fh:
-                fh.seek(self.offset)
-                chunk = fh.read()
-        except OSError:
-            return []
-        end = chunk.rfind(b"\n") + 1
-        self.offset += end
         found = []
-        for line in chunk[:end].splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
+        for row in self.rows.new_rows():
             self.last_step = max(self.last_step, int(row.get("step", 0)))
             if isinstance(row.get("eval_final"), (int, float)):
                 found.append((int(row["step"]), float(row["eval_final"])))
