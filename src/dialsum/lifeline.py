@@ -88,17 +88,19 @@ def signal_group(pid: int, sig: signal.Signals) -> None:
 
 
 @contextlib.contextmanager
-def forwarding(proc: subprocess.Popen[bytes]) -> Iterator[None]:
-    """While inside: SIGINT and SIGTERM sent to this process go to `proc`'s group instead."""
-    def forward(signum: int, frame: Any) -> None:
-        signal_group(proc.pid, signal.Signals(signum))
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+def on_stop_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """While inside: SIGINT and SIGTERM sent to this process call `handler`; the previous handlers after."""
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def forwarding(proc: subprocess.Popen[bytes]) -> contextlib.AbstractContextManager[None]:
+    """While inside: SIGINT and SIGTERM sent to this process go to `proc`'s group instead."""
+    return on_stop_signals(lambda signum, frame: signal_group(proc.pid, signal.Signals(signum)))
 
 
 def run_forwarding(cmd: list[str], env: dict[str, str] | None = None) -> int:

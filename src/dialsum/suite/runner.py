@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from dialsum.errors import DialsumError
+from dialsum.lifeline import on_stop_signals
 from dialsum.paths import check_folder
 from dialsum.pause import pause
 from dialsum.report.build import write_report
@@ -114,25 +115,22 @@ class SuiteRunner:
     # -- the loop
 
     def run(self, chosen: list[str]) -> int:
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         queue = [rec for rec in self.state.records if rec.name in chosen]
-        try:
-            while queue or self.jobs:
-                if self.stop_signal:
-                    raise process.SuiteInterrupted(self.stop_signal)
-                self._reap()
-                self._launch(queue)
-                self._refresh()
-                time.sleep(POLL_S)
-            failed = any(r.state == "failed" for r in self.state.records)
-            return 1 if self._ensemble() or failed else 0
-        except process.SuiteInterrupted:
-            self._stop_all()
-            self.display.event(f"interrupted by {self.stop_signal}: state saved; continue with --resume")
-            return 130
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        with on_stop_signals(self._on_signal):
+            try:
+                while queue or self.jobs:
+                    if self.stop_signal:
+                        raise process.SuiteInterrupted(self.stop_signal)
+                    self._reap()
+                    self._launch(queue)
+                    self._refresh()
+                    time.sleep(POLL_S)
+                failed = any(r.state == "failed" for r in self.state.records)
+                return 1 if self._ensemble() or failed else 0
+            except process.SuiteInterrupted:
+                self._stop_all()
+                self.display.event(f"interrupted by {self.stop_signal}: state saved; continue with --resume")
+                return 130
 
     def _ensemble(self) -> bool:
         """The suite's ensemble, once every experiment in it has finished; True when it failed."""

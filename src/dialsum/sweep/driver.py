@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from dialsum.errors import DialsumError
+from dialsum.lifeline import on_stop_signals
 from dialsum.rundir import is_finished, is_run, last_checkpoint
 from dialsum.sections import ExperimentConfig
 from dialsum.suite import failures, process
@@ -89,22 +90,19 @@ class SweepDriver:
 
     def run(self) -> int:
         """Run trials until `plan.trials` were asked and every one ended; 130 on Ctrl-C or SIGTERM."""
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            self._settle_left_running()
-            while self._more() or self.jobs:
-                if self.stop_signal:
-                    raise Interrupted
-                self._watch()
-                self._launch()
-                time.sleep(POLL_S)
-            return 0
-        except Interrupted:
-            self._stop_all()
-            return 130
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        with on_stop_signals(self._on_signal):
+            try:
+                self._settle_left_running()
+                while self._more() or self.jobs:
+                    if self.stop_signal:
+                        raise Interrupted
+                    self._watch()
+                    self._launch()
+                    time.sleep(POLL_S)
+                return 0
+            except Interrupted:
+                self._stop_all()
+                return 130
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stop_signal = signal.Signals(signum).name
