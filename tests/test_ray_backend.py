@@ -35,12 +35,14 @@ class Remote:
 
 
 class FakeRay:
-    """Two alive nodes; `unshared` names the nodes whose probe never sees the driver's file."""
+    """Two alive nodes; `unshared` names the nodes whose probe never sees the driver's file, `vanished` those
+    gone between the node list and their probe."""
 
     exceptions = ray.exceptions
 
-    def __init__(self, unshared: tuple[str, ...] = (), init_error: Exception | None = None) -> None:
-        self.unshared, self.init_error = unshared, init_error
+    def __init__(self, unshared: tuple[str, ...] = (), init_error: Exception | None = None,
+                 vanished: tuple[str, ...] = ()) -> None:
+        self.unshared, self.init_error, self.vanished = unshared, init_error, vanished
         self.calls: list = []
         self.remote_options: list[dict] = []
         self.results: dict[Any, Any] = {}
@@ -63,16 +65,19 @@ class FakeRay:
         self.remote_options.append(options)
         return lambda fn: Remote(fn, self.calls, options)
 
-    def get(self, refs: Any, timeout: float | None = None) -> Any:
-        if isinstance(refs, list):  # the real probes, as each node runs them: node 0 is this host, node 1 another
-            hosts = []
-            for i, (_, _, (path, token)) in enumerate(c for c in self.calls if c[0] == "probe_node"):
-                host = socket.gethostname() if i == 0 else "node-b"
-                seen = f"{path}.not-mounted-there" if host in self.unshared else path  # that node's filesystem
-                with mock.patch.object(ray_backend.socket, "gethostname", return_value=host):
-                    hosts.append(ray_backend.probe_node(seen, token))
-            return hosts
-        outcome = self.results[refs]
+    def get(self, ref: Any, timeout: float | None = None) -> Any:
+        probes = [c for c in self.calls if c[0] == "probe_node"]
+        call = self.calls[ref[1] - 1] if isinstance(ref, tuple) else None
+        if call is not None and call[0] == "probe_node":  # the real probe, as its node runs it: node 0 is this
+            host = socket.gethostname() if probes.index(call) == 0 else "node-b"  # host, node 1 another
+            if host in self.vanished:
+                raise ray.exceptions.TaskUnschedulableError("the node specified via NodeAffinitySchedulingStrategy "
+                                                            "doesn't exist any more")
+            path, token = call[2]
+            seen = f"{path}.not-mounted-there" if host in self.unshared else path  # that node's filesystem
+            with mock.patch.object(ray_backend.socket, "gethostname", return_value=host):
+                return ray_backend.probe_node(seen, token)
+        outcome = self.results[ref]
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
@@ -110,6 +115,16 @@ def test_an_output_folder_a_node_cannot_see_is_refused_and_the_probe_is_removed(
     with pytest.raises(DialsumError, match=r"is not shared with node\(s\) node-b .* every node mounts"):
         backend.check_shared(tmp_path)
     assert not list(tmp_path.glob(".ray-probe-*"))  # nothing left behind in the user's --out
+
+
+def test_a_node_gone_between_the_node_list_and_its_probe_is_left_out(fake, tmp_path):
+    """Ray lists a lost node as alive until its heartbeats time out: its probe is unschedulable, not an error."""
+    fake(vanished=("node-b",))
+    ray_backend.RayBackend(None).check_shared(tmp_path)
+    assert not list(tmp_path.glob(".ray-probe-*"))
+    fake(vanished=("node-b",), unshared=(socket.gethostname(),))  # the nodes that answer are still checked
+    with pytest.raises(DialsumError, match="is not shared with node"):
+        ray_backend.RayBackend(None).check_shared(tmp_path)
 
 
 def test_a_shared_output_folder_passes(fake, tmp_path):

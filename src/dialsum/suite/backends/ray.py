@@ -43,6 +43,7 @@ from dialsum.suite.state import Failure
 
 PLACEMENT = "placement.json"
 PROBE_TIMEOUT_S = 3.0
+SHARED_PROBE_TIMEOUT_S = 120.0  # every node's shared-folder probe together: a busy node may take a while to start a task
 FORCE_MARGIN_S = 10.0  # after the task's own SIGINT, SIGTERM and SIGKILL, before its worker is killed
 # Ray's ends of a task that lost its process, not its own failures: resumable, as a SIGKILL is.
 LOST = {
@@ -243,7 +244,7 @@ class RayBackend:
         try:
             refs = [remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
                     .remote(str(probe), token) for n in self.ray.nodes() if n.get("Alive")]
-            hosts = self.ray.get(refs, timeout=120)
+            hosts = self._probed_hosts(refs, time.monotonic() + SHARED_PROBE_TIMEOUT_S)
             missing = [h for h in hosts if not Path(f"{probe}.{h}").is_file()]
         finally:
             for path in out.glob(f"{probe.name}*"):
@@ -252,6 +253,18 @@ class RayBackend:
             raise DialsumError(f"--backend ray: {out} is not shared with node(s) {', '.join(sorted(set(missing)))} "
                                "(they could not read the driver's file there); put --out on a filesystem every "
                                "node mounts")
+
+    def _probed_hosts(self, refs: list[Any], deadline: float) -> list[str]:
+        """The hosts the probes ran on. A node can vanish between the node list and its probe (Ray still lists a
+        lost node as alive until its heartbeats time out): its probe is unschedulable, and that node, which can
+        take no experiment either, is left out."""
+        hosts = []
+        for ref in refs:
+            try:
+                hosts.append(self.ray.get(ref, timeout=max(1.0, deadline - time.monotonic())))
+            except self.ray.exceptions.TaskUnschedulableError:
+                continue
+        return hosts
 
     def take(self, n: int) -> Slot | None:
         self.count += 1
