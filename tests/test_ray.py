@@ -102,7 +102,7 @@ def test_each_experiment_is_a_ray_task_on_its_own_gpu(tmp_path: Path, small_data
 @pytest.mark.slow
 def test_ctrl_c_cancels_the_ray_tasks_and_their_training(tmp_path: Path, small_data: Path) -> None:
     out = tmp_path / "out"
-    driver = start_driver(tmp_path, write_suite(tmp_path / "s.yaml", ["a", "b"]), out, small_data, steps=400)
+    driver = start_driver(tmp_path, write_suite(tmp_path / "s.yaml", ["a", "b"]), out, small_data, steps=100000)  # never finishes before the signal
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:

@@ -267,7 +267,7 @@ def test_a_suite_that_finishes_everything_exits_0_with_its_report(oom: tuple[Any
 def test_sigint_stops_the_child_and_marks_it_interrupted(tmp_path: Path, small_data: Path) -> None:
     suite_file = write_suite(tmp_path / "int.yaml", [entry("one", BATCH_OPT), entry("two", BATCH_OPT)])
     out = tmp_path / "out"
-    cmd = suite_args(suite_file, out, small_data, "--max-steps", "50")
+    cmd = suite_args(suite_file, out, small_data, "--max-steps", "100000")  # never finishes before the signal
     suite = start_suite(cmd)
     try:
         state = wait_for(lambda: (s := state_if_readable(out)) and s["records"][0].get("pid") and s, 60,
@@ -296,7 +296,7 @@ def test_experiment_time_out_stops_it_and_the_suite_goes_on(tmp_path: Path, smal
         tmp_path / "slow.yaml", [entry("slow", BATCH_OPT)], experiment_timeout_minutes=0.3
     )
     out = tmp_path / "out"
-    result = run_cli(*suite_args(suite_file, out, small_data, "--max-steps", "500"))
+    result = run_cli(*suite_args(suite_file, out, small_data, "--max-steps", "100000"))  # cannot finish in 0.3 min
     assert result.returncode == 1, result.stdout[-2000:]
     rec = records(out)["slow"]
     assert rec["state"] == "failed" and rec["failure"]["kind"] == "timeout"
