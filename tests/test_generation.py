@@ -178,14 +178,43 @@ def test_a_causal_repetition_penalty_leaves_the_prompt_alone(causal_prompts, bea
     assert (theirs != unpenalised).any()
 
 
-def test_the_causal_repetition_penalty_counts_generated_tokens():
+def test_the_repetition_penalty_counts_generated_tokens():
     import torch
 
     gen = GenerationSection(repetition_penalty=2.0, no_repeat_ngram_size=2)
-    kwargs = generation._causal_processors(gen, prompt_len=3)
+    kwargs = generation.penalties_on_generated(gen, skip=3)
     assert kwargs["repetition_penalty"] == 1.0 and kwargs["no_repeat_ngram_size"] == 0  # transformers' are off
     ids = torch.tensor([[5, 6, 7, 8, 9]])  # a prompt of 3, then 2 generated tokens
     scores = kwargs["logits_processor"](ids, torch.full((1, 12), 4.0))
     assert scores[0, 8] == scores[0, 9] == 2.0  # generated: penalised
     assert (scores[0, [5, 6, 7, 10]] == 4.0).all()  # the prompt's tokens and the rest: untouched
-    assert generation._causal_processors(GenerationSection(), prompt_len=3) == {}
+    assert generation.penalties_on_generated(GenerationSection(), skip=3) == {}
+
+
+def test_a_seq2seq_repetition_penalty_leaves_the_decoder_start_alone(tiny_model):
+    """The decoder start token opens every row but is not generated (BART's is its end token, which a
+    penalty would push down, lengthening every summary): the first generated token is the same with any
+    penalty, in generation after training and in the Trainer's generation during it."""
+    import copy
+
+    import torch
+
+    tok, shared = tiny_model
+    model = copy.deepcopy(shared)
+    start = model.generation_config.decoder_start_token_id
+    with torch.no_grad():
+        model.final_logits_bias[0, start] = 30.0  # the start token is the model's first choice
+    inputs = [tok(f"#Person1#: {w} 주세요.")["input_ids"] for w in ("커피", "녹차", "주스")]
+    first = GenerationSection(num_beams=1, max_length=3, min_length=0, batch_tokens=4000)  # start, one, forced end
+    penalised = first.model_copy(update={"repetition_penalty": 20.0})
+    plain = generation.generate(model, tok, inputs, first, [])
+    name = tok.convert_ids_to_tokens(start)
+    assert plain == [f"{name}{name}{tok.eos_token}"] * 3  # decoded with the start token
+    assert generation.generate(model, tok, inputs, penalised, []) == plain
+    ids, mask = generation._padded(inputs, tok.pad_token_id, left=False)
+    trainer_kwargs = generation.penalties_on_generated(penalised, generation.DECODER_START_WIDTH)
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_length=3, num_beams=1, **trainer_kwargs)
+        theirs = model.generate(input_ids=ids, attention_mask=mask, max_length=3, num_beams=1,
+                                repetition_penalty=20.0)
+    assert (out[:, 1] == start).all() and (theirs[:, 1] != start).all()  # transformers' own counts the start

@@ -46,3 +46,23 @@ def test_batches_sort_by_input_length_and_by_summary_length_only_on_request(make
 
     assert label_efficiency(both) > label_efficiency(plain) + 0.1
     assert not isinstance(trainer(length_buckets=False)._get_train_sampler(), LengthBucketSampler)
+
+
+def test_dev_is_generated_during_training_with_the_penalties_on_generated_tokens(make, monkeypatch):
+    """The Trainer's generation takes the penalties that skip the decoder start, over what evaluate() was
+    given, as generation after training does (generation.penalties_on_generated)."""
+    from transformers import Seq2SeqTrainer
+
+    from dialsum import generation
+    from dialsum.sections import GenerationSection
+
+    trainer, _ = make
+    seen: dict = {}
+    monkeypatch.setattr(Seq2SeqTrainer, "prediction_step",
+                        lambda self, model, inputs, loss_only, ignore_keys=None, **kw: seen.update(kw))
+    penalties = generation.penalties_on_generated(GenerationSection(repetition_penalty=1.5), 1)
+    t = trainer(length_buckets=False, penalties=penalties)
+    t._gen_kwargs = {"num_beams": 4, "repetition_penalty": 1.5}  # as evaluate() sets them
+    t.prediction_step(t.model, {}, False)
+    assert seen["num_beams"] == 4 and seen["repetition_penalty"] == 1.0
+    assert seen["logits_processor"] is penalties["logits_processor"]

@@ -98,7 +98,8 @@ def _keep_rows(model_kwargs: dict[str, Any], logits_processor: Any, rows: Tensor
     """Keep `rows` (flat batch x beam rows) of every per-row model input, of the cache and of a processor's
     per-row state, in place. The one such state: transformers' repetition penalty, built by `generate`,
     skips each row's left padding (a length per row). dialsum's causal generation passes its own penalty,
-    which skips the whole prompt with one length (generation._causal_processors) and needs nothing here."""
+    which skips what precedes the generated tokens with one length (generation.penalties_on_generated) and needs
+    nothing here."""
     for processor in logits_processor:
         ignore = getattr(processor, "prompt_ignore_length", None)
         if isinstance(ignore, Tensor) and ignore.dim() and ignore.shape[0] == n_rows:

@@ -75,10 +75,14 @@ def stop_kwargs(model: Any, tokenizer: Any) -> dict[str, Any]:
     return {"eos_token_id": eos, "pad_token_id": tokenizer.pad_token_id}
 
 
+# A seq2seq decoder's rows open with one token before what it generates: its decoder start.
+DECODER_START_WIDTH = 1
+
+
 class NewTokensNoRepeatNGram:
-    """`no_repeat_ngram_size` over the generated tokens only, as it acts for seq2seq. transformers' own
-    processor reads a decoder-only model's whole sequence, so it would also forbid every n-gram of the
-    dialogue in the prompt (names, `#Person1#은 ...`). A transformers LogitsProcessor."""
+    """`no_repeat_ngram_size` over the generated tokens only. transformers' own processor reads a decoder-only
+    model's whole sequence, so it would also forbid every n-gram of the dialogue in the prompt (names,
+    `#Person1#은 ...`). A transformers LogitsProcessor."""
 
     def __init__(self, size: int, prompt_len: int):
         self.size, self.prompt_len = size, prompt_len
@@ -94,21 +98,23 @@ class NewTokensNoRepeatNGram:
         return scores
 
 
-def _causal_processors(gen: GenerationSection, prompt_len: int) -> dict[str, Any]:
-    """A causal LM's n-gram blocking and repetition penalty over its generated tokens only, as they act for
-    seq2seq and as the config says ("tokens already generated"). transformers' processors read the whole
-    sequence, prompt included: its repetition penalty would discourage every token of the dialogue (names,
-    `#Person1#`, key nouns) from the first step. The penalty is transformers' own processor, told to skip
-    the prompt: every row of a left-padded batch has the same prompt width, so one length skips it (and
-    the processor holds no per-row state: the beam loop keeps running it when inputs leave the batch)."""
+def penalties_on_generated(gen: GenerationSection, skip: int) -> dict[str, Any]:
+    """generate() arguments that make n-gram blocking and the repetition penalty act on the generated tokens
+    only, as the config says ("tokens already generated"); `skip` is the width of what precedes them.
+    transformers' processors read the whole sequence: a causal LM's prompt, whose repetition penalty would
+    discourage every token of the dialogue (names, `#Person1#`, key nouns) from the first step, and a
+    seq2seq decoder's start token, which for BART is the end token: penalised, it would lengthen every
+    summary. The penalty is transformers' own processor, told to skip `skip` tokens (every row of a
+    left-padded batch has the same prompt width, so one length skips it, and the processor holds no per-row
+    state: the beam loop keeps running it when inputs leave the batch)."""
     # transformers takes seconds to import: only where it is used
     from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
     processors: list[Any] = []
     if gen.no_repeat_ngram_size:
-        processors.append(NewTokensNoRepeatNGram(gen.no_repeat_ngram_size, prompt_len))
+        processors.append(NewTokensNoRepeatNGram(gen.no_repeat_ngram_size, skip))
     if gen.repetition_penalty != 1.0:
-        processors.append(RepetitionPenaltyLogitsProcessor(gen.repetition_penalty, prompt_ignore_length=prompt_len))
+        processors.append(RepetitionPenaltyLogitsProcessor(gen.repetition_penalty, prompt_ignore_length=skip))
     if not processors:
         return {}
     return {"no_repeat_ngram_size": 0, "repetition_penalty": 1.0, "logits_processor": LogitsProcessorList(processors)}
@@ -160,7 +166,7 @@ def generate_candidates(model: Any, tokenizer: Any, inputs: list[list[int]], gen
     done = 0
     for idx in batches:
         ids, mask = _padded([inputs[i] for i in idx], tokenizer.pad_token_id, left=causal)
-        batch_kwargs = kwargs | (_causal_processors(gen, ids.shape[1]) if causal else {})
+        batch_kwargs = kwargs | penalties_on_generated(gen, ids.shape[1] if causal else DECODER_START_WIDTH)
         with torch.inference_mode():
             seqs = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **batch_kwargs)
         if causal:

@@ -94,7 +94,18 @@ class _DialsumParts:
 
 
 class Seq2SeqDialsumTrainer(_DialsumParts, Seq2SeqTrainer):
-    """BART, T5 and mT5: dev is scored during training by generating through the Trainer."""
+    """BART, T5 and mT5: dev is scored during training by generating through the Trainer, with `penalties`
+    (generate() arguments: `generation.penalties_on_generated`) so that it generates as it does after training."""
+
+    def __init__(self, *args: Any, penalties: dict[str, Any] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.penalties = penalties or {}
+
+    def prediction_step(self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool,
+                        ignore_keys: list[str] | None = None, **gen_kwargs: Any) -> tuple[Any, Any, Any]:
+        if not gen_kwargs:  # the Trainer's own: those evaluate() was given, over the model's generation config
+            gen_kwargs = {**getattr(self, "_gen_kwargs", {}), **self.penalties}
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys, **gen_kwargs)
 
 
 class CausalDialsumTrainer(_DialsumParts, Trainer):

@@ -393,7 +393,8 @@ def _build_trainer(p: Planned, trained: Trained, args: Any, train_set: list[dict
     else:
         trained.model.generation_config.update(**generation.generation_kwargs(cfg.generation))
         trainer = Seq2SeqDialsumTrainer(
-            **common, compute_metrics=generation.make_compute_metrics(p.tokenizer, tokenize="morpheme"))
+            **common, compute_metrics=generation.make_compute_metrics(p.tokenizer, tokenize="morpheme"),
+            penalties=generation.penalties_on_generated(cfg.generation, generation.DECODER_START_WIDTH))
     for printer in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(printer)
     trainer.add_callback(JsonlLog(p.run.dir / "train_log.jsonl", trainer))
