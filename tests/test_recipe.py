@@ -88,6 +88,22 @@ def test_predict_reuses_a_lora_run(small_data, tmp_path):
     assert_clean_error(missing, "not a finished run (config.yaml is missing)")
 
 
+@pytest.mark.slow
+def test_no_submission_scores_dev_and_leaves_a_finished_run_predict_can_use(small_data, tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli("train", "configs/experiments/04_batch_optimization_rtx3090.yaml", "--init", "tiny",
+                   "--max-steps", "1", "--data", str(small_data), "--run-dir", str(run), "--no-submission",
+                   *[arg for item in FAST for arg in ("--set", item)])
+    assert proc.returncode == 0, proc.stderr
+    assert not (run / "submission.csv").exists() and (run / "dev_predictions.csv").is_file()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics.get("submission") is None and metrics["dev"]["morpheme"]["final"] >= 0
+    out = tmp_path / "p.csv"
+    proc = run_cli("predict", str(run), "--input", str(small_data / "test.csv"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert len(pd.read_csv(out)) == len(pd.read_csv(small_data / "test.csv"))
+
+
 def test_resume_continues_from_the_last_checkpoint(small_data, tmp_path):
     run = tmp_path / "run"
     cfg_path = Path("configs/experiments/04_batch_optimization_rtx3090.yaml")

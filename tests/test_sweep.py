@@ -534,6 +534,7 @@ def test_only_the_best_trial_keeps_its_checkpoints_the_others_their_results(swep
         assert (run / "checkpoints").is_dir() == (row["number"] == best), row
         assert (run / "config.yaml").is_file() and (run / "train_log.jsonl").is_file()
         assert (run / "metrics.json").is_file() == (row["state"] == "COMPLETE")
+        assert not (run / "submission.csv").exists()  # a trial is scored on dev: test.csv is not summarized
 
 
 @pytest.mark.slow

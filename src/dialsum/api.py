@@ -236,7 +236,8 @@ def run_training(cfg: ExperimentConfig, opts: RunOptions, tuning: TuneOptions | 
 
 def train(config: PathLike, overrides: Overrides = (), *, data: PathLike | None = None, init: str | None = None,
           run_dir: PathLike | None = None, max_steps: int | None = None, one_epoch: bool = False,
-          resume: bool = False, tune_trials: int | None = None, tune_dev_rows: int | None = None) -> Run:
+          resume: bool = False, submission: bool = True, tune_trials: int | None = None,
+          tune_dev_rows: int | None = None) -> Run:
     """Train one experiment, score it on dev and write its submission: `dialsum train`, in this process.
 
     Args:
@@ -248,6 +249,7 @@ def train(config: PathLike, overrides: Overrides = (), *, data: PathLike | None 
         max_steps: stop after this many optimizer steps (`--max-steps`).
         one_epoch: train a single epoch (`--one-epoch`).
         resume: continue `run_dir` from its last checkpoint (`--resume`).
+        submission: False scores dev but writes no test submission (`--no-submission`).
         tune_trials: then tune its generation with this many trials (`--tune`).
         tune_dev_rows: dev rows the tuning searches on (`--tune-dev-rows`; default half).
 
@@ -262,7 +264,7 @@ def train(config: PathLike, overrides: Overrides = (), *, data: PathLike | None 
     from dialsum.config import RunOptions
 
     cfg = load_config(config, overrides, data=data)
-    opts = RunOptions(init, Path(run_dir) if run_dir is not None else None, max_steps, one_epoch, resume)
+    opts = RunOptions(init, Path(run_dir) if run_dir is not None else None, max_steps, one_epoch, resume, submission)
     return run_training(cfg, opts, check_training(cfg, opts, tune_trials, tune_dev_rows))
 
 

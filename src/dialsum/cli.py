@@ -90,6 +90,7 @@ def train(
     one_epoch: bool = typer.Option(False, "--one-epoch", help="Train a single epoch (quick mode)."),
     run_dir: str | None = typer.Option(None, "--run-dir", help="Run directory (default runs/<name>/<time>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue --run-dir from its last checkpoint."),
+    no_submission: bool = typer.Option(False, "--no-submission", help="Score dev, but write no test submission."),
     nproc: int = typer.Option(1, "--nproc", help="Processes for one experiment (DDP through torchrun: one per "
                               "GPU, or gloo on the CPU); 1 is a plain process."),
     tune_trials: int | None = typer.Option(None, "--tune", help="Then tune its generation: this many trials "
@@ -106,7 +107,7 @@ def train(
     from dialsum.recipe import target_dir
 
     cfg = load_config(config_path, sets, data=data_dir)
-    opts = RunOptions(init, Path(run_dir) if run_dir else None, max_steps, one_epoch, resume)
+    opts = RunOptions(init, Path(run_dir) if run_dir else None, max_steps, one_epoch, resume, not no_submission)
     tuning = check_training(cfg, opts, tune_trials, tune_dev_rows)  # before any process starts
     if nproc != 1 and not distributed.launched():
         distributed.check_nproc(nproc)

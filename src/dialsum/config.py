@@ -248,6 +248,7 @@ class RunOptions:
     max_steps: int | None = None
     one_epoch: bool = False
     resume: bool = False
+    submission: bool = True  # False: dev is scored, test is not summarized (a sweep's trials)
 
 
 def check_options(opts: RunOptions) -> None:

@@ -123,7 +123,8 @@ def _train_and_score(p: Planned) -> None:
             return
         reload_saved_model(p, trained)
         evaluate(p, trained)
-        predict(p, trained)
+        if p.run.opts.submission:
+            predict(p, trained)
         _write_metrics(p)
     finally:
         trained.model = None  # before cleanup frees the memory, also when a step failed

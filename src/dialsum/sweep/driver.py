@@ -183,7 +183,8 @@ class SweepDriver:
         _, effective = plan.space.batch(params)
         sets = [*plan.space.overrides(params), *plan.schedule.overrides(effective), *plan.split_sets,
                 *trial.user_attrs.get("retry", []), *slot.overrides()]
-        cmd = process.train_command(plan.config_path, [], plan.args, (folder / "run").resolve(), sets, resume)
+        cmd = [*process.train_command(plan.config_path, [], plan.args, (folder / "run").resolve(), sets, resume),
+               "--no-submission"]  # a trial is scored on dev; the chosen settings are trained again
         log_path = folder / LOG
         with log_path.open("ab") as log:
             log.write(f"\n=== {datetime.now():%Y-%m-%d %H:%M:%S} sweep: {' '.join(cmd)}\n".encode())
