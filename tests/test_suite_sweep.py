@@ -273,3 +273,27 @@ def test_a_suite_sweeps_an_entry_then_trains_its_best_yaml_as_its_run(tmp_path: 
     assert "| 1 | Swept | " in report and "Training settings from dialsum sweep (trial " in report  # best.yaml's run
     print(f"suite with a 2-trial sweep entry: {took:.1f} s")
 
+
+
+def test_the_live_table_shows_a_sweep_entry_s_trials_then_its_training(tmp_path: Path) -> None:
+    from dialsum.suite.display import TrainProgress
+
+    def training() -> TrainProgress:
+        return TrainProgress(tmp_path / "run" / "train_log.jsonl", tmp_path / "suite.log", 0)
+
+    plain = schema.SuiteEntry(name="p", config=BATCH_OPT, expected_minutes=1)
+    assert isinstance(sweep_entry.progress(plain, tmp_path, training()), TrainProgress)
+    swept = schema.SuiteEntry(name="s", config=BATCH_OPT, expected_minutes=1, sweep={"trials": 4})
+    progress = sweep_entry.progress(swept, tmp_path, training())
+    progress.poll()
+    assert progress.steps_text() == "sweep 0/4"
+    trials = tmp_path / "sweep" / "trials.csv"
+    trials.parent.mkdir()
+    trials.write_text("number,state,value,learning_rate\n0,COMPLETE,21.5,1e-4\n1,PRUNED,,3e-4\n"
+                      "2,COMPLETE,23.25,5e-5\n3,RUNNING,,2e-4\n", encoding="utf-8")
+    progress.poll()
+    assert progress.steps_text() == "sweep 3/4, best 23.25"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "train_log.jsonl").write_text(json.dumps({"step": 5, "loss": 3.5}) + "\n", encoding="utf-8")
+    progress.poll()
+    assert progress.steps_text() == "5" and progress.loss == 3.5  # its best settings train

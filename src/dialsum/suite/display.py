@@ -4,11 +4,13 @@
     dialsum suite configs/suites/main5.yaml | cat    # elsewhere: one line per event
 
 The live table has a row per experiment: state, slot, elapsed against expected minutes, step, loss
-and memory. A running experiment's step and loss come from its `train_log.jsonl` and progress bar.
+and memory. A running experiment's step and loss come from its `train_log.jsonl` and progress bar; a sweep
+entry shows its trials ended and best score until its best settings train.
 """
 
 from __future__ import annotations
 
+import csv
 import re
 import sys
 import time
@@ -65,6 +67,48 @@ class TrainProgress:
         return f"{self.step}/{self.max_steps}" if self.max_steps else str(self.step)
 
 
+class SweepProgress:
+    """A sweep entry: while it sweeps, the trials ended of its total and the best score so far, from the
+    sweep's trials.csv (rewritten after every trial); once its best settings train, that training's progress."""
+
+    ENDED = ("COMPLETE", "PRUNED", "FAIL")
+
+    def __init__(self, trials_csv: Path, total: int, training: TrainProgress) -> None:
+        self.trials_csv, self.total, self.training = trials_csv, total, training
+        self.ended = 0
+        self.best: float | None = None
+        self._seen: float | None = None  # trials.csv's mtime when last read
+
+    @property
+    def loss(self) -> float | None:
+        return self.training.loss
+
+    def poll(self) -> None:
+        self.training.poll()
+        try:
+            mtime = self.trials_csv.stat().st_mtime
+        except OSError:
+            return
+        if mtime == self._seen:
+            return
+        self._seen = mtime
+        try:
+            with self.trials_csv.open(encoding="utf-8", newline="") as f:
+                rows = list(csv.DictReader(f))
+        except (OSError, UnicodeDecodeError, csv.Error):  # replaced as it was read: the next poll reads it
+            self._seen = None
+            return
+        self.ended = sum(r.get("state") in self.ENDED for r in rows)
+        values = [float(r["value"]) for r in rows if r.get("state") == "COMPLETE" and r.get("value")]
+        self.best = max(values) if values else None
+
+    def steps_text(self) -> str:
+        if self.training.step is not None:
+            return self.training.steps_text()
+        best = f", best {self.best:.2f}" if self.best is not None else ""
+        return f"sweep {self.ended}/{self.total}{best}"
+
+
 def memory_text(monitor: Any) -> str:
     if monitor is None or monitor.last is None:
         return "-"
@@ -76,7 +120,7 @@ class Live:
     """A running experiment, as the table shows it."""
 
     started: float
-    progress: TrainProgress
+    progress: TrainProgress | SweepProgress
     monitor: Any = None
 
 

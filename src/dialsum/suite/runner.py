@@ -249,7 +249,8 @@ class SuiteRunner:
         how = "resuming from its last checkpoint" if resume else "starting"
         self.display.event(f"{rec.name}: {how} on {slot.name} (attempt {rec.attempts}), log {log_path}")
         limit = self.settings.experiment_timeout_minutes
-        live = Live(time.monotonic(), TrainProgress(run_dir / "train_log.jsonl", log_path, log_start))
+        live = Live(time.monotonic(), sweep_entry.progress(entry, exp_dir,
+                                                           TrainProgress(run_dir / "train_log.jsonl", log_path, log_start)))
         job = Job(rec, entry, slot, handle, live, log_start, None, retried=retried)
         job.limit_s = limit * 60 if limit else None
         self.jobs[rec.name] = job

@@ -37,10 +37,11 @@ from typing import Any
 from dialsum import config
 from dialsum.lifeline import run_forwarding
 from dialsum.runfiles import SWEEP_RESULT
+from dialsum.suite.display import SweepProgress, TrainProgress
 from dialsum.suite.process import run_flags, train_command
 from dialsum.suite.schema import SuiteEntry, SuiteSweep
 from dialsum.suite.state import TrainArgs
-from dialsum.sweep.options import BEST, RECORD
+from dialsum.sweep.options import BEST, RECORD, TRIALS_CSV
 
 SWEEP = "sweep"  # <out>/<name>/sweep/
 THEN = "--then"
@@ -75,6 +76,13 @@ def sweep_command(entry: SuiteEntry, spec: SuiteSweep, args: TrainArgs, sweep_di
     for item in [*entry.set, *args.sets]:
         cmd += ["--set", item]
     return cmd
+
+
+def progress(entry: SuiteEntry, exp_dir: Path, training: TrainProgress) -> TrainProgress | SweepProgress:
+    """What the live table shows of an entry: its training, after a sweep entry's trials."""
+    if entry.sweep is None:
+        return training
+    return SweepProgress(exp_dir / SWEEP / TRIALS_CSV, entry.sweep.trials, training)
 
 
 def batch_config(entry: SuiteEntry, exp_dir: Path, cfg: Any) -> Any:

@@ -28,6 +28,7 @@ RECORD = "sweep.json"  # the sweep's own files in OUT
 CONFIG_SNAPSHOT = "sweep_config.yaml"
 SEARCH, HELDOUT = "dev_search.csv", "dev_heldout.csv"
 BEST = "best.yaml"
+TRIALS_CSV = "trials.csv"  # a row per trial, rewritten after every trial (`sweep.report`)
 SHAPING = ("config", "init", "max_steps", "one_epoch", "data", "sets", "pruner", "dev_rows", "storage")
 
 

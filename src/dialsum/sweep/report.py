@@ -17,9 +17,9 @@ from typing import Any
 
 from dialsum.fileio import atomic_write_rows, atomic_write_text
 from dialsum.report.render import render_html, render_markdown
+from dialsum.sweep.options import TRIALS_CSV
 from dialsum.tune_finish import write_plots
 
-TRIALS_CSV = "trials.csv"
 PLOTS = {  # Optuna's plot_<name>, and its caption
     "optimization_history": "Dev score of each trial, and the best so far",
     "param_importances": "How much each setting mattered (fANOVA)",
