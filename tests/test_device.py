@@ -133,3 +133,15 @@ def test_a_4bit_base_loads_on_its_own_rank_computing_in_the_training_dtype(monke
     q = kwargs["quantization_config"]
     assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
     assert q.bnb_4bit_compute_dtype == torch.bfloat16 and q.bnb_4bit_quant_storage == torch.uint8
+
+
+def test_openmp_threads_spin_briefly_unless_the_user_chose_how_they_wait():
+    from dialsum.device import OPENMP_SPIN_COUNT, share_cores
+
+    env: dict[str, str] = {}
+    share_cores(env)
+    assert env == {"GOMP_SPINCOUNT": OPENMP_SPIN_COUNT}
+    for chosen in ({"GOMP_SPINCOUNT": "INFINITY"}, {"OMP_WAIT_POLICY": "ACTIVE"}):
+        env = dict(chosen)
+        share_cores(env)
+        assert env == chosen

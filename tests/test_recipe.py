@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -90,6 +91,7 @@ def test_predict_reuses_a_lora_run(small_data, tmp_path):
 
 @pytest.mark.slow
 def test_no_submission_scores_dev_and_leaves_a_finished_run_predict_can_use(small_data, tmp_path):
+    """Also: the command's run records how its OpenMP threads waited (dialsum.device.share_cores)."""
     run = tmp_path / "run"
     proc = run_cli("train", "configs/experiments/04_batch_optimization_rtx3090.yaml", "--init", "tiny",
                    "--max-steps", "1", "--data", str(small_data), "--run-dir", str(run), "--no-submission",
@@ -98,6 +100,12 @@ def test_no_submission_scores_dev_and_leaves_a_finished_run_predict_can_use(smal
     assert not (run / "submission.csv").exists() and (run / "dev_predictions.csv").is_file()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics.get("submission") is None and metrics["dev"]["morpheme"]["final"] >= 0
+    from dialsum.device import share_cores
+
+    expected = dict(os.environ)  # GOMP_SPINCOUNT=3000, unless this shell chose how OpenMP threads wait
+    share_cores(expected)
+    waiting = json.loads((run / "environment.json").read_text())["openmp_waiting"]
+    assert waiting == {k: expected.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     out = tmp_path / "p.csv"
     proc = run_cli("predict", str(run), "--input", str(small_data / "test.csv"), "--out", str(out))
     assert proc.returncode == 0, proc.stderr

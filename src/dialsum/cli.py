@@ -296,6 +296,9 @@ def config_help(
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    from dialsum.device import share_cores
+
+    share_cores()  # before torch loads OpenMP, here and in every child process
     try:
         code = app(standalone_mode=False)
     except DialsumError as err:

@@ -163,6 +163,7 @@ def _environment(device: DeviceInfo) -> dict[str, Any]:
         "peft": peft.__version__,
         "device": device.to_dict(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "openmp_waiting": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")},
         "argv": sys.argv,
     }
 
