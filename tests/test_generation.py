@@ -192,9 +192,10 @@ def test_the_repetition_penalty_counts_generated_tokens():
 
 
 def test_a_seq2seq_repetition_penalty_leaves_the_decoder_start_alone(tiny_model):
-    """The decoder start token opens every row but is not generated (BART's is its end token, which a
-    penalty would push down, lengthening every summary): the first generated token is the same with any
-    penalty, in generation after training and in the Trainer's generation during it."""
+    """The decoder start token opens every row but is not generated (facebook's BART's is its end token,
+    which a penalty would push down, lengthening every summary): the first generated token is the same
+    with any penalty, in generation after training and in the Trainer's generation during it. The tiny
+    KoBART's start token (`<usr>`) is made the model's first choice, as an end token can be."""
     import copy
 
     import torch

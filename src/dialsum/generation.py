@@ -103,10 +103,11 @@ def penalties_on_generated(gen: GenerationSection, skip: int) -> dict[str, Any]:
     only, as the config says ("tokens already generated"); `skip` is the width of what precedes them.
     transformers' processors read the whole sequence: a causal LM's prompt, whose repetition penalty would
     discourage every token of the dialogue (names, `#Person1#`, key nouns) from the first step, and a
-    seq2seq decoder's start token, which for BART is the end token: penalised, it would lengthen every
-    summary. The penalty is transformers' own processor, told to skip `skip` tokens (every row of a
-    left-padded batch has the same prompt width, so one length skips it, and the processor holds no per-row
-    state: the beam loop keeps running it when inputs leave the batch)."""
+    seq2seq decoder's start token, which for facebook's BART is the end token: penalised, it would lengthen
+    every summary (KoBART's is `<usr>`, T5's its padding token). The penalty is transformers' own processor,
+    told to skip `skip` tokens (every row of a left-padded batch has the same prompt width, so one length
+    skips it, and the processor holds no per-row state: the beam loop keeps running it when inputs leave
+    the batch)."""
     # transformers takes seconds to import: only where it is used
     from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
@@ -171,7 +172,7 @@ def generate_candidates(model: Any, tokenizer: Any, inputs: list[list[int]], gen
             seqs = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **batch_kwargs)
         if causal:
             seqs = seqs[:, ids.shape[1]:]  # the continuation only
-        body = seqs if causal else seqs[:, 1:]  # a seq2seq row opens with its decoder start (BART: the end token)
+        body = seqs if causal else seqs[:, 1:]  # a seq2seq row opens with its decoder start
         ended = torch.isin(body.cpu(), end_ids).any(dim=1).tolist()  # false: cut by the length limit
         texts = tokenizer.batch_decode(seqs, skip_special_tokens=False)
         for row, (text, done_row) in enumerate(zip(texts, ended, strict=True)):  # k rows per input, in order
