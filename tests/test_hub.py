@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,26 @@ def test_the_offline_message_names_the_variable(monkeypatch):
     assert "HF_HUB_OFFLINE=1: nothing is downloaded" in hub.not_found_message("a/b")
     monkeypatch.setattr(hub, "offline", lambda: False)
     assert "not found on the hub" in hub.not_found_message("a/b")
+
+
+def test_an_unreachable_hub_is_tried_once_then_the_cache_is_used_without_retries(tmp_path):
+    """A machine that cannot reach the hub, and has no HF_HUB_OFFLINE: one connection attempt, one warning,
+    then the cache only (huggingface_hub alone would retry each file five times, printing `Retrying`)."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a local port nothing listens on: the connection is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") and "proxy" not in k.lower()}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HOME=str(tmp_path / "hf"))
+    proc = subprocess.run([sys.executable, "-m", "dialsum.cli", "validate",
+                           "configs/experiments/01_baseline_kobart_rtx3090.yaml"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-2000:]
+    assert out.count(f"the Hugging Face hub (127.0.0.1:{port}) cannot be reached") == 1
+    assert "using the hub cache only" in out and "Retrying" not in out
+    assert "built-in architecture table" in out  # the seed model, from the table, as offline

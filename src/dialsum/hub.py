@@ -10,17 +10,53 @@ a local directory is read in place; a hub id is taken from the cache or download
 directory or repository, no cached copy while offline or unreachable) returns None, so that the
 caller may fall back to the built-in architecture table; a gated repository or a config.json that
 is not valid JSON is an error that names the file.
+
+Before a process first asks the hub for a file, `use_cache_if_unreachable` tries one connection to the hub's
+address (`HF_ENDPOINT`, or huggingface.co): a machine that cannot reach it then uses the hub cache only, as
+`HF_HUB_OFFLINE=1` does, and says so once, instead of huggingface_hub's five retries of every file (about
+25 seconds each, twice for a config's validation). Where a proxy is set, the hub is asked as usual.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dialsum.errors import DialsumError
 from dialsum.fileio import read_json
 
 CONFIG_NAME = "config.json"
+PROBE_SECONDS = 3.0
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+log = logging.getLogger("dialsum")
+_probed = False
+
+
+def use_cache_if_unreachable() -> None:
+    """Once per process: when the hub is not already off (HF_HUB_OFFLINE), no proxy is set and its address
+    refuses or does not answer a connection within PROBE_SECONDS, switch this process and those it starts
+    to the hub cache only, with one warning."""
+    global _probed
+    if _probed:
+        return
+    _probed = True
+    from huggingface_hub import constants  # huggingface_hub: only where the hub is asked
+
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(name) for name in PROXY_VARIABLES):
+        return
+    url = urlsplit(constants.ENDPOINT)
+    address = (url.hostname or "", url.port or (443 if url.scheme == "https" else 80))
+    try:
+        socket.create_connection(address, timeout=PROBE_SECONDS).close()
+    except OSError as err:
+        constants.HF_HUB_OFFLINE = True  # huggingface_hub and transformers read it at each request
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        log.warning("the Hugging Face hub (%s:%d) cannot be reached (%s): using the hub cache only, as "
+                    "HF_HUB_OFFLINE=1 does", *address, err.strerror or type(err).__name__)
 
 
 def config_file(name: str) -> Path | None:
@@ -38,6 +74,7 @@ def config_file(name: str) -> Path | None:
     if local.is_dir():
         path = local / CONFIG_NAME
         return path if path.is_file() else None
+    use_cache_if_unreachable()
     try:
         return Path(hf_hub_download(repo_id=name, filename=CONFIG_NAME))
     except GatedRepoError:

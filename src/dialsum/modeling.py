@@ -21,6 +21,7 @@ from typing import Any
 
 from dialsum.archs import specials_of, wants_untied_head
 from dialsum.errors import DialsumError
+from dialsum.hub import use_cache_if_unreachable
 from dialsum.tokens import MASK_TOKEN_PATTERN
 
 # ---------------------------------------------------------------- tokenizers
@@ -69,6 +70,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, local_only: bool 
     """The checkpoint's tokenizer; `local_only`: from a local directory or the hub cache, never downloaded."""
     from transformers import AutoTokenizer  # transformers: deferred, as above
 
+    use_cache_if_unreachable()
     try:
         return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, local_files_only=local_only)
     except (OSError, ValueError) as err:
@@ -182,6 +184,7 @@ def load_pretrained_model(path: str, *, four_bit: bool, compute_dtype: Any, devi
     if four_bit:
         kwargs.update(four_bit_arguments(compute_dtype, device))
     logging.getLogger("transformers.modeling_utils").setLevel(logging.ERROR)
+    use_cache_if_unreachable()
     try:
         hf_config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         return _auto_class(hf_config).from_pretrained(path, **kwargs)
