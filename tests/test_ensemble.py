@@ -134,6 +134,20 @@ def test_a_damaged_member_file_is_one_line_naming_it(runs, tmp_path):
     assert not (tmp_path / "e").exists()
 
 
+def test_a_run_trained_without_a_submission_says_how_to_write_one(runs, tmp_path):
+    import json
+    import shutil
+
+    dev_only = shutil.copytree(runs[0], tmp_path / "dev_only")  # as `dialsum train --no-submission` leaves it
+    (dev_only / "submission.csv").unlink()
+    metrics = json.loads((dev_only / "metrics.json").read_text())
+    metrics.pop("submission")
+    (dev_only / "metrics.json").write_text(json.dumps(metrics))
+    proc = run_cli("ensemble", str(dev_only), str(runs[1]), str(runs[2]), "--out", str(tmp_path / "e"))
+    assert_clean_error(proc, f"{dev_only}: trained with --no-submission", f"dialsum predict {dev_only}")
+    assert not (tmp_path / "e").exists()
+
+
 def test_a_tuning_that_predates_held_out_rows_is_refused_with_tuned(runs, tmp_path):
     import shutil
 

@@ -110,3 +110,32 @@ def test_an_unreachable_hub_is_tried_once_then_the_cache_is_used_without_retries
     assert out.count(f"the Hugging Face hub (127.0.0.1:{port}) cannot be reached") == 1
     assert "using the hub cache only" in out and "Retrying" not in out
     assert "built-in architecture table" in out  # the seed model, from the table, as offline
+
+
+def test_the_hub_is_probed_only_for_a_hub_name_and_never_longer_than_its_bound(tmp_path, monkeypatch):
+    import socket
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(hub, "_probed", False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for var in hub.PROXY_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
+
+    def never_answers(address, timeout=None):
+        time.sleep(30)  # a resolver or a route that hangs: the socket's own timeout would not bound it
+
+    monkeypatch.setattr(socket, "create_connection", never_answers)
+    monkeypatch.setattr(hub, "PROBE_SECONDS", 0.2)
+    hub.use_cache_if_unreachable(str(tmp_path))  # a local checkpoint directory: nothing to ask the hub
+    assert not hub._probed and not constants.HF_HUB_OFFLINE
+    monkeypatch.setattr(constants, "ENDPOINT", "http://hub.example:abc")  # not a URL: the hub client says so
+    hub.use_cache_if_unreachable("org/model")
+    assert hub._probed and not constants.HF_HUB_OFFLINE
+    monkeypatch.setattr(hub, "_probed", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://hub.example")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # restored after the test, as the switch below sets it
+    started = time.monotonic()
+    hub.use_cache_if_unreachable("org/model")
+    assert time.monotonic() - started < 5 and constants.HF_HUB_OFFLINE and os.environ["HF_HUB_OFFLINE"] == "1"

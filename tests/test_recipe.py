@@ -172,6 +172,7 @@ def test_bad_data_catalog(tmp_path, small_data, name, content, needles):
     (["--set", "lora.load_in_4bit=true"], ["needs lora.use_qlora=true"]),
     (["--init", "huge"], ["--init huge"]),
     (["--resume"], ["--resume needs --run-dir"]),
+    (["--no-submission", "--tune", "5"], ["--no-submission with --tune", "drop one of the two"]),
     (["--data", "/nonexistent/dir"], ["train.csv: data file not found"]),
 ])
 def test_bad_config_catalog(args, needles):

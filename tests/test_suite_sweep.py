@@ -274,7 +274,6 @@ def test_a_suite_sweeps_an_entry_then_trains_its_best_yaml_as_its_run(tmp_path: 
     print(f"suite with a 2-trial sweep entry: {took:.1f} s")
 
 
-
 def test_the_live_table_shows_a_sweep_entry_s_trials_then_its_training(tmp_path: Path) -> None:
     from dialsum.suite.display import TrainProgress
 
@@ -293,6 +292,9 @@ def test_the_live_table_shows_a_sweep_entry_s_trials_then_its_training(tmp_path:
                       "2,COMPLETE,23.25,5e-5\n3,RUNNING,,2e-4\n", encoding="utf-8")
     progress.poll()
     assert progress.steps_text() == "sweep 3/4, best 23.25"
+    trials.write_text("number,state,value\n0,COMPLETE,not a number\n", encoding="utf-8")  # edited by hand
+    progress.poll()
+    assert progress.steps_text() == "sweep 3/4, best 23.25"  # kept, and read again at the next change
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "train_log.jsonl").write_text(json.dumps({"step": 5, "loss": 3.5}) + "\n", encoding="utf-8")
     progress.poll()

@@ -205,11 +205,15 @@ def check_training(cfg: ExperimentConfig, opts: RunOptions, tune_trials: int | N
     # dialsum's modules load torch and pandas: only when called
     from dialsum import tune
     from dialsum.config import check_options
+    from dialsum.errors import DialsumError
     from dialsum.tune_space import check_split_before_training
 
     check_options(opts)
     if tune_trials is None:
         return None
+    if not opts.submission:
+        raise DialsumError("--no-submission with --tune: tuning writes the tuned test submission "
+                           "(submission_tuned.csv); drop one of the two")
     tuning = tune.TuneOptions(Path("."), tune_trials, None, tune_dev_rows)
     tune.check_options(tuning, "--tune", "--tune-dev-rows")
     check_split_before_training(cfg, tune_dev_rows)

@@ -97,9 +97,9 @@ def _cache_key(model_kwargs: dict[str, Any]) -> str | None:
 def _keep_rows(model_kwargs: dict[str, Any], logits_processor: Any, rows: Tensor, n_rows: int) -> None:
     """Keep `rows` (flat batch x beam rows) of every per-row model input, of the cache and of a processor's
     per-row state, in place. The one such state: transformers' repetition penalty, built by `generate`,
-    skips each row's left padding (a length per row). dialsum's causal generation passes its own penalty,
-    which skips what precedes the generated tokens with one length (generation.penalties_on_generated) and needs
-    nothing here."""
+    skips each row's left padding (a length per row). dialsum's generation passes its own penalty, which skips
+    what precedes the generated tokens (a causal prompt, a decoder start) with one length
+    (generation.penalties_on_generated) and needs nothing here."""
     for processor in logits_processor:
         ignore = getattr(processor, "prompt_ignore_length", None)
         if isinstance(ignore, Tensor) and ignore.dim() and ignore.shape[0] == n_rows:

@@ -27,6 +27,7 @@ MB = 1024 * 1024
 # one alone in 13.1 s against 14.0 s (tried too: 1,000, 26 s and 17 s; OMP_WAIT_POLICY=PASSIVE, 25 s and 21 s).
 OPENMP_SPIN_COUNT = "3000"
 
+
 @dataclass
 class DeviceInfo:
     """What this machine offers a training run; saved with every run as JSON."""

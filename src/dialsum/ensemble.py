@@ -138,6 +138,9 @@ def load_member(run_dir: Path, tuned: bool) -> Member:
     else:
         dev_file, test_file = run_dir / "dev_predictions.csv", run_dir / "submission.csv"
         fix = "the run's file is damaged: restore it, or train the run again"
+        if run.metrics.submission is None and not test_file.exists():
+            raise DialsumError(f"{run_dir}: trained with --no-submission, so it has no submission.csv; write it "
+                               f"with `dialsum predict {run_dir} --input TEST_CSV --out {test_file}`")
     dev = _table(dev_file, ["fname", "summary", "reference"], fix)
     test = _table(test_file, ["fname", "summary"], fix)
     member.dev_names, member.references = list(dev["fname"]), list(dev["reference"])

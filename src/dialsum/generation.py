@@ -172,7 +172,7 @@ def generate_candidates(model: Any, tokenizer: Any, inputs: list[list[int]], gen
             seqs = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **batch_kwargs)
         if causal:
             seqs = seqs[:, ids.shape[1]:]  # the continuation only
-        body = seqs if causal else seqs[:, 1:]  # a seq2seq row opens with its decoder start
+        body = seqs if causal else seqs[:, DECODER_START_WIDTH:]  # a seq2seq row opens with its decoder start
         ended = torch.isin(body.cpu(), end_ids).any(dim=1).tolist()  # false: cut by the length limit
         texts = tokenizer.batch_decode(seqs, skip_special_tokens=False)
         for row, (text, done_row) in enumerate(zip(texts, ended, strict=True)):  # k rows per input, in order

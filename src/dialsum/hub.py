@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,27 +37,50 @@ log = logging.getLogger("dialsum")
 _probed = False
 
 
-def use_cache_if_unreachable() -> None:
-    """Once per process: when the hub is not already off (HF_HUB_OFFLINE), no proxy is set and its address
-    refuses or does not answer a connection within PROBE_SECONDS, switch this process and those it starts
-    to the hub cache only, with one warning."""
+def use_cache_if_unreachable(name: str) -> None:
+    """Before checkpoint `name` is asked of the hub (a local directory never is), once per process: when the
+    hub is not already off (HF_HUB_OFFLINE), no proxy is set and its address is not connected to within
+    PROBE_SECONDS, the name lookup included, switch this process, and those it starts, to the hub cache only
+    (in a notebook: for the rest of its kernel), with one warning."""
     global _probed
-    if _probed:
+    if _probed or Path(name).expanduser().is_dir():
         return
     _probed = True
     from huggingface_hub import constants  # huggingface_hub: only where the hub is asked
 
-    if constants.HF_HUB_OFFLINE or any(os.environ.get(name) for name in PROXY_VARIABLES):
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(var) for var in PROXY_VARIABLES):
         return
-    url = urlsplit(constants.ENDPOINT)
-    address = (url.hostname or "", url.port or (443 if url.scheme == "https" else 80))
     try:
-        socket.create_connection(address, timeout=PROBE_SECONDS).close()
-    except OSError as err:
+        url = urlsplit(constants.ENDPOINT)
+        address = (url.hostname, url.port or (443 if url.scheme == "https" else 80))
+    except ValueError:  # not a URL: the hub client names it when it is used
+        return
+    if not address[0]:
+        return
+    problem = _unreachable(address)
+    if problem:
         constants.HF_HUB_OFFLINE = True  # huggingface_hub and transformers read it at each request
         os.environ["HF_HUB_OFFLINE"] = "1"
         log.warning("the Hugging Face hub (%s:%d) cannot be reached (%s): using the hub cache only, as "
-                    "HF_HUB_OFFLINE=1 does", *address, err.strerror or type(err).__name__)
+                    "HF_HUB_OFFLINE=1 does", *address, problem)
+
+
+def _unreachable(address: tuple[str, int]) -> str | None:
+    """Why one connection to `address` failed within PROBE_SECONDS (its name lookup included, which a socket
+    timeout does not bound, hence the thread), or None once it connects."""
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection(address, timeout=PROBE_SECONDS).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(err.strerror or type(err).__name__)
+
+    worker = threading.Thread(target=connect, name="dialsum-hub-probe", daemon=True)
+    worker.start()
+    worker.join(PROBE_SECONDS)
+    return outcome[0] if outcome else f"no answer within {PROBE_SECONDS:g} s"
 
 
 def config_file(name: str) -> Path | None:
@@ -74,7 +98,7 @@ def config_file(name: str) -> Path | None:
     if local.is_dir():
         path = local / CONFIG_NAME
         return path if path.is_file() else None
-    use_cache_if_unreachable()
+    use_cache_if_unreachable(name)
     try:
         return Path(hf_hub_download(repo_id=name, filename=CONFIG_NAME))
     except GatedRepoError:

@@ -70,7 +70,8 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, local_only: bool 
     """The checkpoint's tokenizer; `local_only`: from a local directory or the hub cache, never downloaded."""
     from transformers import AutoTokenizer  # transformers: deferred, as above
 
-    use_cache_if_unreachable()
+    if not local_only:
+        use_cache_if_unreachable(name)
     try:
         return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, local_files_only=local_only)
     except (OSError, ValueError) as err:
@@ -184,7 +185,7 @@ def load_pretrained_model(path: str, *, four_bit: bool, compute_dtype: Any, devi
     if four_bit:
         kwargs.update(four_bit_arguments(compute_dtype, device))
     logging.getLogger("transformers.modeling_utils").setLevel(logging.ERROR)
-    use_cache_if_unreachable()
+    use_cache_if_unreachable(path)
     try:
         hf_config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         return _auto_class(hf_config).from_pretrained(path, **kwargs)

@@ -77,7 +77,7 @@ class SweepProgress:
         self.trials_csv, self.total, self.training = trials_csv, total, training
         self.ended = 0
         self.best: float | None = None
-        self._seen: float | None = None  # trials.csv's mtime when last read
+        self._seen: tuple[int, int] | None = None  # trials.csv's mtime (ns) and size when last read
 
     @property
     def loss(self) -> float | None:
@@ -86,20 +86,20 @@ class SweepProgress:
     def poll(self) -> None:
         self.training.poll()
         try:
-            mtime = self.trials_csv.stat().st_mtime
+            stat = self.trials_csv.stat()
         except OSError:
             return
-        if mtime == self._seen:
+        if (stat.st_mtime_ns, stat.st_size) == self._seen:
             return
-        self._seen = mtime
+        self._seen = (stat.st_mtime_ns, stat.st_size)
         try:
             with self.trials_csv.open(encoding="utf-8", newline="") as f:
                 rows = list(csv.DictReader(f))
-        except (OSError, UnicodeDecodeError, csv.Error):  # replaced as it was read: the next poll reads it
+            values = [float(r["value"]) for r in rows if r.get("state") == "COMPLETE" and r.get("value")]
+        except (OSError, UnicodeDecodeError, csv.Error, ValueError):  # being replaced, or edited: read it again
             self._seen = None
             return
         self.ended = sum(r.get("state") in self.ENDED for r in rows)
-        values = [float(r["value"]) for r in rows if r.get("state") == "COMPLETE" and r.get("value")]
         self.best = max(values) if values else None
 
     def steps_text(self) -> str:
