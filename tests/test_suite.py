@@ -63,10 +63,18 @@ def suite_args(suite_file: Path, out: Path, data: Path, *extra: str) -> list[str
     return ["suite", str(suite_file), "--out", str(out), "--data", str(data), *FAST, *extra]
 
 
-def start_suite(args: list[str]) -> subprocess.Popen:
+def start_suite(args: list[str], **env: str) -> subprocess.Popen:
     """The suite CLI in the background, for the tests that signal it."""
     cmd = [sys.executable, "-m", "dialsum.cli", *args]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(), cwd=REPO)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(**env), cwd=REPO)
+
+
+def paused_before_second_checkpoint(marks: Path, *names: str) -> dict[str, str]:
+    """The environment that holds each named experiment (its config's `experiment.name`) before its second
+    checkpoint (`dialsum.pause`): it has one, and it keeps running until it is killed, however fast the
+    machine trains."""
+    marks.mkdir(exist_ok=True)
+    return {"DIALSUM_PAUSE_AT": ",".join(f"before-save@{n}" for n in names), "DIALSUM_PAUSE_DIR": str(marks)}
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -116,16 +124,15 @@ def resumed(tmp_path_factory: pytest.TempPathFactory, small_data: Path) -> dict[
     suite_file = write_suite(base / "resume.yaml", [
         entry("done", BATCH_OPT, "training.save_strategy=no"),
         entry("broken", HIGH_LR, "data.train_file=train_broken.csv"),
-        entry("killed", BATCH_OPT, *SAVE_EVERY_STEP),
+        entry("killed", BATCH_OPT, *SAVE_EVERY_STEP, "experiment.name=killed"),  # the name its pause point names
     ])  # fmt: skip
-    out = base / "out"
+    out, marks = base / "out", base / "marks"
     cmd = suite_args(suite_file, out, data, "--max-steps", "4")
-    suite = start_suite(cmd)
+    suite = start_suite(cmd, **paused_before_second_checkpoint(marks, "killed"))
     try:
         wait_for(lambda: (s := state_if_readable(out)) and s["records"][0].get("pid"), 120, "the first child", suite)
         (data / "train_broken.csv").unlink()  # gone after the check: fails when its turn comes
-        ckpts = out / "killed" / "run" / "checkpoints"
-        wait_for(lambda: list(ckpts.glob("checkpoint-*/trainer_state.json")), 300, "a checkpoint", suite)
+        wait_for(lambda: (marks / "before-save@killed").is_file(), 300, "a checkpoint", suite)
         child = records(out)["killed"]["pid"]
         os.kill(child, signal.SIGKILL)
     finally:
@@ -787,14 +794,15 @@ def test_each_child_sees_only_its_own_gpu(parallel: dict[str, Any]) -> None:
 
 @pytest.mark.slow
 def test_kill_with_two_running_then_resume_continues_both(tmp_path: Path, small_data: Path) -> None:
-    suite_file = write_suite(tmp_path / "two.yaml", [entry(n, BATCH_OPT, *SAVE_EVERY_STEP) for n in ("x", "y")])
+    suite_file = write_suite(tmp_path / "two.yaml",
+                             [entry(n, BATCH_OPT, *SAVE_EVERY_STEP, f"experiment.name={n}") for n in ("x", "y")])
     out = tmp_path / "out"
     cmd = suite_args(suite_file, out, small_data, "--max-steps", "6", "--slots", "2")
-    suite = start_suite(cmd)
+    suite = start_suite(cmd, **paused_before_second_checkpoint(tmp_path / "marks", "x", "y"))
     try:
         for name in ("x", "y"):
-            ckpts = out / name / "run" / "checkpoints"
-            wait_for(lambda c=ckpts: list(c.glob("checkpoint-*/trainer_state.json")), 300, f"{name}'s checkpoint", suite)
+            wait_for(lambda n=name: (tmp_path / "marks" / f"before-save@{n}").is_file(), 300, f"{name}'s checkpoint",
+                     suite)
         running = records(out)
         assert [running[n]["state"] for n in ("x", "y")] == ["running", "running"]
     finally:
