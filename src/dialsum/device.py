@@ -26,6 +26,7 @@ MB = 1024 * 1024
 # 2 cores, a tiny KoBART, 2 threads each: two at once trained in 82 s each with the default, 29 s with 3,000;
 # one alone in 13.1 s against 14.0 s (tried too: 1,000, 26 s and 17 s; OMP_WAIT_POLICY=PASSIVE, 25 s and 21 s).
 OPENMP_SPIN_COUNT = "3000"
+OPENMP_WAITING = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")  # how the user may choose instead; a run records both
 
 
 @dataclass
@@ -68,8 +69,8 @@ def share_cores(environ: Any = os.environ) -> None:
     """Spin briefly at OpenMP barriers (`OPENMP_SPIN_COUNT`), unless the user chose how threads wait
     (GOMP_SPINCOUNT or OMP_WAIT_POLICY). Read once, when torch loads OpenMP: the command line calls it before
     any import of torch, and its child processes inherit it."""
-    if "OMP_WAIT_POLICY" not in environ:
-        environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPIN_COUNT)
+    if not any(name in environ for name in OPENMP_WAITING):
+        environ["GOMP_SPINCOUNT"] = OPENMP_SPIN_COUNT
 
 
 def cpu_core_count() -> int:

@@ -48,7 +48,7 @@ def use_cache_if_unreachable(name: str) -> None:
     _probed = True
     from huggingface_hub import constants  # huggingface_hub: only where the hub is asked
 
-    if constants.HF_HUB_OFFLINE or any(os.environ.get(var) for var in PROXY_VARIABLES):
+    if offline() or any(os.environ.get(var) for var in PROXY_VARIABLES):
         return
     try:
         url = urlsplit(constants.ENDPOINT)

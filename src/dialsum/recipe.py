@@ -40,7 +40,7 @@ from dialsum import (
     train_args,
 )
 from dialsum.config import RunOptions, apply_options, to_yaml
-from dialsum.device import DeviceInfo, free_memory, probe
+from dialsum.device import OPENMP_WAITING, DeviceInfo, free_memory, probe
 from dialsum.errors import DialsumError
 from dialsum.fileio import atomic_write_json, atomic_write_rows, atomic_write_text
 from dialsum.logs import RunLog, log
@@ -163,7 +163,7 @@ def _environment(device: DeviceInfo) -> dict[str, Any]:
         "peft": peft.__version__,
         "device": device.to_dict(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "openmp_waiting": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")},
+        "openmp_waiting": {k: os.environ.get(k) for k in OPENMP_WAITING},
         "argv": sys.argv,
     }
 
